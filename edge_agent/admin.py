@@ -1,0 +1,33 @@
+"""The admin HTTP server (aiohttp): health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+def build_admin_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        # Alive as long as the event loop answers.
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if is_ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response(
+            {"status": "not ready", "reason": "the ext_proc gRPC server is not serving"},
+            status=503,
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,49 @@
+"""The agent's shared state: config, router, cache tiers, metrics. Sans-IO."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
+from edge_agent.cache.exact import ExactCache
+from edge_agent.config import Config
+from edge_agent.exchange import Exchange
+from edge_agent.routing.router import Router
+from edge_agent.telemetry.metrics import Metrics
+
+
+class Agent:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        environ: Mapping[str, str] | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.router = Router(config, environ)
+        self.endpoints = ENDPOINT_BY_PATH
+        exact = config.cache.exact
+        self.cache: ExactCache | None = (
+            ExactCache(exact.max_entries, exact.ttl_s, max_entry_bytes=exact.max_entry_bytes)
+            if exact.enabled
+            else None
+        )
+        self.max_entry_bytes = exact.max_entry_bytes
+        self.allow_nonzero_temperature = config.cache.allow_nonzero_temperature
+        # /v1/models never changes while the process runs: build the answer once.
+        created = int(time.time())
+        self.models_body = models_list(
+            ((name, self.router.owner(name)) for name in self.router.model_names), created
+        )
+        if self.cache is not None:
+            cache = self.cache
+            self.metrics.cache_entries.set_function(lambda: len(cache))
+            self.metrics.cache_bytes.set_function(lambda: cache.bytes)
+
+    def exchange(self) -> Exchange:
+        return Exchange(self)

@@ -1,0 +1,90 @@
+"""Cache keys and the rules for what must not be cached.
+
+Key = tenant + endpoint + client-facing model + the normalized request minus the fields
+that do not change the answer. The client-facing model (not the target it was routed
+to) is used: a model alias declares its targets equivalent, so a repeat is a hit
+whichever target answered first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from edge_agent.api.openai import Endpoint, ParsedRequest
+
+# Fields that change how the answer is delivered or billed, not what it says.
+_NEUTRAL_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+
+BYPASS_HEADER = "x-edge-agent-cache"  # request header value "bypass" skips the cache
+
+
+def _normalize_content(content: Any) -> Any:
+    # [{"type": "text", "text": "hi"}] and "hi" say the same thing.
+    if (
+        isinstance(content, list)
+        and content
+        and all(
+            isinstance(p, dict)
+            and p.get("type") == "text"
+            and isinstance(p.get("text"), str)
+            and len(p) == 2
+            for p in content
+        )
+    ):
+        return "".join(p["text"] for p in content)
+    return content
+
+
+def _normalize_messages(messages: list[Any]) -> list[Any]:
+    out = []
+    for m in messages:
+        if isinstance(m, dict) and "content" in m:
+            content = _normalize_content(m["content"])
+            if content is not m["content"]:
+                m = {**m, "content": content}
+        out.append(m)
+    return out
+
+
+def cache_key(tenant: str, req: ParsedRequest) -> str:
+    fields = {k: v for k, v in req.body.items() if k not in _NEUTRAL_FIELDS}
+    if req.endpoint is Endpoint.CHAT:
+        fields["messages"] = _normalize_messages(fields["messages"])
+    material = orjson.dumps(
+        [tenant, str(req.endpoint), fields], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    )
+    return hashlib.sha256(material).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    lookup: bool  # may the answer come from the cache?
+    store: bool  # may the provider's answer be stored?
+    reason: str | None = None  # why not, when either is False
+
+
+CACHEABLE = CachePolicy(lookup=True, store=True)
+
+
+def cache_policy(
+    req: ParsedRequest, headers: Mapping[str, str], *, allow_nonzero_temperature: bool
+) -> CachePolicy:
+    """What the cache may do for this request (HTTP cache-control semantics apply)."""
+    if headers.get(BYPASS_HEADER, "").strip().lower() == "bypass":
+        return CachePolicy(False, False, "bypass header")
+    if req.n > 1:
+        return CachePolicy(False, False, "n > 1")
+    if req.temperature and not allow_nonzero_temperature:
+        return CachePolicy(False, False, "temperature > 0")
+    cache_control = headers.get("cache-control", "").lower()
+    if "no-store" in cache_control:
+        return CachePolicy(False, False, "cache-control: no-store")
+    if "no-cache" in cache_control:
+        # no-cache asks for a fresh answer; that answer may still refresh the cache.
+        return CachePolicy(False, True, "cache-control: no-cache")
+    return CACHEABLE

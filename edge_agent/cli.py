@@ -1,0 +1,142 @@
+"""`edge-agent run | serve | envoy-config | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from edge_agent.config import CONFIG_ENV, Config, ConfigError, load_config, missing_credentials
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _event_loop_runner() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _run_async(args: argparse.Namespace, which: str) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    _setup_logging(args.log_level or config.log_level)
+    from edge_agent import gateway
+
+    _event_loop_runner()
+    main = gateway.run_gateway if which == "run" else gateway.run_agent
+    return asyncio.run(main(config))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_async(args, "run")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _run_async(args, "serve")
+
+
+def cmd_envoy_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    from edge_agent.envoy.bootstrap import build_bootstrap
+
+    bootstrap = build_bootstrap(config)
+    if args.format == "json":
+        print(json.dumps(bootstrap, indent=2))
+    else:
+        print(yaml.safe_dump(bootstrap, sort_keys=False), end="")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    for provider, var in missing_credentials(config).items():
+        print(
+            f"warning: providers[{provider}]: api_key_env {var} is not set in this "
+            "environment; its models will answer 503",
+            file=sys.stderr,
+        )
+    if not args.skip_envoy:
+        from edge_agent.envoy.bootstrap import build_bootstrap
+        from edge_agent.envoy.process import EnvoyError, validate
+
+        try:
+            ok, output = validate(build_bootstrap(config))
+        except EnvoyError as exc:
+            print(f"warning: generated Envoy config not checked: {exc}", file=sys.stderr)
+        else:
+            if not ok:
+                print(f"the generated Envoy config is invalid:\n{output}", file=sys.stderr)
+                return 1
+    print(
+        f"{args.config or 'config'}: OK ({len(config.providers)} providers, "
+        f"{len(config.models)} models)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Envoy ext_proc agent for LLM traffic: routing, caching, metering.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument(
+            "--config", "-c", metavar="FILE", help=f"YAML config (default: ${CONFIG_ENV})"
+        )
+        return p
+
+    p = add("run", "Run the standalone gateway: Envoy and the agent together.")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_run)
+    p = add("serve", "Run the agent alone (beside an Envoy you run, e.g. as a sidecar).")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+    p = add("envoy-config", "Print the Envoy bootstrap generated from the config.")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.set_defaults(func=cmd_envoy_config)
+    p = add("check-config", "Validate the config (and the Envoy config generated from it).")
+    p.add_argument("--skip-envoy", action="store_true", help="do not run envoy --mode validate")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

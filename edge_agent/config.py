@@ -1,0 +1,442 @@
+"""Typed configuration: one YAML file, validated, with errors that name the key path.
+
+Secrets are never in the file: a provider names the environment variable that holds
+its key (`api_key_env`). The standalone Envoy bootstrap is generated from this same
+object, so the agent and Envoy can never disagree about cluster names or ports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_ENV = "EDGE_AGENT_CONFIG"
+
+# Provider types the config contract knows. Only the OpenAI wire format is implemented
+# so far; the others are refused with a clear message instead of half-working.
+IMPLEMENTED_PROVIDER_TYPES = ("openai", "openai_compatible")
+PLANNED_PROVIDER_TYPES = (
+    "anthropic",
+    "azure_openai",
+    "gemini",
+    "bedrock",
+    "mistral",
+    "groq",
+    "together",
+    "cohere",
+)
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _host_port(value: str, where: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected 'host:port' for {where}, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class Listen(_Strict):
+    envoy: str = "127.0.0.1:8080"
+    grpc: str = "127.0.0.1:50051"
+    admin: str = "127.0.0.1:9090"
+    envoy_admin: str = "127.0.0.1:9901"
+
+    @field_validator("envoy", "grpc", "admin", "envoy_admin")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        _host_port(v, "a listen address")
+        return v
+
+    def addr(self, which: Literal["envoy", "grpc", "admin", "envoy_admin"]) -> tuple[str, int]:
+        return _host_port(getattr(self, which), which)
+
+
+class ProviderModel(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    input_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    output_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Provider(_Strict):
+    name: str
+    type: str
+    base_url: str
+    api_key_env: str | None = None
+    models: list[ProviderModel] = Field(default_factory=list)
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                "provider names are also Envoy cluster names: use 1-64 lower-case letters, "
+                f"digits, '-', '_' or '.', got {v!r}"
+            )
+        if v.startswith("edge_agent"):
+            raise ValueError(f"the prefix 'edge_agent' is reserved for internal clusters: {v!r}")
+        return v
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v in IMPLEMENTED_PROVIDER_TYPES:
+            return v
+        if v in PLANNED_PROVIDER_TYPES:
+            raise ValueError(
+                f"provider type {v!r} is not implemented in this version yet; use one of "
+                f"{', '.join(IMPLEMENTED_PROVIDER_TYPES)} (any OpenAI-compatible API works "
+                "with 'openai_compatible')"
+            )
+        raise ValueError(
+            f"unknown provider type {v!r}; expected one of "
+            f"{', '.join(IMPLEMENTED_PROVIDER_TYPES + PLANNED_PROVIDER_TYPES)}"
+        )
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {v!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"base_url must not carry a query or fragment: {v!r}")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {v!r}: {exc}") from None
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"expected an environment variable name, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> Provider:
+        seen: set[str] = set()
+        for i, m in enumerate(self.models):
+            if m.name in seen:
+                raise ValueError(f"models[{i}].name: duplicate model {m.name!r}")
+            seen.add(m.name)
+        return self
+
+    # Derived facts about the upstream, used by the router and the bootstrap generator.
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.base_url).scheme == "https"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def authority(self) -> str:
+        parts = urlsplit(self.base_url)
+        default = 443 if parts.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.base_url).path.rstrip("/")
+
+    def model(self, name: str) -> ProviderModel | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+class ModelRoute(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    targets: Annotated[list[str], Field(min_length=1)]
+    strategy: Literal["round_robin"] = "round_robin"
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        for i, t in enumerate(v):
+            provider, sep, model = t.partition("/")
+            if not sep or not provider or not model:
+                raise ValueError(f"[{i}]: expected 'provider/model', got {t!r}")
+        return v
+
+
+class ExactCache(_Strict):
+    enabled: bool = True
+    max_entries: Annotated[int, Field(ge=1)] = 100_000
+    ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    # Bound the memory a single cached answer may take (large embeddings batches).
+    max_entry_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
+
+
+class SemanticCache(_Strict):
+    enabled: bool = False
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.9
+    embedder: str = "local"
+
+    @field_validator("enabled")
+    @classmethod
+    def _not_yet(cls, v: bool) -> bool:
+        if v:
+            raise ValueError(
+                "the semantic cache tier is not available in this version; set "
+                "cache.semantic.enabled to false"
+            )
+        return v
+
+
+class RedisCache(_Strict):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _not_yet(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError(
+                "the shared Redis tier is not available in this version; set cache.redis.url "
+                "to null"
+            )
+        return v
+
+
+class CacheConfig(_Strict):
+    exact: ExactCache = Field(default_factory=ExactCache)
+    semantic: SemanticCache = Field(default_factory=SemanticCache)
+    redis: RedisCache = Field(default_factory=RedisCache)
+    # Sampling with temperature > 0 asks for varied answers; serving them from cache
+    # changes the semantics, so it is opt-in.
+    allow_nonzero_temperature: bool = False
+
+
+class EnvoyConfig(_Strict):
+    """How Envoy talks to the agent (the standalone bootstrap, and the Istio manifests later)."""
+
+    # closed: agent unreachable -> Envoy answers `status_on_error`.
+    # open: agent unreachable -> the request passes through unmodified to `fail_open_provider`.
+    failure_mode: Literal["closed", "open"] = "closed"
+    status_on_error: Annotated[int, Field(ge=400, le=599)] = 503
+    fail_open_provider: str | None = None
+    message_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 1000
+    max_request_bytes: Annotated[int, Field(ge=1024, le=256 << 20)] = 8 << 20
+    max_response_bytes: Annotated[int, Field(ge=1024, le=256 << 20)] = 16 << 20
+    routing_header: str = "x-edge-agent-cluster"
+    max_connections: Annotated[int, Field(ge=1)] = 10_000
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
+    # Envoy worker threads; None = Envoy's default (one per core it may use).
+    concurrency: Annotated[int, Field(ge=1, le=256)] | None = None
+
+
+class DemoUpstream(_Strict):
+    """A local fake OpenAI server for trying the gateway offline. Never for production."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8091"
+
+    @field_validator("listen")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        _host_port(v, "demo_upstream.listen")
+        return v
+
+
+class Config(_Strict):
+    listen: Listen = Field(default_factory=Listen)
+    providers: Annotated[list[Provider], Field(min_length=1)]
+    models: Annotated[list[ModelRoute], Field(min_length=1)]
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
+    demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Config:
+        errors: list[tuple[str, str]] = []
+        by_name: dict[str, Provider] = {}
+        for i, p in enumerate(self.providers):
+            if p.name in by_name:
+                errors.append((f"providers[{i}].name", f"duplicate provider name {p.name!r}"))
+            by_name[p.name] = p
+        seen_models: set[str] = set()
+        for i, m in enumerate(self.models):
+            if m.name in seen_models:
+                errors.append((f"models[{i}].name", f"duplicate model {m.name!r}"))
+            seen_models.add(m.name)
+            for j, target in enumerate(m.targets):
+                pname, _, pmodel = target.partition("/")
+                provider = by_name.get(pname)
+                where = f"models[{i}].targets[{j}]"
+                if provider is None:
+                    errors.append(
+                        (where, f"unknown provider {pname!r}; defined: {', '.join(by_name)}")
+                    )
+                elif provider.models and provider.model(pmodel) is None:
+                    known = ", ".join(pm.name for pm in provider.models)
+                    errors.append(
+                        (
+                            where,
+                            f"provider {pname!r} does not list model {pmodel!r}; it lists: {known}",
+                        )
+                    )
+        fop = self.envoy.fail_open_provider
+        if fop is not None and fop not in by_name:
+            errors.append(("envoy.fail_open_provider", f"unknown provider {fop!r}"))
+        addrs = {
+            "listen.envoy": self.listen.envoy,
+            "listen.grpc": self.listen.grpc,
+            "listen.admin": self.listen.admin,
+            "listen.envoy_admin": self.listen.envoy_admin,
+        }
+        if self.demo_upstream.enabled:
+            addrs["demo_upstream.listen"] = self.demo_upstream.listen
+        seen_addr: dict[str, str] = {}
+        for key, addr in addrs.items():
+            port = addr.rpartition(":")[2]
+            if port != "0" and port in seen_addr:
+                errors.append((key, f"port {port} is also used by {seen_addr[port]}"))
+            seen_addr[port] = key
+        if errors:
+            raise _CrossRefError(errors)
+        return self
+
+    def provider(self, name: str) -> Provider:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def fail_open_target(self) -> Provider:
+        name = self.envoy.fail_open_provider
+        return self.provider(name) if name else self.providers[0]
+
+
+class _CrossRefError(ValueError):
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{k}: {m}" for k, m in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, each with its key path."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  - {i}" for i in issues)
+        super().__init__(f"invalid config {source}:\n{lines}")
+
+
+_SUBPATH_RE = re.compile(r"(\[\d+\]|[a-z_]+(\[\d+\])?)(\.[a-z_]+(\[\d+\])?)*")
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _issues_from_validation(exc: ValidationError) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for err in exc.errors(include_url=False):
+        path = _loc_to_path(err["loc"])
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _CrossRefError):
+            issues.extend(ConfigIssue(f"{path}.{p}" if path else p, m) for p, m in ctx_error.errors)
+            continue
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see the config reference in docs/)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        # A validator may prefix its own sub-path ("models[1].name: ...").
+        head, sep, rest = msg.partition(": ")
+        if sep and _SUBPATH_RE.fullmatch(head):
+            joiner = "" if head.startswith("[") or not path else "."
+            path, msg = f"{path}{joiner}{head}", rest
+        issues.append(ConfigIssue(path, msg))
+    return issues
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source, [ConfigIssue("", f"the top level must be a mapping, got {type(data).__name__}")]
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _issues_from_validation(exc)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the config from `path`, or from $EDGE_AGENT_CONFIG."""
+    chosen = path or os.environ.get(CONFIG_ENV)
+    if not chosen:
+        raise ConfigError(
+            "(none)", [ConfigIssue("", f"no config given: pass --config FILE or set {CONFIG_ENV}")]
+        )
+    source = str(chosen)
+    try:
+        text = Path(chosen).read_text(encoding="utf-8")
+    except OSError as exc:
+        issue = ConfigIssue("", f"cannot read the file: {exc.strerror}")
+        raise ConfigError(source, [issue]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [ConfigIssue("", f"not valid YAML: {where}{problem}")]) from None
+    return parse_config(data, source)
+
+
+def missing_credentials(config: Config, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Providers whose `api_key_env` is not set: {provider name: variable name}."""
+    env = os.environ if environ is None else environ
+    return {
+        p.name: p.api_key_env
+        for p in config.providers
+        if p.api_key_env and not env.get(p.api_key_env)
+    }

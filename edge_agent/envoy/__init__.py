@@ -1,0 +1,1 @@
+"""Envoy: bootstrap generation from the config, and process supervision."""

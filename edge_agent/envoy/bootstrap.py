@@ -1,0 +1,285 @@
+"""Generate the standalone Envoy bootstrap from the agent's config.
+
+One cluster per provider, named after the provider; the route picks the cluster from
+the routing header the agent sets (`cluster_header`). Because the bootstrap is derived
+from the same Config object the agent runs on, the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import certifi
+
+from edge_agent.config import Config, Provider
+
+EXT_PROC_CLUSTER = "edge_agent_ext_proc"
+_HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_TYPE = "type.googleapis.com/"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _connect_host(host: str) -> str:
+    # The agent may listen on a wildcard; Envoy beside it connects over loopback.
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def provider_cluster(provider: Provider, buffer_limit: int) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": provider.name,
+        "type": "STATIC" if _is_ip(provider.host) else "STRICT_DNS",
+        "connect_timeout": _duration(provider.connect_timeout_s),
+        "lb_policy": "ROUND_ROBIN",
+        "per_connection_buffer_limit_bytes": buffer_limit,
+        "load_assignment": {
+            "cluster_name": provider.name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": _socket(provider.host, provider.port),
+                                # auto_host_rewrite sends this as Host / :authority.
+                                "hostname": provider.authority,
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if not _is_ip(provider.host):
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if provider.tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": provider.host,
+                "common_tls_context": {
+                    "alpn_protocols": ["http/1.1"],
+                    "validation_context": {
+                        "trusted_ca": {"filename": certifi.where()},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": provider.host}}
+                        ],
+                    },
+                },
+            },
+        }
+    return cluster
+
+
+def ext_proc_cluster(config: Config) -> dict[str, Any]:
+    host, port = config.listen.addr("grpc")
+    return {
+        "name": EXT_PROC_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            _HTTP_PROTOCOL_OPTIONS: {
+                "@type": _TYPE + _HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": EXT_PROC_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket(_connect_host(host), port)}}]}
+            ],
+        },
+    }
+
+
+def ext_proc_filter(config: Config) -> dict[str, Any]:
+    """The ext_proc HTTP filter; shared by the standalone bootstrap and mesh manifests."""
+    env = config.envoy
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER},
+            },
+            "failure_mode_allow": env.failure_mode == "open",
+            "status_on_error": {"code": env.status_on_error},
+            "message_timeout": _duration(env.message_timeout_ms / 1000),
+            # The agent asks for the response body only when it needs it (cache capture).
+            "allow_mode_override": True,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                # Not BUFFERED_PARTIAL: with it, Envoy 1.40 sometimes picks the route
+                # before applying clear_route_cache, and the routing header is ignored.
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                "response_body_mode": "NONE",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    }
+
+
+_NOT_ROUTED = (
+    '{"error":{"message":"The edge agent did not choose a provider for this request.",'
+    '"type":"api_error","param":null,"code":"not_routed"}}'
+)
+
+
+def routes(config: Config) -> list[dict[str, Any]]:
+    env = config.envoy
+    timeout = _duration(max(p.timeout_s for p in config.providers))
+    routed = {
+        "match": {"prefix": "/", "headers": [{"name": env.routing_header, "present_match": True}]},
+        "route": {
+            "cluster_header": env.routing_header,
+            "auto_host_rewrite": True,
+            "timeout": timeout,
+        },
+    }
+    if env.failure_mode == "open":
+        # Agent unreachable: pass the request through unchanged to one provider.
+        fallback: dict[str, Any] = {
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": config.fail_open_target.name,
+                "auto_host_rewrite": True,
+                "timeout": timeout,
+            },
+        }
+    else:
+        fallback = {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 503, "body": {"inline_string": _NOT_ROUTED}},
+            "response_headers_to_add": [
+                {"header": {"key": "content-type", "value": "application/json"}}
+            ],
+        }
+    return [routed, fallback]
+
+
+# Envoy's own error replies (body over the buffer limit, provider unreachable or timing
+# out) get the OpenAI error shape too, so SDKs parse them like any other API error.
+_UPSTREAM_FAILURE_FLAGS = ["UF", "UH", "UT", "URX", "UC", "UO", "NC", "UPE", "UMSDR", "DF"]
+
+
+def local_reply_config(config: Config) -> dict[str, Any]:
+    limit = config.envoy.max_request_bytes
+
+    def error(message: str, type_: str, code: str) -> dict[str, Any]:
+        return {
+            "json_format": {
+                "error": {"message": message, "type": type_, "param": None, "code": code}
+            }
+        }
+
+    return {
+        "mappers": [
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {"default_value": 413, "runtime_key": "edge_agent.413"},
+                        }
+                    }
+                },
+                "body_format_override": error(
+                    f"Request body exceeds the limit of {limit} bytes. Send a smaller request "
+                    "(fewer or shorter messages or inputs).",
+                    "invalid_request_error",
+                    "request_too_large",
+                ),
+            },
+            {
+                "filter": {"response_flag_filter": {"flags": _UPSTREAM_FAILURE_FLAGS}},
+                "body_format_override": error(
+                    "The provider '%UPSTREAM_CLUSTER%' failed: %LOCAL_REPLY_BODY%.",
+                    "api_error",
+                    "upstream_error",
+                ),
+            },
+        ]
+    }
+
+
+def build_bootstrap(config: Config) -> dict[str, Any]:
+    env = config.envoy
+    envoy_host, envoy_port = config.listen.addr("envoy")
+    admin_host, admin_port = config.listen.addr("envoy_admin")
+    hcm = {
+        "@type": _TYPE
+        + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "edge_agent",
+        "codec_type": "AUTO",
+        # LLM answers stream for minutes; the per-route timeout bounds them instead.
+        "stream_idle_timeout": "300s",
+        "local_reply_config": local_reply_config(config),
+        "route_config": {
+            "name": "llm",
+            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes(config)}],
+        },
+        "http_filters": [
+            ext_proc_filter(config),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    return {
+        "node": {"id": "edge-agent", "cluster": "edge-agent"},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": _TYPE + "envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": env.max_connections,
+                    },
+                }
+            ]
+        },
+        "admin": {"address": _socket(admin_host, admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "edge_agent_http",
+                    "address": _socket(envoy_host, envoy_port),
+                    # ext_proc buffers the whole request body: it must fit.
+                    "per_connection_buffer_limit_bytes": env.max_request_bytes,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                ext_proc_cluster(config),
+                *(provider_cluster(p, env.max_response_bytes) for p in config.providers),
+            ],
+        },
+    }

@@ -1,0 +1,327 @@
+"""One HTTP request's life, sans-IO: phase events in, decisions out.
+
+`server.py` turns ext_proc messages into calls on an `Exchange` and its decisions back
+into ext_proc responses. Every decision about a request is made here, in phase order:
+
+  request headers  → classify the endpoint; answer /v1/models; refuse early (404/405/413)
+  request body     → validate; cache lookup (hit → answer); pick the target; rewrite
+  response headers → cache-status header; decide whether to capture the body
+  response body    → capture (buffered JSON or assembled SSE) and store when complete
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
+
+from edge_agent.api import errors
+from edge_agent.api.errors import ApiError
+from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
+from edge_agent.api.sse import StreamAssembler, replay_stream
+from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy
+from edge_agent.providers.base import CLIENT_CREDENTIAL_HEADERS
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+    from edge_agent.routing.router import Target
+
+log = logging.getLogger("edge_agent.exchange")
+
+CACHE_HEADER = "x-edge-agent-cache"
+JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+
+
+class BodyMode(enum.Enum):
+    NONE = "none"
+    BUFFERED = "buffered"
+    STREAMED = "streamed"
+
+
+@dataclass(slots=True)
+class Continue:
+    """Let the message through, with these changes."""
+
+    set_headers: list[tuple[str, str]] = field(default_factory=list)
+    remove_headers: list[str] = field(default_factory=list)
+    body: bytes | None = None  # replacement body; content-length is set with it
+    clear_route_cache: bool = False
+    response_body_mode: BodyMode | None = None  # ask Envoy for the response body this way
+
+
+@dataclass(slots=True)
+class Respond:
+    """Answer the client now; the provider is never contacted."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+Decision = Continue | Respond
+_CONTINUE = Continue()  # shared: decisions are never mutated after being returned
+
+
+class Exchange:
+    __slots__ = (
+        "_assembler",
+        "_capture_bytes",
+        "_captured",
+        "_closed",
+        "_policy",
+        "_sent_at",
+        "agent",
+        "cache_result",
+        "endpoint",
+        "key",
+        "model",
+        "path",
+        "req_headers",
+        "request",
+        "status",
+        "target",
+    )
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.endpoint: Endpoint | None = None
+        self.path = ""
+        self.req_headers: Mapping[str, str] = {}
+        self.request: ParsedRequest | None = None
+        self.model = "-"  # client-facing model name once known and configured (metric label)
+        self.target: Target | None = None
+        self.key: str | None = None
+        self.cache_result = "bypass"
+        self.status: str | None = None
+        self._policy: CachePolicy | None = None
+        self._sent_at = 0.0
+        self._assembler: StreamAssembler | None = None
+        self._captured: list[bytes] | None = None
+        self._capture_bytes = 0
+        self._closed = False
+
+    # ---- request headers -------------------------------------------------------------
+    def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
+        self.req_headers = headers
+        method = headers.get(":method", "")
+        self.path = path = headers.get(":path", "").partition("?")[0]
+        endpoint = self.agent.endpoints.get(path)
+        if endpoint is None:
+            return self._error(errors.unknown_endpoint(method, path))
+        self.endpoint = endpoint
+        if endpoint is Endpoint.MODELS:
+            if method not in ("GET", "HEAD"):
+                return self._error(errors.method_not_allowed(method, path, "GET"))
+            return self._respond(200, self.agent.models_body, JSON, "bypass")
+        if method != "POST":
+            return self._error(errors.method_not_allowed(method, path, "POST"))
+        limit = self.agent.config.envoy.max_request_bytes
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return self._error(errors.payload_too_large(int(length), limit))
+        if end_of_stream:
+            return self._error(
+                errors.invalid_request(
+                    f"The request to {path} has no body; send a JSON object.", code="missing_body"
+                )
+            )
+        return _CONTINUE
+
+    # ---- request body ----------------------------------------------------------------
+    def request_body(self, body: bytes, end_of_stream: bool = True) -> Decision:
+        agent = self.agent
+        assert self.endpoint is not None, "request_body before request_headers"
+        if not end_of_stream:
+            # Only a partial-buffering filter config sends this: the body hit the limit.
+            limit = agent.config.envoy.max_request_bytes
+            return self._error(errors.payload_too_large(None, limit))
+        try:
+            req = self.request = parse_request(self.endpoint, body)
+            if not agent.router.knows(req.model):
+                raise errors.model_not_found(req.model, agent.router.model_names)
+            self.model = req.model
+            hit = self._lookup(req)
+            if hit is not None:
+                return hit
+            target = self.target = agent.router.pick(req.model)
+        except ApiError as exc:
+            return self._error(exc)
+
+        provider = target.provider
+        set_headers = [
+            (agent.config.envoy.routing_header, provider.name),
+            (":path", target.adapter.upstream_path(self.endpoint, self.path)),
+            *target.adapter.auth_headers(target.api_key),
+        ]
+        injected = {name for name, _ in set_headers}
+        decision = Continue(
+            set_headers=set_headers,
+            remove_headers=[h for h in CLIENT_CREDENTIAL_HEADERS if h not in injected],
+            clear_route_cache=True,
+        )
+        if target.model != req.model:
+            decision.body = orjson.dumps({**req.body, "model": target.model})
+        self._sent_at = agent.clock()
+        return decision
+
+    def _lookup(self, req: ParsedRequest) -> Respond | None:
+        agent = self.agent
+        if agent.cache is None:
+            return None
+        policy = self._policy = cache_policy(
+            req, self.req_headers, allow_nonzero_temperature=agent.allow_nonzero_temperature
+        )
+        if not (policy.lookup or policy.store):
+            return None
+        self.key = cache_key("", req)
+        if not policy.lookup:
+            return None
+        entry = agent.cache.get(self.key)
+        if entry is None:
+            self.cache_result = "miss"
+            return None
+        if req.stream:
+            try:
+                body = replay_stream(req.endpoint, orjson.loads(entry.body), req.include_usage)
+            except ValueError:
+                # An entry that cannot be replayed is worthless: drop it and ask upstream.
+                log.warning("dropping a cache entry that cannot be replayed as a stream")
+                agent.cache.delete(self.key)
+                self.cache_result = "miss"
+                return None
+            self.cache_result = "hit"
+            return self._respond(200, body, EVENT_STREAM, "hit", stream=True)
+        self.cache_result = "hit"
+        return self._respond(200, entry.body, JSON, "hit")
+
+    # ---- response headers ------------------------------------------------------------
+    def response_headers(self, headers: Mapping[str, str]) -> Decision:
+        agent = self.agent
+        status = headers.get(":status", "")
+        self._finish(status)
+        if self.target is not None and self._sent_at:
+            agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(
+                agent.clock() - self._sent_at
+            )
+        decision = Continue(set_headers=[(CACHE_HEADER, self.cache_result)])
+        if status == "200" and self.key is not None and self._policy and self._policy.store:
+            decision.response_body_mode = self._capture_mode(headers)
+        return decision
+
+    def _capture_mode(self, headers: Mapping[str, str]) -> BodyMode | None:
+        content_type = headers.get("content-type", "")
+        if content_type.startswith(EVENT_STREAM):
+            if self.endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+                return None
+            self._assembler = StreamAssembler(self.endpoint)
+            return BodyMode.STREAMED
+        if not content_type.startswith(JSON):
+            return None
+        length = headers.get("content-length")
+        self._captured = []
+        if length is not None and length.isdigit():
+            if int(length) > self.agent.max_entry_bytes:
+                self._count_store("too_large")
+                self._captured = None
+                return None
+            return BodyMode.BUFFERED  # one message for the whole body
+        return BodyMode.STREAMED  # chunked JSON: collect chunks, give up past the size limit
+
+    # ---- response body ---------------------------------------------------------------
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
+        if self._assembler is not None:
+            self._capture_bytes += len(chunk)
+            if self._capture_bytes > self.agent.max_entry_bytes:
+                self._assembler = None
+                self._count_store("too_large")
+            else:
+                self._assembler.feed(chunk)
+                if end_of_stream:
+                    self._store_stream()
+        elif self._captured is not None:
+            self._capture_bytes += len(chunk)
+            if self._capture_bytes > self.agent.max_entry_bytes:
+                self._captured = None
+                self._count_store("too_large")
+            else:
+                self._captured.append(chunk)
+                if end_of_stream:
+                    self._store_json(b"".join(self._captured))
+        return _CONTINUE
+
+    def _store_stream(self) -> None:
+        assembler, self._assembler = self._assembler, None
+        assert assembler is not None
+        result = assembler.result()
+        if result is None:
+            self._count_store("incomplete")
+            return
+        self._put(orjson.dumps(result))
+
+    def _store_json(self, body: bytes) -> None:
+        self._captured = None
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self._count_store("invalid")
+            return
+        assert self.endpoint is not None
+        if not is_complete_response(self.endpoint, parsed):
+            self._count_store("incomplete")
+            return
+        self._put(body)
+
+    def _put(self, body: bytes) -> None:
+        cache = self.agent.cache
+        assert cache is not None and self.key is not None
+        stored = cache.put(self.key, body, self.model)
+        self._count_store("stored" if stored else "too_large")
+
+    def _count_store(self, outcome: str) -> None:
+        self.agent.metrics.cache_stores.labels(str(self.endpoint), outcome).inc()
+
+    # ---- end of the stream -------------------------------------------------------------
+    def close(self) -> None:
+        """The ext_proc stream ended: count a request that never got a status as aborted."""
+        if self.status is None:
+            self._finish("aborted")
+
+    def _finish(self, status: str) -> None:
+        # Counted when the status is decided, before the client sees it, so metrics
+        # scraped right after a response already include it.
+        if self._closed:
+            return
+        self._closed = True
+        self.status = status
+        m = self.agent.metrics
+        endpoint = str(self.endpoint) if self.endpoint else "unknown"
+        provider = self.target.provider.name if self.target else "-"
+        m.requests.labels(endpoint, self.model, provider, status).inc()
+        if self.request is not None:
+            m.cache_results.labels(endpoint, self.cache_result).inc()
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        cache: str,
+        *,
+        stream: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Respond:
+        self._finish(str(status))
+        headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
+        if stream:
+            headers.append(("cache-control", "no-cache"))
+        return Respond(status, headers, body)
+
+    def _error(self, exc: ApiError) -> Respond:
+        log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
+        return self._respond(exc.status, exc.body(), JSON, "bypass", extra=exc.headers)

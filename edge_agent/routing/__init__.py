@@ -1,0 +1,1 @@
+"""Model → provider target resolution (strategies, health and failover grow here)."""

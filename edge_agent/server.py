@@ -1,0 +1,179 @@
+"""The ext_proc gRPC servicer: protobuf ⇄ Exchange, nothing else.
+
+This is the only module that speaks ext_proc protobuf. Nested messages are built in
+place (`resp.request_headers.response...`): assigning a sub-message copies it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+import grpc
+from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValueOption
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from edge_agent.api import errors
+from edge_agent.exchange import BodyMode, Continue, Decision, Exchange, Respond
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger("edge_agent.server")
+
+_OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_BODY_MODES = {
+    BodyMode.NONE: ProcessingMode.NONE,
+    BodyMode.BUFFERED: ProcessingMode.BUFFERED,
+    BodyMode.STREAMED: ProcessingMode.STREAMED,
+}
+_INTERNAL_ERROR = errors.ApiError(
+    500,
+    "The edge agent failed to process this request; it has been logged. Retry, and report "
+    "it if it persists.",
+    type="api_error",
+    code="edge_agent_internal_error",
+)
+
+
+def headers_to_dict(headers: HeaderMap) -> dict[str, str]:
+    # Envoy 1.40 sends values in raw_value (bytes); `value` is empty.
+    out: dict[str, str] = {}
+    for h in headers.headers:
+        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        prev = out.get(h.key)
+        out[h.key] = value if prev is None else f"{prev},{value}"
+    return out
+
+
+def _fill_common(common: pb.CommonResponse, decision: Continue) -> None:
+    if decision.set_headers or decision.body is not None:
+        mutation = common.header_mutation
+        for key, value in decision.set_headers:
+            opt = mutation.set_headers.add()
+            opt.header.key = key
+            opt.header.raw_value = value.encode()
+            opt.append_action = _OVERWRITE
+        if decision.body is not None:
+            # Envoy answers 500 if a mutated body keeps its old content-length.
+            opt = mutation.set_headers.add()
+            opt.header.key = "content-length"
+            opt.header.raw_value = str(len(decision.body)).encode()
+            opt.append_action = _OVERWRITE
+            common.body_mutation.body = decision.body
+    if decision.remove_headers:
+        common.header_mutation.remove_headers.extend(decision.remove_headers)
+    if decision.clear_route_cache:
+        common.clear_route_cache = True
+
+
+def _immediate(resp: pb.ProcessingResponse, decision: Respond) -> None:
+    imm = resp.immediate_response
+    imm.status.code = decision.status  # type: ignore[assignment]
+    for key, value in decision.headers:
+        opt = imm.headers.set_headers.add()
+        opt.header.key = key
+        opt.header.raw_value = value.encode()
+        opt.append_action = _OVERWRITE
+    imm.body = decision.body
+    imm.details = "edge_agent"
+
+
+def build_response(phase: str, decision: Decision) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    if isinstance(decision, Respond):
+        _immediate(resp, decision)
+        return resp
+    holder = getattr(resp, phase)
+    holder.SetInParent()
+    if (
+        decision.set_headers
+        or decision.remove_headers
+        or decision.body is not None
+        or (decision.clear_route_cache)
+    ):
+        _fill_common(holder.response, decision)
+    if decision.response_body_mode is not None:
+        resp.mode_override.response_body_mode = _BODY_MODES[decision.response_body_mode]
+    return resp
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    """One gRPC bidi stream per HTTP request; one Exchange per stream."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        hist = agent.metrics.phase_seconds
+        self._observe: dict[str, Callable[[float], None]] = {
+            phase: hist.labels(phase).observe
+            for phase in ("request_headers", "request_body", "response_headers", "response_body")
+        }
+
+    async def Process(
+        self,
+        request_iterator: AsyncIterator[pb.ProcessingRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        exchange = self.agent.exchange()
+        metrics = self.agent.metrics
+        metrics.streams.inc()
+        try:
+            async for request in request_iterator:
+                phase = request.WhichOneof("request")
+                started = perf_counter()
+                resp = self._handle(exchange, phase, request)
+                if resp is None:
+                    continue
+                self._observe[phase](perf_counter() - started)
+                yield resp
+                if resp.HasField("immediate_response"):
+                    return  # Envoy ends the stream after an immediate response
+        finally:
+            exchange.close()
+            metrics.streams.dec()
+
+    def _handle(
+        self, exchange: Exchange, phase: str | None, request: pb.ProcessingRequest
+    ) -> pb.ProcessingResponse | None:
+        try:
+            if phase == "request_headers":
+                msg = request.request_headers
+                decision = exchange.request_headers(headers_to_dict(msg.headers), msg.end_of_stream)
+            elif phase == "request_body":
+                body = request.request_body
+                decision = exchange.request_body(body.body, body.end_of_stream)
+            elif phase == "response_headers":
+                decision = exchange.response_headers(
+                    headers_to_dict(request.response_headers.headers)
+                )
+            elif phase == "response_body":
+                body = request.response_body
+                decision = exchange.response_body(body.body, body.end_of_stream)
+            else:
+                # Trailers are not requested by the filter config; answer so Envoy moves on.
+                if phase in ("request_trailers", "response_trailers"):
+                    resp = pb.ProcessingResponse()
+                    getattr(resp, phase).SetInParent()
+                    return resp
+                return None
+            return build_response(phase, decision)
+        except Exception:
+            # A bug must never take a request down with it: refuse cleanly while the
+            # request is still ours, let the provider's answer through afterwards.
+            log.exception("ext_proc %s failed for %s", phase, exchange.path)
+            self.agent.metrics.stream_errors.inc()
+            if phase in ("request_headers", "request_body"):
+                return build_response(
+                    phase,
+                    Respond(
+                        500,
+                        [("content-type", "application/json")],
+                        _INTERNAL_ERROR.body(),
+                    ),
+                )
+            assert phase is not None
+            return build_response(phase, Continue())

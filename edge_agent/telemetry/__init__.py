@@ -1,0 +1,1 @@
+"""Metrics (Prometheus), logs; tracing comes later."""

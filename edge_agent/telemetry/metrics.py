@@ -1,0 +1,62 @@
+"""Prometheus metrics. One registry per Agent so tests can run several side by side."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Sub-millisecond resolution: the whole ext_proc budget is ~1 ms per request.
+_PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+_UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "edge_agent_requests",
+            "HTTP requests seen by the agent, by endpoint, client-facing model, provider "
+            "and final status ('-' when the agent answered itself).",
+            ["endpoint", "model", "provider", "status"],
+            registry=r,
+        )
+        self.cache_results = Counter(
+            "edge_agent_cache_results",
+            "Cache decisions: hit, miss or bypass.",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.cache_stores = Counter(
+            "edge_agent_cache_stores",
+            "Answers stored in the exact cache, or why not.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "edge_agent_cache_entries", "Entries in the exact cache.", registry=r
+        )
+        self.cache_bytes = Gauge(
+            "edge_agent_cache_bytes", "Response bytes held by the exact cache.", registry=r
+        )
+        self.phase_seconds = Histogram(
+            "edge_agent_ext_proc_phase_seconds",
+            "Time the agent spent on one ext_proc message, by phase.",
+            ["phase"],
+            buckets=_PHASE_BUCKETS,
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "edge_agent_upstream_latency_seconds",
+            "From forwarding the request to the provider's response headers.",
+            ["provider"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.streams = Gauge(
+            "edge_agent_ext_proc_streams", "ext_proc streams open now.", registry=r
+        )
+        self.stream_errors = Counter(
+            "edge_agent_ext_proc_stream_errors",
+            "ext_proc streams that ended with an error in the agent.",
+            registry=r,
+        )

@@ -1,0 +1,95 @@
+"""Shared fixtures: fake providers on 127.0.0.1 and a real gateway (Envoy + agent)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
+from tests.helpers import Gateway, listen_block, write_config
+
+PROVIDER_KEYS = {"ALPHA_KEY": "sk-alpha-provider-key", "BETA_KEY": "sk-beta-provider-key"}
+CLIENT_KEY = "sk-client-key-never-forwarded"
+
+
+@pytest.fixture(scope="session")
+def providers() -> Iterator[dict[str, FakeOpenAI]]:
+    threads = {
+        "alpha": FakeOpenAIThread(name="alpha", api_key=PROVIDER_KEYS["ALPHA_KEY"]),
+        "beta": FakeOpenAIThread(name="beta", api_key=PROVIDER_KEYS["BETA_KEY"]),
+    }
+    fakes = {name: t.start() for name, t in threads.items()}
+    try:
+        yield fakes
+    finally:
+        for t in threads.values():
+            t.stop()
+
+
+def two_provider_config(fakes: dict[str, FakeOpenAI], **extra: Any) -> dict[str, Any]:
+    """Two OpenAI-style providers on 127.0.0.1, each with its own key."""
+    return {
+        "listen": listen_block(),
+        "providers": [
+            {
+                "name": "alpha",
+                "type": "openai",
+                "base_url": fakes["alpha"].url,
+                "api_key_env": "ALPHA_KEY",
+                "models": [
+                    {"name": "alpha-chat", "input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                    {"name": "alpha-embed"},
+                    {"name": "alpha-instruct"},
+                ],
+            },
+            {
+                # SDK-style base URL with /v1: the agent must not double it.
+                "name": "beta",
+                "type": "openai_compatible",
+                "base_url": fakes["beta"].url + "/v1",
+                "api_key_env": "BETA_KEY",
+                "models": [{"name": "beta-chat"}],
+            },
+        ],
+        "models": [
+            {"name": "gpt-alpha", "targets": ["alpha/alpha-chat"]},
+            {"name": "beta-chat", "targets": ["beta/beta-chat"]},
+            {"name": "both", "targets": ["alpha/alpha-chat", "beta/beta-chat"]},
+            {"name": "embed", "targets": ["alpha/alpha-embed"]},
+            {"name": "instruct", "targets": ["alpha/alpha-instruct"]},
+        ],
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    providers: dict[str, FakeOpenAI], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    tmp: Path = tmp_path_factory.mktemp("gateway")
+    config = two_provider_config(providers)
+    gw = Gateway(config, write_config(tmp, config), dict(PROVIDER_KEYS))
+    gw.start()
+    try:
+        yield gw
+    finally:
+        code = gw.stop()
+        # A clean SIGTERM stop is part of the contract of `edge-agent run`.
+        assert code == 0, f"edge-agent run exited {code}:\n{gw.logs()}"
+
+
+@pytest.fixture
+def fresh(providers: dict[str, FakeOpenAI]) -> dict[str, FakeOpenAI]:
+    for fake in providers.values():
+        fake.reset()
+    return providers
+
+
+@pytest.fixture
+def unique(request: pytest.FixtureRequest) -> str:
+    """A prompt no other test sends, so cache state never leaks between tests."""
+    return f"{request.node.name}-{os.getpid()}"

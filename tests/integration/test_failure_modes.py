@@ -1,0 +1,123 @@
+"""What Envoy does when the agent is unreachable (failure_mode), and process supervision."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import parse_config
+from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
+from edge_agent.envoy.bootstrap import build_bootstrap
+from edge_agent.envoy.process import EnvoyProcess
+from tests.helpers import Gateway, listen_block, post_json, write_config
+
+CHAT = {"model": "open", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def keyless() -> Iterator[FakeOpenAI]:
+    with FakeOpenAIThread(name="keyless") as fake:
+        yield fake
+
+
+def config_for(fake: FakeOpenAI, **envoy: object) -> dict:
+    return {
+        "listen": listen_block(),
+        "providers": [{"name": "keyless", "type": "openai_compatible", "base_url": fake.url}],
+        "models": [{"name": "open", "targets": ["keyless/m"]}],
+        "envoy": envoy,
+    }
+
+
+def envoy_alone(config: dict) -> tuple[EnvoyProcess, asyncio.AbstractEventLoop]:
+    """Envoy from the generated bootstrap, with no agent listening on its gRPC port."""
+    cfg = parse_config(config)
+    proc = EnvoyProcess(build_bootstrap(cfg), admin=cfg.listen.addr("envoy_admin"))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(proc.start())
+    loop.run_until_complete(proc.wait_ready())
+    return proc, loop
+
+
+@pytest.mark.parametrize("status", [503, 502])
+def test_fail_closed_answers_status_on_error(keyless: FakeOpenAI, status: int) -> None:
+    config = config_for(keyless, failure_mode="closed", status_on_error=status)
+    proc, loop = envoy_alone(config)
+    try:
+        reply = post_json(f"http://{config['listen']['envoy']}/v1/chat/completions", CHAT)
+    finally:
+        loop.run_until_complete(proc.stop())
+        loop.close()
+    assert reply.status == status
+    assert not keyless.requests  # nothing reached the provider unprocessed
+
+
+def test_fail_open_passes_requests_through_untouched(keyless: FakeOpenAI) -> None:
+    config = config_for(keyless, failure_mode="open")
+    proc, loop = envoy_alone(config)
+    try:
+        reply = post_json(
+            f"http://{config['listen']['envoy']}/v1/chat/completions",
+            CHAT,
+            {"authorization": "Bearer client-own-key"},
+        )
+    finally:
+        loop.run_until_complete(proc.stop())
+        loop.close()
+    assert reply.status == 200, reply.body
+    assert "x-edge-agent-cache" not in reply.headers  # the agent never saw it
+    [seen] = keyless.requests
+    assert seen.json()["model"] == "open"  # not rewritten: the agent was not there
+    assert seen.headers["authorization"] == "Bearer client-own-key"
+
+
+def test_unreachable_provider_gets_openai_style_error(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    config = {
+        "listen": listen_block(),
+        "providers": [{"name": "dead", "type": "openai_compatible", "base_url": dead}],
+        "models": [{"name": "open", "targets": ["dead/m"]}],
+    }
+    gw = Gateway(config, write_config(tmp_path, config), {}).start()
+    try:
+        reply = post_json(f"{gw.url}/v1/chat/completions", CHAT)
+    finally:
+        gw.stop()
+    assert reply.status == 503
+    error = reply.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "'dead'" in error["message"]
+
+
+def test_run_exits_nonzero_when_envoy_dies(keyless: FakeOpenAI, tmp_path: Path) -> None:
+    config = config_for(keyless)
+    gw = Gateway(config, write_config(tmp_path, config), {}).start()
+    try:
+        assert gw.proc is not None
+        children = Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read_text().split()
+        envoy_pids = [
+            int(pid)
+            for pid in children
+            if "envoy" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        ]
+        assert len(envoy_pids) == 1
+        os.kill(envoy_pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while gw.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.proc.returncode == 1, gw.logs()
+        assert "envoy exited unexpectedly" in gw.logs()
+    finally:
+        gw.stop()
+
+
+def _closed_port() -> int:
+    from tests.helpers import free_port
+
+    return free_port()  # nothing listens there once the probe socket is closed

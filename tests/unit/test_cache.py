@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from edge_agent.api.openai import Endpoint, parse_request
+from edge_agent.cache.exact import ExactCache
+from edge_agent.cache.keys import cache_key, cache_policy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lru_evicts_oldest_and_get_refreshes() -> None:
+    cache = ExactCache(2, 60)
+    cache.put("a", b"1", "m")
+    cache.put("b", b"2", "m")
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", b"3", "m")
+    assert cache.get("b") is None
+    assert cache.get("a") is not None and cache.get("c") is not None
+    assert cache.bytes == 2
+
+
+def test_ttl_expires() -> None:
+    clock = Clock()
+    cache = ExactCache(10, 5, clock=clock)
+    cache.put("a", b"xyz", "m")
+    clock.now += 4.9
+    assert cache.get("a") is not None
+    clock.now += 0.2
+    assert cache.get("a") is None
+    assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_oversized_entries_are_refused() -> None:
+    cache = ExactCache(10, 5, max_entry_bytes=4)
+    assert not cache.put("a", b"12345", "m")
+    assert cache.put("a", b"1234", "m")
+
+
+def chat(**body: object) -> object:
+    payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}
+    import orjson
+
+    return parse_request(Endpoint.CHAT, orjson.dumps(payload))
+
+
+def test_key_ignores_delivery_fields_but_not_answer_fields() -> None:
+    plain = cache_key("", chat())
+    assert cache_key("", chat(stream=True, stream_options={"include_usage": True})) == plain
+    assert cache_key("", chat(user="u1")) == plain
+    assert cache_key("", chat(max_tokens=5)) != plain
+    assert cache_key("", chat(model="other")) != plain
+    assert cache_key("tenant-b", chat()) != plain
+
+
+def test_key_normalizes_text_parts() -> None:
+    parts = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    assert cache_key("", parts) == cache_key("", chat())
+
+
+def test_policy() -> None:
+    allow = {"allow_nonzero_temperature": False}
+    assert cache_policy(chat(), {}, **allow).lookup
+    assert cache_policy(chat(temperature=0), {}, **allow).lookup
+    p = cache_policy(chat(temperature=0.7), {}, **allow)
+    assert not p.lookup and not p.store and p.reason == "temperature > 0"
+    assert cache_policy(chat(temperature=0.7), {}, allow_nonzero_temperature=True).lookup
+    assert not cache_policy(chat(n=2), {}, **allow).store
+    assert not cache_policy(chat(), {"x-edge-agent-cache": "bypass"}, **allow).lookup
+    assert not cache_policy(chat(), {"cache-control": "no-store"}, **allow).store
+    refresh = cache_policy(chat(), {"cache-control": "no-cache"}, **allow)
+    assert not refresh.lookup and refresh.store

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import main
+from edge_agent.config import ConfigError, load_config, missing_credentials, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "edge_agent" / "configs" / "demo.yaml"
+
+
+def base(**over: object) -> dict:
+    data: dict = {
+        "providers": [
+            {
+                "name": "openai",
+                "type": "openai",
+                "base_url": "https://api.openai.com",
+                "api_key_env": "OPENAI_API_KEY",
+                "models": [{"name": "gpt-4o-mini", "input_per_mtok": 0.15}],
+            }
+        ],
+        "models": [{"name": "gpt-4o-mini", "targets": ["openai/gpt-4o-mini"]}],
+    }
+    data.update(over)
+    return data
+
+
+def issues(data: object) -> dict[str, str]:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    return {i.path: i.message for i in exc.value.issues}
+
+
+def test_minimal_config_gets_defaults() -> None:
+    cfg = parse_config(base())
+    assert cfg.listen.envoy == "127.0.0.1:8080"
+    assert cfg.cache.exact.enabled and cfg.cache.exact.ttl_s == 3600
+    assert cfg.providers[0].tls and cfg.providers[0].port == 443
+    assert cfg.envoy.failure_mode == "closed"
+
+
+def test_demo_config_is_valid() -> None:
+    cfg = load_config(DEMO)
+    assert cfg.demo_upstream.enabled
+    assert {m.name for m in cfg.models} >= {"demo", "demo-embeddings"}
+
+
+def test_unknown_key_names_its_path() -> None:
+    data = base()
+    data["providers"][0]["api_key_env_typo"] = "X"
+    found = issues(data)
+    assert "providers[0].api_key_env_typo" in found
+    assert "unknown key" in found["providers[0].api_key_env_typo"]
+
+
+def test_wrong_types_and_values_name_their_paths() -> None:
+    data = base(cache={"exact": {"ttl_s": "soon", "max_entries": 0}})
+    data["providers"][0]["base_url"] = "ftp://example.com"
+    found = issues(data)
+    assert "cache.exact.ttl_s" in found
+    assert "cache.exact.max_entries" in found
+    assert "http:// or https://" in found["providers[0].base_url"]
+
+
+def test_cross_references_are_checked() -> None:
+    data = base(models=[{"name": "m", "targets": ["nope/x", "openai/unknown-model"]}])
+    found = issues(data)
+    assert "unknown provider 'nope'" in found["models[0].targets[0]"]
+    assert "does not list model 'unknown-model'" in found["models[0].targets[1]"]
+    found = issues(base(models=[{"name": "m", "targets": ["openai/gpt-4o-mini", "bad"]}]))
+    assert "provider/model" in found["models[0].targets[1]"]
+
+
+def test_duplicates_and_port_clashes() -> None:
+    data = base(listen={"grpc": "127.0.0.1:9090", "admin": "127.0.0.1:9090"})
+    data["providers"].append(dict(data["providers"][0]))
+    data["models"].append({"name": "gpt-4o-mini", "targets": ["openai/gpt-4o-mini"]})
+    found = issues(data)
+    assert "duplicate provider" in found["providers[1].name"]
+    assert "duplicate model" in found["models[1].name"]
+    assert "listen.admin" in found
+
+
+def test_unimplemented_features_are_refused_clearly() -> None:
+    data = base(cache={"semantic": {"enabled": True}, "redis": {"url": "redis://x"}})
+    data["providers"][0]["type"] = "anthropic"
+    found = issues(data)
+    assert "not implemented in this version" in found["providers[0].type"]
+    assert "cache.semantic.enabled" in found
+    assert "cache.redis.url" in found
+
+
+def test_missing_credentials() -> None:
+    cfg = parse_config(base())
+    assert missing_credentials(cfg, {}) == {"openai": "OPENAI_API_KEY"}
+    assert missing_credentials(cfg, {"OPENAI_API_KEY": "k"}) == {}
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: [\n  - name: x\n  bad")
+    with pytest.raises(ConfigError, match="not valid YAML: line"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_check_config_cli_reports_paths_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("providers:\n  - {name: a, type: openai, base_url: 'nope'}\nmodels: []\n")
+    assert main(["check-config", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "providers[0].base_url" in err
+    assert "models" in err
+    assert "Traceback" not in err
+
+
+def test_check_config_cli_accepts_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    # Also runs `envoy --mode validate` on the generated bootstrap.
+    assert main(["check-config", "--config", str(DEMO)]) == 0
+    assert "OK" in capsys.readouterr().out

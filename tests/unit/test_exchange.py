@@ -1,0 +1,259 @@
+"""The sans-IO core: one request's decisions, phase by phase, without gRPC or Envoy."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.api.sse import SSEParser
+from edge_agent.config import parse_config
+from edge_agent.exchange import BodyMode, Continue, Exchange, Respond
+
+ENV = {"KEY_A": "sk-a"}
+
+
+def make_agent(**cache: object) -> Agent:
+    config = parse_config(
+        {
+            "providers": [
+                {
+                    "name": "a",
+                    "type": "openai",
+                    "base_url": "http://127.0.0.1:1/api",
+                    "api_key_env": "KEY_A",
+                },
+                {
+                    "name": "nokey",
+                    "type": "openai",
+                    "base_url": "http://127.0.0.1:2",
+                    "api_key_env": "UNSET_KEY",
+                },
+            ],
+            "models": [
+                {"name": "m", "targets": ["a/provider-m"]},
+                {"name": "same", "targets": ["a/same"]},
+                {"name": "orphan", "targets": ["nokey/x"]},
+            ],
+            "cache": cache,
+        }
+    )
+    return Agent(config, environ=ENV)
+
+
+def headers(path: str = "/v1/chat/completions", method: str = "POST", **extra: str) -> dict:
+    return {":method": method, ":path": path, "content-type": "application/json", **extra}
+
+
+def chat_body(content: str = "hi", **extra: object) -> bytes:
+    return orjson.dumps({"model": "m", "messages": [{"role": "user", "content": content}], **extra})
+
+
+def send(agent: Agent, body: bytes, **hdrs: str) -> tuple[Exchange, Continue | Respond]:
+    ex = agent.exchange()
+    first = ex.request_headers(headers(**hdrs), end_of_stream=False)
+    assert isinstance(first, Continue)
+    return ex, ex.request_body(body)
+
+
+def answer(ex: Exchange, body: bytes, content_type: str = "application/json") -> None:
+    decision = ex.response_headers(
+        {":status": "200", "content-type": content_type, "content-length": str(len(body))}
+    )
+    assert decision.response_body_mode is BodyMode.BUFFERED
+    ex.response_body(body, end_of_stream=True)
+    ex.close()
+
+
+COMPLETION = orjson.dumps(
+    {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "provider-m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+)
+
+
+def stream_body(done: bool = True) -> bytes:
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"index": 0, "delta": {"content": "hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    out = b""
+    for c in chunks:
+        c.update({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "pm"})
+        out += b"data: " + orjson.dumps(c) + b"\n\n"
+    return out + (b"data: [DONE]\n\n" if done else b"")
+
+
+def test_miss_routes_rewrites_and_injects_credentials() -> None:
+    _, d = send(make_agent(), chat_body(), authorization="Bearer client")
+    assert isinstance(d, Continue)
+    hdrs = dict(d.set_headers)
+    assert hdrs["x-edge-agent-cluster"] == "a"
+    assert hdrs[":path"] == "/api/v1/chat/completions"
+    assert hdrs["authorization"] == "Bearer sk-a"
+    assert "x-api-key" in d.remove_headers and "authorization" not in d.remove_headers
+    assert d.clear_route_cache
+    assert d.body is not None and orjson.loads(d.body)["model"] == "provider-m"
+
+
+def test_body_left_alone_when_model_names_match() -> None:
+    _, d = send(make_agent(), chat_body().replace(b'"m"', b'"same"'))
+    assert isinstance(d, Continue) and d.body is None
+
+
+def test_repeat_is_answered_from_cache_as_json_and_sse() -> None:
+    agent = make_agent()
+    ex, _ = send(agent, chat_body())
+    answer(ex, COMPLETION)
+    _, hit = send(agent, chat_body())
+    assert isinstance(hit, Respond) and hit.status == 200
+    assert dict(hit.headers)["x-edge-agent-cache"] == "hit"
+    assert hit.body == COMPLETION
+    _, streamed = send(agent, chat_body(stream=True))
+    assert isinstance(streamed, Respond)
+    assert dict(streamed.headers)["content-type"] == "text/event-stream"
+    events = [e.data for e in SSEParser().feed(streamed.body)]
+    assert events[-1] == "[DONE]"
+
+
+def test_streamed_miss_is_assembled_and_stored() -> None:
+    agent = make_agent()
+    ex, _ = send(agent, chat_body(stream=True))
+    d = ex.response_headers({":status": "200", "content-type": "text/event-stream"})
+    assert d.response_body_mode is BodyMode.STREAMED
+    body = stream_body()
+    for i in range(0, len(body), 7):  # arbitrary chunk boundaries
+        ex.response_body(body[i : i + 7], end_of_stream=False)
+    ex.response_body(b"", end_of_stream=True)
+    _, hit = send(agent, chat_body())
+    assert isinstance(hit, Respond)
+    assert orjson.loads(hit.body)["choices"][0]["message"]["content"] == "hello"
+
+
+def test_incomplete_stream_and_errors_are_not_stored() -> None:
+    agent = make_agent()
+    ex, _ = send(agent, chat_body(stream=True))
+    ex.response_headers({":status": "200", "content-type": "text/event-stream"})
+    ex.response_body(stream_body(done=False), end_of_stream=True)
+    assert isinstance(send(agent, chat_body())[1], Continue)
+
+    ex, _ = send(agent, chat_body("other"))
+    d = ex.response_headers({":status": "500", "content-type": "application/json"})
+    assert d.response_body_mode is None  # nothing to capture
+    assert isinstance(send(agent, chat_body("other"))[1], Continue)
+
+    ex, _ = send(agent, chat_body("third"))
+    answer(ex, b'{"error": {"message": "boom"}}')
+    assert isinstance(send(agent, chat_body("third"))[1], Continue)
+
+
+def test_chunked_json_is_captured_and_size_bounded() -> None:
+    agent = make_agent(exact={"max_entry_bytes": 2048})
+    ex, _ = send(agent, chat_body())
+    d = ex.response_headers({":status": "200", "content-type": "application/json"})
+    assert d.response_body_mode is BodyMode.STREAMED
+    ex.response_body(COMPLETION[:10], end_of_stream=False)
+    ex.response_body(COMPLETION[10:], end_of_stream=True)
+    assert isinstance(send(agent, chat_body())[1], Respond)
+
+    big = orjson.dumps({**orjson.loads(COMPLETION), "pad": "x" * 4096})
+    ex, _ = send(agent, chat_body("big"))
+    ex.response_headers({":status": "200", "content-type": "application/json"})
+    ex.response_body(big, end_of_stream=True)
+    assert isinstance(send(agent, chat_body("big"))[1], Continue)
+
+
+@pytest.mark.parametrize(
+    ("extra", "hdrs", "result"),
+    [
+        ({"temperature": 0.5}, {}, "bypass"),
+        ({"n": 2}, {}, "bypass"),
+        ({}, {"cache-control": "no-store"}, "bypass"),
+        ({}, {"x-edge-agent-cache": "bypass"}, "bypass"),
+        ({"temperature": 0}, {}, "miss"),
+    ],
+)
+def test_cache_status_header(extra: dict, hdrs: dict, result: str) -> None:
+    ex, _ = send(make_agent(), chat_body(**extra), **hdrs)
+    d = ex.response_headers({":status": "200", "content-type": "application/json"})
+    assert dict(d.set_headers)["x-edge-agent-cache"] == result
+
+
+def test_disabled_cache_never_hits() -> None:
+    agent = make_agent(exact={"enabled": False})
+    ex, _ = send(agent, chat_body())
+    ex.response_headers({":status": "200", "content-type": "application/json"})
+    assert isinstance(send(agent, chat_body())[1], Continue)
+
+
+def test_early_refusals() -> None:
+    agent = make_agent()
+    ex = agent.exchange()
+    d = ex.request_headers(headers("/v1/unknown"), end_of_stream=False)
+    assert isinstance(d, Respond) and d.status == 404
+    d = agent.exchange().request_headers(headers(method="GET"), end_of_stream=True)
+    assert isinstance(d, Respond) and d.status == 405
+    d = agent.exchange().request_headers(headers(), end_of_stream=True)
+    assert isinstance(d, Respond) and d.status == 400
+    big = headers(**{"content-length": str(100 << 20)})
+    d = agent.exchange().request_headers(big, end_of_stream=False)
+    assert isinstance(d, Respond) and d.status == 413
+    d = agent.exchange().request_headers(headers("/v1/models?x=1", "GET"), end_of_stream=True)
+    assert isinstance(d, Respond) and d.status == 200
+    assert [m["id"] for m in orjson.loads(d.body)["data"]] == ["m", "same", "orphan"]
+
+
+def test_unknown_model_and_missing_credential() -> None:
+    agent = make_agent()
+    _, d = send(agent, chat_body().replace(b'"m"', b'"nope"'))
+    assert isinstance(d, Respond) and d.status == 404
+    assert b"nope" in d.body
+    _, d = send(agent, chat_body().replace(b'"m"', b'"orphan"'))
+    assert isinstance(d, Respond) and d.status == 503
+    assert b"UNSET_KEY" in d.body
+
+
+def test_metrics_count_each_request_once() -> None:
+    agent = make_agent()
+    ex, _ = send(agent, chat_body())
+    answer(ex, COMPLETION)
+    ex.close()
+    send(agent, chat_body())[0].close()
+    aborted = agent.exchange()
+    aborted.close()
+    samples = {
+        (s.labels["provider"], s.labels["status"]): s.value
+        for s in agent.metrics.requests.collect()[0].samples
+        if s.name.endswith("_total")
+    }
+    assert samples == {("a", "200"): 1.0, ("-", "200"): 1.0, ("-", "aborted"): 1.0}
+
+
+def test_unreplayable_entry_is_dropped_and_treated_as_a_miss() -> None:
+    agent = make_agent()
+    ex, _ = send(agent, chat_body())
+    answer(ex, COMPLETION)
+    assert agent.cache is not None and ex.key is not None
+    agent.cache.put(ex.key, b'{"choices": "not a list"}', "m")  # corrupt the entry
+    ex2, d = send(agent, chat_body(stream=True))
+    assert isinstance(d, Continue) and ex2.cache_result == "miss"
+    assert agent.cache.get(ex.key) is None
+
+
+def test_405_carries_allow_header() -> None:
+    d = make_agent().exchange().request_headers(headers(method="GET"), end_of_stream=True)
+    assert isinstance(d, Respond) and d.status == 405
+    assert dict(d.headers)["allow"] == "POST"

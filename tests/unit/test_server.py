@@ -1,0 +1,137 @@
+"""server.py: Exchange decisions → ext_proc protobuf, and a real gRPC round trip."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import orjson
+import pytest
+from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from edge_agent.config import parse_config
+from edge_agent.exchange import BodyMode, Continue, Respond
+from edge_agent.server import build_response, headers_to_dict
+from edge_agent.service import AgentService
+from tests.helpers import free_port
+
+
+def test_headers_use_raw_value_and_join_repeats() -> None:
+    hm = HeaderMap(
+        headers=[
+            HeaderValue(key=":path", raw_value=b"/v1/models"),
+            HeaderValue(key="x", raw_value=b"1"),
+            HeaderValue(key="x", raw_value=b"2"),
+            HeaderValue(key="legacy", value="v"),
+        ]
+    )
+    assert headers_to_dict(hm) == {":path": "/v1/models", "x": "1,2", "legacy": "v"}
+
+
+def test_body_mutation_sets_content_length() -> None:
+    resp = build_response(
+        "request_body",
+        Continue(
+            set_headers=[("a", "b")], remove_headers=["c"], body=b"12345", clear_route_cache=True
+        ),
+    )
+    common = resp.request_body.response
+    assert common.body_mutation.body == b"12345"
+    sets = {h.header.key: h.header.raw_value for h in common.header_mutation.set_headers}
+    assert sets == {"a": b"b", "content-length": b"5"}
+    assert list(common.header_mutation.remove_headers) == ["c"]
+    assert common.clear_route_cache
+
+
+def test_plain_continue_and_mode_override() -> None:
+    resp = build_response("request_headers", Continue())
+    assert resp.WhichOneof("response") == "request_headers"
+    assert not resp.request_headers.HasField("response")
+    resp = build_response("response_headers", Continue(response_body_mode=BodyMode.STREAMED))
+    assert resp.mode_override.response_body_mode == ProcessingMode.STREAMED
+
+
+def test_immediate_response() -> None:
+    resp = build_response(
+        "request_body", Respond(404, [("content-type", "application/json")], b"{}")
+    )
+    imm = resp.immediate_response
+    assert imm.status.code == 404 and imm.body == b"{}"
+    assert imm.headers.set_headers[0].header.raw_value == b"application/json"
+
+
+def _headers(method: str, path: str) -> pb.ProcessingRequest:
+    req = pb.ProcessingRequest()
+    add = req.request_headers.headers.headers.add
+    add(key=":method", raw_value=method.encode())
+    add(key=":path", raw_value=path.encode())
+    return req
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
+    config = parse_config(
+        {
+            "listen": {"grpc": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"},
+            "providers": [{"name": "p", "type": "openai", "base_url": "http://127.0.0.1:9"}],
+            "models": [{"name": "m", "targets": ["p/m"]}],
+        }
+    )
+    service = AgentService(config)
+    await service.start()
+    channel = grpc.aio.insecure_channel(config.listen.grpc)
+    try:
+        yield pb_grpc.ExternalProcessorStub(channel)
+    finally:
+        await channel.close()
+        await service.stop()
+
+
+async def test_grpc_stream_routes_a_request(stub: pb_grpc.ExternalProcessorStub) -> None:
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    call = stub.Process()
+    await call.write(_headers("POST", "/v1/chat/completions"))
+    first = await call.read()
+    assert first.WhichOneof("response") == "request_headers"
+    req = pb.ProcessingRequest()
+    req.request_body.body = body
+    req.request_body.end_of_stream = True
+    await call.write(req)
+    second = await call.read()
+    sets = {
+        h.header.key: h.header.raw_value
+        for h in second.request_body.response.header_mutation.set_headers
+    }
+    assert sets["x-edge-agent-cluster"] == b"p"
+    resp_headers = pb.ProcessingRequest()
+    resp_headers.response_headers.headers.headers.add(key=":status", raw_value=b"200")
+    await call.write(resp_headers)
+    third = await call.read()
+    cache = third.response_headers.response.header_mutation.set_headers[0].header
+    assert (cache.key, cache.raw_value) == ("x-edge-agent-cache", b"miss")
+    await call.done_writing()
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_immediate_response_ends_the_stream(stub: pb_grpc.ExternalProcessorStub) -> None:
+    call = stub.Process()
+    await call.write(_headers("GET", "/v1/models"))
+    resp = await call.read()
+    assert resp.immediate_response.status.code == 200
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_bad_input_never_breaks_the_stream(stub: pb_grpc.ExternalProcessorStub) -> None:
+    call = stub.Process()
+    await call.write(_headers("POST", "/v1/embeddings"))
+    await call.read()
+    req = pb.ProcessingRequest()
+    req.request_body.body = b"\xff\xfe not json"
+    req.request_body.end_of_stream = True
+    await call.write(req)
+    resp = await call.read()
+    assert resp.immediate_response.status.code == 400
+    assert b"not valid JSON" in resp.immediate_response.body
