@@ -79,6 +79,15 @@ def test_routes_with_provider_key_and_rewrites_model(
     assert not fresh["beta"].requests
 
 
+def test_client_cannot_pick_the_cluster(
+    gateway: Gateway, fresh: dict[str, FakeOpenAI], unique: str
+) -> None:
+    payload = {"model": "gpt-alpha", "messages": [{"role": "user", "content": unique}]}
+    spoofed = {"x-edge-agent-cluster": "beta", "x-edge-agent-cache": "bypass"}
+    assert post_json(f"{gateway.url}/v1/chat/completions", payload, spoofed).status == 200
+    assert len(fresh["alpha"].requests) == 1 and not fresh["beta"].requests
+
+
 def test_base_url_with_v1_is_not_doubled(
     gateway: Gateway, fresh: dict[str, FakeOpenAI], unique: str
 ) -> None:

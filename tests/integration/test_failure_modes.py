@@ -121,3 +121,19 @@ def _closed_port() -> int:
     from tests.helpers import free_port
 
     return free_port()  # nothing listens there once the probe socket is closed
+
+
+def test_provider_timeout_gets_openai_style_504(keyless: FakeOpenAI, tmp_path: Path) -> None:
+    config = config_for(keyless)
+    config["providers"][0]["timeout_s"] = 0.3
+    keyless.delay_s = 3.0
+    gw = Gateway(config, write_config(tmp_path, config), {}).start()
+    try:
+        reply = post_json(f"{gw.url}/v1/chat/completions", CHAT)
+    finally:
+        keyless.delay_s = 0.0
+        gw.stop()
+    assert reply.status == 504
+    error = reply.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "timeout" in error["message"]
