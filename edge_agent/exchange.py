@@ -77,6 +77,7 @@ class Exchange:
         "_sent_at",
         "agent",
         "cache_result",
+        "done",
         "endpoint",
         "key",
         "model",
@@ -98,6 +99,8 @@ class Exchange:
         self.key: str | None = None
         self.cache_result = "bypass"
         self.status: str | None = None
+        # True once Envoy needs nothing more from the agent for this request.
+        self.done = False
         self._policy: CachePolicy | None = None
         self._sent_at = 0.0
         self._assembler: StreamAssembler | None = None
@@ -211,6 +214,7 @@ class Exchange:
         decision = Continue(set_headers=[(CACHE_HEADER, self.cache_result)])
         if status == "200" and self.key is not None and self._policy and self._policy.store:
             decision.response_body_mode = self._capture_mode(headers)
+        self.done = decision.response_body_mode is None
         return decision
 
     def _capture_mode(self, headers: Mapping[str, str]) -> BodyMode | None:
@@ -234,6 +238,8 @@ class Exchange:
 
     # ---- response body ---------------------------------------------------------------
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
+        if end_of_stream:
+            self.done = True
         if self._assembler is not None:
             self._capture_bytes += len(chunk)
             if self._capture_bytes > self.agent.max_entry_bytes:
@@ -317,6 +323,7 @@ class Exchange:
         extra: tuple[tuple[str, str], ...] = (),
     ) -> Respond:
         self._finish(str(status))
+        self.done = True
         headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
         if stream:
             headers.append(("cache-control", "no-cache"))

@@ -130,8 +130,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     continue
                 self._observe[phase](perf_counter() - started)
                 yield resp
-                if resp.HasField("immediate_response"):
-                    return  # Envoy ends the stream after an immediate response
+                if exchange.done:
+                    # Nothing more to decide (an immediate response, or no response body
+                    # wanted): end the stream now rather than wait for Envoy to close it.
+                    return
         finally:
             exchange.close()
             metrics.streams.dec()
