@@ -29,7 +29,12 @@ class Agent:
         self.endpoints = ENDPOINT_BY_PATH
         exact = config.cache.exact
         self.cache: ExactCache | None = (
-            ExactCache(exact.max_entries, exact.ttl_s, max_entry_bytes=exact.max_entry_bytes)
+            ExactCache(
+                exact.max_entries,
+                exact.ttl_s,
+                max_entry_bytes=exact.max_entry_bytes,
+                max_bytes=exact.max_bytes,
+            )
             if exact.enabled
             else None
         )

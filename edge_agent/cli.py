@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from edge_agent.config import CONFIG_ENV, Config, ConfigError, load_config, missing_credentials
+from edge_agent.config import CONFIG_ENV, Config, ConfigError, credential_problems, load_config
 
 
 def _setup_logging(level: str) -> None:
@@ -76,10 +76,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 1
-    for provider, var in missing_credentials(config).items():
+    for provider, problem in credential_problems(config).items():
         print(
-            f"warning: providers[{provider}]: api_key_env {var} is not set in this "
-            "environment; its models will answer 503",
+            f"warning: provider {provider!r} is disabled in this environment: {problem}; "
+            "its models will answer 503",
             file=sys.stderr,
         )
     if not args.skip_envoy:

@@ -7,8 +7,10 @@ object, so the agent and Envoy can never disagree about cluster names or ports.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,7 +63,21 @@ class Listen(_Strict):
     admin: str = "127.0.0.1:9090"
     envoy_admin: str = "127.0.0.1:9901"
 
-    @field_validator("envoy", "grpc", "admin", "envoy_admin")
+    @field_validator("envoy", "grpc", "envoy_admin")
+    @classmethod
+    def _check_ip(cls, v: str) -> str:
+        # Envoy binds and connects to these: it needs IP literals, not host names.
+        host, _ = _host_port(v, "a listen address")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(
+                f"expected an IP address and port such as '127.0.0.1:8080' or "
+                f"'0.0.0.0:8080', got {v!r}"
+            ) from None
+        return v
+
+    @field_validator("admin")
     @classmethod
     def _check(cls, v: str) -> str:
         _host_port(v, "a listen address")
@@ -191,8 +207,10 @@ class ExactCache(_Strict):
     enabled: bool = True
     max_entries: Annotated[int, Field(ge=1)] = 100_000
     ttl_s: Annotated[float, Field(gt=0)] = 3600.0
-    # Bound the memory a single cached answer may take (large embeddings batches).
+    # Bound the memory a single cached answer may take (large embeddings batches)...
     max_entry_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
+    # ...and all of them together: entries are evicted oldest-first past this.
+    max_bytes: Annotated[int, Field(ge=1024)] = 256 << 20
 
 
 class SemanticCache(_Strict):
@@ -250,6 +268,33 @@ class EnvoyConfig(_Strict):
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
     # Envoy worker threads; None = Envoy's default (one per core it may use).
     concurrency: Annotated[int, Field(ge=1, le=256)] | None = None
+
+    @field_validator("routing_header")
+    @classmethod
+    def _routing_header(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", v):
+            raise ValueError(
+                f"expected a lower-case header name such as 'x-llm-cluster', got {v!r}"
+            )
+        if v in _RESERVED_HEADERS or v.startswith("x-envoy-"):
+            raise ValueError(f"{v!r} is used by HTTP, Envoy or the agent; pick another name")
+        return v
+
+
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "authorization",
+        "api-key",
+        "x-api-key",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "cookie",
+        "x-edge-agent-cache",
+    }
+)
 
 
 class DemoUpstream(_Strict):
@@ -432,11 +477,34 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return parse_config(data, source)
 
 
-def missing_credentials(config: Config, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Providers whose `api_key_env` is not set: {provider name: variable name}."""
+_HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]+")
+
+
+def read_credential(
+    provider: Provider, environ: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """(key, problem): the provider's key from the environment, or why it is unusable.
+
+    Surrounding whitespace is dropped (file-mounted secrets often end in a newline);
+    anything else Envoy would refuse in a header value disables the provider loudly.
+    """
+    var = provider.api_key_env
+    if var is None:
+        return None, None
+    value = (environ.get(var) or "").strip()
+    if not value:
+        return None, f"its key variable {var} is not set"
+    if not _HEADER_VALUE_RE.fullmatch(value):
+        return None, f"the value of {var} contains characters not allowed in an HTTP header"
+    return value, None
+
+
+def credential_problems(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{provider name: why its credential is unusable} for every disabled provider."""
     env = os.environ if environ is None else environ
-    return {
-        p.name: p.api_key_env
-        for p in config.providers
-        if p.api_key_env and not env.get(p.api_key_env)
-    }
+    problems = {}
+    for p in config.providers:
+        _, problem = read_credential(p, env)
+        if problem:
+            problems[p.name] = problem
+    return problems

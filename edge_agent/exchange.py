@@ -24,7 +24,7 @@ from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
 from edge_agent.api.sse import StreamAssembler, replay_stream
 from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy
-from edge_agent.providers.base import CLIENT_CREDENTIAL_HEADERS
+from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -65,6 +65,16 @@ class Respond:
 
 Decision = Continue | Respond
 _CONTINUE = Continue()  # shared: decisions are never mutated after being returned
+_TOO_DEEP = errors.invalid_request(
+    "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
+)
+_PARTIAL_BODY = ApiError(
+    500,
+    "The gateway is misconfigured: the edge agent needs whole request bodies (ext_proc "
+    "request_body_mode BUFFERED). Tell the gateway's operator.",
+    type="api_error",
+    code="edge_agent_misconfigured",
+)
 
 
 class Exchange:
@@ -82,6 +92,7 @@ class Exchange:
         "key",
         "model",
         "path",
+        "query",
         "req_headers",
         "request",
         "status",
@@ -92,6 +103,7 @@ class Exchange:
         self.agent = agent
         self.endpoint: Endpoint | None = None
         self.path = ""
+        self.query = ""
         self.req_headers: Mapping[str, str] = {}
         self.request: ParsedRequest | None = None
         self.model = "-"  # client-facing model name once known and configured (metric label)
@@ -112,7 +124,8 @@ class Exchange:
     def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
         self.req_headers = headers
         method = headers.get(":method", "")
-        self.path = path = headers.get(":path", "").partition("?")[0]
+        path, _, self.query = headers.get(":path", "").partition("?")
+        self.path = path
         endpoint = self.agent.endpoints.get(path)
         if endpoint is None:
             return self._error(errors.unknown_endpoint(method, path))
@@ -140,9 +153,10 @@ class Exchange:
         agent = self.agent
         assert self.endpoint is not None, "request_body before request_headers"
         if not end_of_stream:
-            # Only a partial-buffering filter config sends this: the body hit the limit.
-            limit = agent.config.envoy.max_request_bytes
-            return self._error(errors.payload_too_large(None, limit))
+            # The generated filter config buffers whole bodies; a hand-written one that
+            # streams them cannot work with the agent. Say so instead of guessing.
+            log.error("received a partial request body: set request_body_mode BUFFERED")
+            return self._error(_PARTIAL_BODY)
         try:
             req = self.request = parse_request(self.endpoint, body)
             if not agent.router.knows(req.model):
@@ -152,25 +166,33 @@ class Exchange:
             if hit is not None:
                 return hit
             target = self.target = agent.router.pick(req.model)
+            new_body = (
+                orjson.dumps({**req.body, "model": target.model})
+                if target.model != req.model
+                else None
+            )
         except ApiError as exc:
             return self._error(exc)
+        except orjson.JSONEncodeError:
+            # orjson reads 1024 nesting levels but writes only 254.
+            return self._error(_TOO_DEEP)
 
-        provider = target.provider
         set_headers = [
-            (agent.config.envoy.routing_header, provider.name),
-            (":path", target.adapter.upstream_path(self.endpoint, self.path)),
+            (agent.config.envoy.routing_header, target.provider.name),
+            (":path", target.adapter.upstream_path(self.endpoint, self.path, self.query)),
             *target.adapter.auth_headers(target.api_key),
         ]
+        if self.key is not None and self._policy is not None and self._policy.store:
+            # A compressed answer could not be parsed for the cache.
+            set_headers.append(("accept-encoding", "identity"))
         injected = {name for name, _ in set_headers}
-        decision = Continue(
+        self._sent_at = agent.clock()
+        return Continue(
             set_headers=set_headers,
-            remove_headers=[h for h in CLIENT_CREDENTIAL_HEADERS if h not in injected],
+            remove_headers=[h for h in CLIENT_ONLY_HEADERS if h not in injected],
+            body=new_body,
             clear_route_cache=True,
         )
-        if target.model != req.model:
-            decision.body = orjson.dumps({**req.body, "model": target.model})
-        self._sent_at = agent.clock()
-        return decision
 
     def _lookup(self, req: ParsedRequest) -> Respond | None:
         agent = self.agent
@@ -181,7 +203,10 @@ class Exchange:
         )
         if not (policy.lookup or policy.store):
             return None
-        self.key = cache_key("", req)
+        try:
+            self.key = cache_key("", req)
+        except orjson.JSONEncodeError:
+            raise _TOO_DEEP from None
         if not policy.lookup:
             return None
         entry = agent.cache.get(self.key)
@@ -211,13 +236,19 @@ class Exchange:
             agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(
                 agent.clock() - self._sent_at
             )
-        decision = Continue(set_headers=[(CACHE_HEADER, self.cache_result)])
+        decision = Continue(
+            set_headers=[(CACHE_HEADER, self.cache_result)],
+            remove_headers=list(PROVIDER_ONLY_HEADERS),
+        )
         if status == "200" and self.key is not None and self._policy and self._policy.store:
             decision.response_body_mode = self._capture_mode(headers)
         self.done = decision.response_body_mode is None
         return decision
 
     def _capture_mode(self, headers: Mapping[str, str]) -> BodyMode | None:
+        if headers.get("content-encoding", "identity").lower() != "identity":
+            self._count_store("encoded")
+            return None
         content_type = headers.get("content-type", "")
         if content_type.startswith(EVENT_STREAM):
             if self.endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
@@ -245,6 +276,7 @@ class Exchange:
             if self._capture_bytes > self.agent.max_entry_bytes:
                 self._assembler = None
                 self._count_store("too_large")
+                self.done = True  # the rest of the stream is of no use: let it flow
             else:
                 self._assembler.feed(chunk)
                 if end_of_stream:
@@ -254,6 +286,7 @@ class Exchange:
             if self._capture_bytes > self.agent.max_entry_bytes:
                 self._captured = None
                 self._count_store("too_large")
+                self.done = True
             else:
                 self._captured.append(chunk)
                 if end_of_stream:

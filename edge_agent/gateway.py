@@ -30,7 +30,11 @@ async def run_agent(config: Config) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     service = AgentService(config)
-    await service.start()
+    try:
+        await service.start()
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
     serving = asyncio.ensure_future(service.wait())
     stopping = asyncio.ensure_future(stop.wait())
     try:

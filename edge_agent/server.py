@@ -110,7 +110,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         hist = agent.metrics.phase_seconds
         self._observe: dict[str, Callable[[float], None]] = {
             phase: hist.labels(phase).observe
-            for phase in ("request_headers", "request_body", "response_headers", "response_body")
+            for phase in (
+                "request_headers",
+                "request_body",
+                "request_trailers",
+                "response_headers",
+                "response_body",
+                "response_trailers",
+            )
         }
 
     async def Process(

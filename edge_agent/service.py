@@ -10,7 +10,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from edge_agent.admin import build_admin_app
 from edge_agent.agent import Agent
-from edge_agent.config import Config, missing_credentials
+from edge_agent.config import Config, credential_problems
 from edge_agent.server import ExternalProcessor
 
 log = logging.getLogger("edge_agent.service")
@@ -27,28 +27,31 @@ class AgentService:
         self.admin_port = 0
 
     async def start(self) -> None:
-        for provider, var in missing_credentials(self.config).items():
+        for provider, problem in credential_problems(self.config).items():
             log.warning(
-                "provider %r is disabled: its key variable %s is not set; requests for its "
-                "models get 503 until it is",
-                provider,
-                var,
+                "provider %r is disabled: %s; requests for its models get 503", provider, problem
             )
         envoy = self.config.envoy
         # Bodies travel inside gRPC messages: allow the configured maximum plus framing.
         max_msg = max(envoy.max_request_bytes, envoy.max_response_bytes) + (1 << 20)
         server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", 1),
+                # One process per port until worker processes exist: a second agent on
+                # the same port must fail, not silently split the traffic.
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_msg),
                 ("grpc.max_send_message_length", max_msg),
             ]
         )
         pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(self.agent), server)
         grpc_addr = self.config.listen.grpc
-        self.grpc_port = server.add_insecure_port(grpc_addr)
-        if not self.grpc_port:
-            raise OSError(f"cannot listen for gRPC on {grpc_addr} (listen.grpc)")
+        try:
+            self.grpc_port = server.add_insecure_port(grpc_addr)
+        except RuntimeError as exc:  # grpc reports a busy port this way
+            raise OSError(
+                f"cannot listen for gRPC on {grpc_addr} (listen.grpc): {exc}; is another "
+                "agent running on that port?"
+            ) from None
         await server.start()
         self._grpc = server
 
@@ -56,8 +59,17 @@ class AgentService:
         app = build_admin_app(self.agent.metrics.registry, lambda: self.ready)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_port=True)
-        await site.start()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            await server.stop(0)
+            self._grpc = None
+            raise OSError(
+                f"cannot listen for the admin HTTP server on {host}:{port} (listen.admin): "
+                f"{exc.strerror}"
+            ) from None
         self._admin = runner
         server_sock = site._server.sockets[0] if site._server else None  # type: ignore[union-attr]
         self.admin_port = server_sock.getsockname()[1] if server_sock else port

@@ -17,7 +17,7 @@ class CacheEntry:
 
 
 class ExactCache:
-    """LRU + TTL. Not thread-safe: one instance belongs to one event loop."""
+    """LRU bounded by entries and bytes, with a TTL. One instance per event loop."""
 
     def __init__(
         self,
@@ -25,11 +25,13 @@ class ExactCache:
         ttl_s: float,
         *,
         max_entry_bytes: int = 1 << 20,
+        max_bytes: int = 256 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
-        self.max_entry_bytes = max_entry_bytes
+        self.max_entry_bytes = min(max_entry_bytes, max_bytes)
+        self.max_bytes = max_bytes
         self._clock = clock
         self._data: OrderedDict[str, CacheEntry] = OrderedDict()
         self.bytes = 0  # body bytes held, for the size gauge
@@ -56,9 +58,8 @@ class ExactCache:
             self._drop(key)
         self._data[key] = CacheEntry(body, model, now, now + self.ttl_s)
         self.bytes += len(body)
-        while len(self._data) > self.max_entries:
-            oldest = next(iter(self._data))
-            self._drop(oldest)
+        while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
+            self._drop(next(iter(self._data)))
         return True
 
     def delete(self, key: str) -> bool:

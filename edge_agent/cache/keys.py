@@ -24,19 +24,17 @@ BYPASS_HEADER = "x-edge-agent-cache"  # request header value "bypass" skips the 
 
 
 def _normalize_content(content: Any) -> Any:
-    # [{"type": "text", "text": "hi"}] and "hi" say the same thing.
-    if (
-        isinstance(content, list)
-        and content
-        and all(
-            isinstance(p, dict)
-            and p.get("type") == "text"
-            and isinstance(p.get("text"), str)
-            and len(p) == 2
-            for p in content
-        )
-    ):
-        return "".join(p["text"] for p in content)
+    # [{"type": "text", "text": "hi"}] and "hi" say the same thing. Only a single part:
+    # joining several would make ["foo", "bar"] collide with "foobar".
+    if isinstance(content, list) and len(content) == 1:
+        part = content[0]
+        if (
+            isinstance(part, dict)
+            and len(part) == 2
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        ):
+            return part["text"]
     return content
 
 

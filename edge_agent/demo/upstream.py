@@ -327,6 +327,8 @@ class FakeOpenAI:
         self.record = record
         self.delay_s: float = 0.0
         self.stream_delay_s: float = 0.0
+        # Tests of broken streams: end the next N streams after two events, without [DONE].
+        self.truncate_streams = 0
         self.model_ids: list[str] = list(DEFAULT_MODELS)
         # Appends are atomic under the GIL, so other threads may read (or copy) the list.
         self.requests: list[RecordedRequest] = []
@@ -406,10 +408,11 @@ class FakeOpenAI:
             self._failures.extend(itertools.repeat(failure, count))
 
     def reset(self) -> None:
-        """Forget recorded requests and pending failures (delays are left as they are)."""
+        """Forget recorded requests, pending failures and truncations (not the delays)."""
         with self._failures_lock:
             self._failures.clear()
         self.requests.clear()
+        self.truncate_streams = 0
 
     # -- request handling ------------------------------------------------------------------
 
@@ -523,11 +526,17 @@ class FakeOpenAI:
         response = web.StreamResponse(headers=self._sse_headers)
         await response.prepare(request)
         delay = self.stream_delay_s
+        truncate = self.truncate_streams > 0
+        if truncate:
+            self.truncate_streams -= 1
         try:
             # One write per event: each goes to the socket on its own, like a real token stream.
             for number, event in enumerate(events):
                 if delay > 0 and number:
                     await asyncio.sleep(delay)
+                if truncate and number == 2:
+                    await response.write_eof()  # a stream cut short: no finish, no [DONE]
+                    return response
                 await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -40,9 +40,20 @@ def _connect_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
-def provider_cluster(provider: Provider, buffer_limit: int) -> dict[str, Any]:
+def _circuit_breakers(limit: int) -> dict[str, Any]:
+    # Envoy's default is 1024 requests in flight per cluster: far below what a gateway
+    # with long-lived LLM streams needs. Bound them by the connection limit instead.
+    return {
+        "thresholds": [
+            {"max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+        ]
+    }
+
+
+def provider_cluster(provider: Provider, buffer_limit: int, limit: int) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": provider.name,
+        "circuit_breakers": _circuit_breakers(limit),
         "type": "STATIC" if _is_ip(provider.host) else "STRICT_DNS",
         "connect_timeout": _duration(provider.connect_timeout_s),
         "lb_policy": "ROUND_ROBIN",
@@ -92,6 +103,8 @@ def ext_proc_cluster(config: Config) -> dict[str, Any]:
         "name": EXT_PROC_CLUSTER,
         "type": "STATIC",
         "connect_timeout": "1s",
+        # One gRPC stream per request in flight.
+        "circuit_breakers": _circuit_breakers(config.envoy.max_connections),
         "typed_extension_protocol_options": {
             _HTTP_PROTOCOL_OPTIONS: {
                 "@type": _TYPE + _HTTP_PROTOCOL_OPTIONS,
@@ -230,6 +243,19 @@ def build_bootstrap(config: Config) -> dict[str, Any]:
         "codec_type": "AUTO",
         # LLM answers stream for minutes; the per-route timeout bounds them instead.
         "stream_idle_timeout": "300s",
+        # The route reads the routing header: a client must never supply it. Removed
+        # before route selection (an ordinary filter would run too late), so requests
+        # the agent does not handle (fail-open, timeouts) cannot pick a provider.
+        "early_header_mutation_extensions": [
+            {
+                "name": "envoy.http.early_header_mutation.header_mutation",
+                "typed_config": {
+                    "@type": _TYPE + "envoy.extensions.http.early_header_mutation."
+                    "header_mutation.v3.HeaderMutation",
+                    "mutations": [{"remove": env.routing_header}],
+                },
+            }
+        ],
         "local_reply_config": local_reply_config(config),
         "route_config": {
             "name": "llm",
@@ -279,7 +305,10 @@ def build_bootstrap(config: Config) -> dict[str, Any]:
             ],
             "clusters": [
                 ext_proc_cluster(config),
-                *(provider_cluster(p, env.max_response_bytes) for p in config.providers),
+                *(
+                    provider_cluster(p, env.max_response_bytes, env.max_connections)
+                    for p in config.providers
+                ),
             ],
         },
     }

@@ -8,12 +8,14 @@ from edge_agent.config import Provider
 
 class OpenAIAdapter:
     def __init__(self, provider: Provider) -> None:
-        base = provider.base_path
-        # Accept both "https://api.openai.com" and the SDK-style "https://api.openai.com/v1".
-        self._prefix = base[: -len("/v1")] if base.endswith("/v1") else base
+        # base_url is what you would give the OpenAI SDK ("https://api.groq.com/openai/v1",
+        # "http://vllm:8000/v1", ".../v1beta/openai"); a bare host means the usual /v1.
+        self._base = provider.base_path or "/v1"
 
-    def upstream_path(self, endpoint: Endpoint, client_path: str) -> str:
-        return self._prefix + client_path
+    def upstream_path(self, endpoint: Endpoint, client_path: str, query: str = "") -> str:
+        # client_path is "/v1/<endpoint>": keep the endpoint, put it under the base path.
+        path = self._base + client_path[len("/v1") :]
+        return f"{path}?{query}" if query else path
 
     def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {api_key}")] if api_key else []

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from edge_agent.api import errors
-from edge_agent.config import Config, ModelRoute, Provider
+from edge_agent.config import Config, ModelRoute, Provider, read_credential
 from edge_agent.providers.base import ProviderAdapter, build_adapter
 
 
@@ -69,12 +69,9 @@ class Router:
         for spec in route.targets:
             pname, _, model = spec.partition("/")
             provider = config.provider(pname)
-            key = env.get(provider.api_key_env) if provider.api_key_env else None
-            if provider.api_key_env and not key:
-                unusable.append(
-                    f"provider '{pname}' has no credential (set the environment variable "
-                    f"{provider.api_key_env})"
-                )
+            key, problem = read_credential(provider, env)
+            if problem:
+                unusable.append(f"provider '{pname}' is disabled: {problem}")
                 continue
             targets.append(Target(provider, adapters[pname], model, key))
         owned_by = route.targets[0].partition("/")[0]

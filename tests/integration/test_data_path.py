@@ -165,9 +165,45 @@ def test_errors_are_never_cached(
     failed = chat(gateway, unique)
     assert failed.status == 500
     assert failed.headers["x-edge-agent-cache"] == "miss"
+    # A 200 whose body is an error object is captured, inspected and refused.
+    fresh["alpha"].fail_next(200, body=b'{"error": {"message": "overloaded", "type": "x"}}')
+    odd = chat(gateway, unique)
+    assert odd.status == 200 and "error" in odd.json()
     ok = chat(gateway, unique)
     assert ok.status == 200 and ok.headers["x-edge-agent-cache"] == "miss"
+    assert chat(gateway, unique).headers["x-edge-agent-cache"] == "hit"
+    assert len(fresh["alpha"].requests) == 3
+
+
+def test_incomplete_stream_is_never_cached(
+    gateway: Gateway, fresh: dict[str, FakeOpenAI], unique: str
+) -> None:
+    fresh["alpha"].truncate_streams = 1
+    cut = chat(gateway, unique, stream=True)
+    assert cut.status == 200 and b"[DONE]" not in cut.body
+    again = chat(gateway, unique, stream=True)
+    assert again.headers["x-edge-agent-cache"] == "miss"
+    assert b"[DONE]" in again.body
+    assert chat(gateway, unique).headers["x-edge-agent-cache"] == "hit"
     assert len(fresh["alpha"].requests) == 2
+
+
+def test_provider_sees_identity_encoding_and_no_client_account_headers(
+    gateway: Gateway, fresh: dict[str, FakeOpenAI], unique: str
+) -> None:
+    extra = {
+        **AUTH,
+        "accept-encoding": "gzip, deflate",
+        "openai-organization": "org-client",
+        "openai-project": "proj-client",
+        "cookie": "session=client",
+    }
+    payload = {"model": "gpt-alpha", "messages": [{"role": "user", "content": unique}]}
+    assert post_json(f"{gateway.url}/v1/chat/completions", payload, extra).status == 200
+    [seen] = fresh["alpha"].requests
+    assert seen.headers["accept-encoding"] == "identity"
+    for name in ("openai-organization", "openai-project", "cookie"):
+        assert name not in seen.headers
 
 
 def test_round_robin_over_two_targets(

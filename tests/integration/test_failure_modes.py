@@ -77,6 +77,26 @@ def test_fail_open_passes_requests_through_untouched(keyless: FakeOpenAI) -> Non
     assert seen.headers["authorization"] == "Bearer client-own-key"
 
 
+def test_fail_open_ignores_a_client_supplied_routing_header(keyless: FakeOpenAI) -> None:
+    with FakeOpenAIThread(name="other") as other:
+        config = config_for(keyless, failure_mode="open", fail_open_provider="keyless")
+        config["providers"].append(
+            {"name": "other", "type": "openai_compatible", "base_url": other.url}
+        )
+        proc, loop = envoy_alone(config)
+        try:
+            reply = post_json(
+                f"http://{config['listen']['envoy']}/v1/chat/completions",
+                CHAT,
+                {"x-edge-agent-cluster": "other"},
+            )
+        finally:
+            loop.run_until_complete(proc.stop())
+            loop.close()
+        assert reply.status == 200
+        assert len(keyless.requests) == 1 and not other.requests
+
+
 def test_unreachable_provider_gets_openai_style_error(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{_closed_port()}"
     config = {

@@ -74,3 +74,23 @@ def test_policy() -> None:
     assert not cache_policy(chat(), {"cache-control": "no-store"}, **allow).store
     refresh = cache_policy(chat(), {"cache-control": "no-cache"}, **allow)
     assert not refresh.lookup and refresh.store
+
+
+def test_byte_budget_evicts_oldest() -> None:
+    cache = ExactCache(100, 60, max_entry_bytes=10, max_bytes=20)
+    for key in "abc":
+        assert cache.put(key, b"x" * 10, "m")
+    assert cache.get("a") is None and cache.bytes == 20
+
+
+def test_several_text_parts_do_not_collide_with_their_concatenation() -> None:
+    two = chat(
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "foo"}, {"type": "text", "text": "bar"}],
+            }
+        ]
+    )
+    joined = chat(messages=[{"role": "user", "content": "foobar"}])
+    assert cache_key("", two) != cache_key("", joined)

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from edge_agent.cli import main
-from edge_agent.config import ConfigError, load_config, missing_credentials, parse_config
+from edge_agent.config import (
+    ConfigError,
+    credential_problems,
+    load_config,
+    parse_config,
+    read_credential,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "edge_agent" / "configs" / "demo.yaml"
@@ -93,10 +99,24 @@ def test_unimplemented_features_are_refused_clearly() -> None:
     assert "cache.redis.url" in found
 
 
-def test_missing_credentials() -> None:
+def test_credential_problems() -> None:
     cfg = parse_config(base())
-    assert missing_credentials(cfg, {}) == {"openai": "OPENAI_API_KEY"}
-    assert missing_credentials(cfg, {"OPENAI_API_KEY": "k"}) == {}
+    assert "OPENAI_API_KEY is not set" in credential_problems(cfg, {})["openai"]
+    assert credential_problems(cfg, {"OPENAI_API_KEY": "sk-1\n"}) == {}  # newline stripped
+    assert read_credential(cfg.providers[0], {"OPENAI_API_KEY": " sk-1\n"}) == ("sk-1", None)
+    bad = credential_problems(cfg, {"OPENAI_API_KEY": "sk 1"})["openai"]
+    assert "not allowed in an HTTP header" in bad
+
+
+def test_listen_addresses_envoy_uses_must_be_ips() -> None:
+    found = issues(base(listen={"envoy": "localhost:8080", "admin": "localhost:9090"}))
+    assert "IP address" in found["listen.envoy"]
+    assert "listen.admin" not in found
+
+
+@pytest.mark.parametrize("name", ["authorization", "host", ":authority", "X-Upper", "x-envoy-x"])
+def test_routing_header_must_be_a_safe_name(name: str) -> None:
+    assert "envoy.routing_header" in issues(base(envoy={"routing_header": name}))
 
 
 def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:

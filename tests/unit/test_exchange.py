@@ -102,7 +102,7 @@ def test_miss_routes_rewrites_and_injects_credentials() -> None:
     assert isinstance(d, Continue)
     hdrs = dict(d.set_headers)
     assert hdrs["x-edge-agent-cluster"] == "a"
-    assert hdrs[":path"] == "/api/v1/chat/completions"
+    assert hdrs[":path"] == "/api/chat/completions"  # base_url as the SDK takes it
     assert hdrs["authorization"] == "Bearer sk-a"
     assert "x-api-key" in d.remove_headers and "authorization" not in d.remove_headers
     assert d.clear_route_cache
@@ -257,3 +257,57 @@ def test_405_carries_allow_header() -> None:
     d = make_agent().exchange().request_headers(headers(method="GET"), end_of_stream=True)
     assert isinstance(d, Respond) and d.status == 405
     assert dict(d.headers)["allow"] == "POST"
+
+
+def test_client_only_headers_are_removed_and_provider_only_headers_dropped() -> None:
+    _, d = send(make_agent(), chat_body())
+    assert isinstance(d, Continue)
+    for name in ("openai-organization", "openai-project", "cookie", "x-api-key"):
+        assert name in d.remove_headers
+    ex, _ = send(make_agent(), chat_body())
+    resp = ex.response_headers({":status": "200", "content-type": "application/json"})
+    assert {"set-cookie", "openai-organization"} <= set(resp.remove_headers)
+
+
+def test_cacheable_requests_ask_for_identity_and_skip_encoded_answers() -> None:
+    agent = make_agent()
+    ex, d = send(agent, chat_body())
+    assert isinstance(d, Continue) and ("accept-encoding", "identity") in d.set_headers
+    resp = ex.response_headers(
+        {":status": "200", "content-type": "application/json", "content-encoding": "gzip"}
+    )
+    assert resp.response_body_mode is None and ex.done
+    _, bypass = send(agent, chat_body(temperature=1))
+    assert isinstance(bypass, Continue)
+    assert all(name != "accept-encoding" for name, _ in bypass.set_headers)
+
+
+def test_query_string_reaches_the_provider() -> None:
+    _, d = send(make_agent(), chat_body(), **{":path": "/v1/chat/completions?trace=1"})
+    assert isinstance(d, Continue)
+    assert dict(d.set_headers)[":path"] == "/api/chat/completions?trace=1"
+
+
+def test_too_deep_json_is_a_400_not_a_crash() -> None:
+    # orjson parses this (depth < 1024) but cannot write it back (depth > 254).
+    deep = b"[" * 300 + b'"x"' + b"]" * 300
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "extra": '
+    _, d = send(make_agent(), body + deep + b"}")
+    assert isinstance(d, Respond) and d.status == 400
+    assert b"too deeply" in d.body
+
+
+def test_partial_body_is_a_clear_configuration_error() -> None:
+    ex = make_agent().exchange()
+    ex.request_headers(headers(), end_of_stream=False)
+    d = ex.request_body(b'{"model"', end_of_stream=False)
+    assert isinstance(d, Respond) and d.status == 500
+    assert b"BUFFERED" in d.body
+
+
+def test_abandoned_capture_ends_the_exchange() -> None:
+    agent = make_agent(exact={"max_entry_bytes": 1024})
+    ex, _ = send(agent, chat_body(stream=True))
+    ex.response_headers({":status": "200", "content-type": "text/event-stream"})
+    ex.response_body(b"data: " + b"x" * 2000 + b"\n\n", end_of_stream=False)
+    assert ex.done

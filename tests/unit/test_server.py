@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -91,7 +92,9 @@ async def stub() -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
 
 
 async def test_grpc_stream_routes_a_request(stub: pb_grpc.ExternalProcessorStub) -> None:
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    body = orjson.dumps(
+        {"model": "m", "temperature": 1, "messages": [{"role": "user", "content": "x"}]}
+    )
     call = stub.Process()
     await call.write(_headers("POST", "/v1/chat/completions"))
     first = await call.read()
@@ -111,7 +114,49 @@ async def test_grpc_stream_routes_a_request(stub: pb_grpc.ExternalProcessorStub)
     await call.write(resp_headers)
     third = await call.read()
     cache = third.response_headers.response.header_mutation.set_headers[0].header
-    assert (cache.key, cache.raw_value) == ("x-edge-agent-cache", b"miss")
+    assert (cache.key, cache.raw_value) == ("x-edge-agent-cache", b"bypass")
+    # No response body is wanted for a bypassed answer: the agent ends the stream itself,
+    # without waiting for Envoy to half-close it.
+    assert await asyncio.wait_for(call.code(), 5) == grpc.StatusCode.OK
+
+
+async def test_stream_stays_open_while_an_answer_is_captured(
+    stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "capture"}]})
+    call = stub.Process()
+    await call.write(_headers("POST", "/v1/chat/completions"))
+    await call.read()
+    req = pb.ProcessingRequest()
+    req.request_body.body = body
+    req.request_body.end_of_stream = True
+    await call.write(req)
+    await call.read()
+    resp_headers = pb.ProcessingRequest()
+    add = resp_headers.response_headers.headers.headers.add
+    add(key=":status", raw_value=b"200")
+    add(key="content-type", raw_value=b"text/event-stream")
+    await call.write(resp_headers)
+    third = await call.read()
+    assert third.mode_override.response_body_mode == ProcessingMode.STREAMED
+    chunk = pb.ProcessingRequest()
+    chunk.response_body.body = b"data: [DONE]\n\n"
+    chunk.response_body.end_of_stream = True
+    await call.write(chunk)
+    fourth = await call.read()
+    assert fourth.WhichOneof("response") == "response_body"
+    assert await asyncio.wait_for(call.code(), 5) == grpc.StatusCode.OK
+
+
+async def test_trailers_are_acknowledged(stub: pb_grpc.ExternalProcessorStub) -> None:
+    call = stub.Process()
+    await call.write(_headers("POST", "/v1/chat/completions"))
+    await call.read()
+    trailers = pb.ProcessingRequest()
+    trailers.request_trailers.SetInParent()
+    await call.write(trailers)
+    resp = await call.read()
+    assert resp.WhichOneof("response") == "request_trailers"
     await call.done_writing()
     assert await call.code() == grpc.StatusCode.OK
 
@@ -135,3 +180,20 @@ async def test_bad_input_never_breaks_the_stream(stub: pb_grpc.ExternalProcessor
     resp = await call.read()
     assert resp.immediate_response.status.code == 400
     assert b"not valid JSON" in resp.immediate_response.body
+
+
+async def test_readyz_follows_the_grpc_server() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from edge_agent.admin import build_admin_app
+    from edge_agent.telemetry.metrics import Metrics
+
+    ready = False
+    app = build_admin_app(Metrics().registry, lambda: ready)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
+        ready = True
+        assert (await client.get("/readyz")).status == 200
+        metrics = await (await client.get("/metrics")).text()
+        assert "edge_agent_ext_proc_streams 0.0" in metrics
