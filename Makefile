@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= edge_agent/configs/demo.yaml
+# make bench BENCH_ARGS=--quick for a smoke run that leaves docs/benchmarks.md alone.
+BENCH_ARGS ?= --write-docs
 
 .PHONY: install test lint run bench bench-deps protos clean
 
@@ -27,7 +29,7 @@ run: install
 	$(BIN)/edge-agent run --config $(CONFIG)
 
 bench: install bench-deps
-	$(BIN)/python bench/gateway_bench.py --write-docs
+	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
 
 # wrk is the load generator (a Debian package, not on PyPI).
 bench-deps:
