@@ -6,7 +6,7 @@ CONFIG ?= edge_agent/configs/demo.yaml
 # make bench BENCH_ARGS=--quick for a smoke run that leaves docs/benchmarks.md alone.
 BENCH_ARGS ?= --write-docs
 
-.PHONY: install test lint run bench bench-deps protos clean
+.PHONY: install test lint run bench bench-cache bench-deps protos clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ run: install
 
 bench: install bench-deps
 	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
+
+# Semantic cache quality (precision/recall on labelled pairs) and lookup latency.
+bench-cache: install
+	$(BIN)/python bench/cache_quality.py --write-docs
 
 # wrk is the load generator (a Debian package, not on PyPI).
 bench-deps:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
 from edge_agent.cache.exact import ExactCache
+from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
 from edge_agent.config import Config
 from edge_agent.exchange import Exchange
 from edge_agent.routing.router import Router
@@ -21,6 +22,7 @@ class Agent:
         environ: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        semantic: SemanticTier | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -49,6 +51,15 @@ class Agent:
             cache = self.cache
             self.metrics.cache_entries.set_function(lambda: len(cache))
             self.metrics.cache_bytes.set_function(lambda: cache.bytes)
+        sem = config.cache.semantic
+        self.semantic_mode = sem.mode
+        self.semantic_history = sem.history
+        self.semantic: SemanticTier | None = semantic
+        if self.semantic is None and sem.enabled:
+            self.semantic = build_semantic_tier(config, environ)
+        if self.semantic is not None:
+            tier = self.semantic
+            self.metrics.semantic_entries.set_function(lambda: len(tier))
 
     def exchange(self) -> Exchange:
         return Exchange(self)

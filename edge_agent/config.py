@@ -213,20 +213,45 @@ class ExactCache(_Strict):
     max_bytes: Annotated[int, Field(ge=1024)] = 256 << 20
 
 
+class OpenAIEmbedderConfig(_Strict):
+    """Any OpenAI-compatible /v1/embeddings endpoint (the production choice)."""
+
+    base_url: str  # as given to the OpenAI SDK, e.g. https://api.openai.com/v1
+    model: Annotated[str, Field(min_length=1)]
+    dimensions: Annotated[int, Field(ge=2, le=8192)]
+    api_key_env: str | None = None
+    # Must stay well below envoy.message_timeout_ms: Envoy waits for the lookup.
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+
+    _url = field_validator("base_url")(Provider._url.__func__)  # type: ignore[attr-defined]
+    _env = field_validator("api_key_env")(Provider._env.__func__)  # type: ignore[attr-defined]
+
+
 class SemanticCache(_Strict):
     enabled: bool = False
-    threshold: Annotated[float, Field(gt=0, le=1)] = 0.9
-    embedder: str = "local"
+    # serve: answer from similar questions. shadow: only measure what would have hit.
+    mode: Literal["serve", "shadow"] = "serve"
+    # Cosine threshold; None = the verifier's tuned default (see docs/semantic-cache.md).
+    threshold: Annotated[float, Field(gt=0, le=1)] | None = None
+    # Guards beyond cosine (numbers, entities, negation, direction...). Off = cosine only.
+    verify: bool = True
+    embedder: Literal["local", "openai"] = "local"
+    openai: OpenAIEmbedderConfig | None = None
+    max_entries: Annotated[int, Field(ge=1)] = 100_000
+    ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    # Multi-turn chats: the last user turn is embedded; earlier turns either partition
+    # the index (a hit needs the same history) or are ignored.
+    history: Literal["partition", "ignore"] = "partition"
+    # Per partition: exact (flat) search up to this many entries, HNSW above.
+    hnsw_above: Annotated[int, Field(ge=1000)] = 50_000
 
-    @field_validator("enabled")
-    @classmethod
-    def _not_yet(cls, v: bool) -> bool:
-        if v:
+    @model_validator(mode="after")
+    def _embedder(self) -> SemanticCache:
+        if self.embedder == "openai" and self.openai is None:
             raise ValueError(
-                "the semantic cache tier is not available in this version; set "
-                "cache.semantic.enabled to false"
+                "openai: required when embedder is 'openai' (base_url, model, dimensions)"
             )
-        return v
+        return self
 
 
 class RedisCache(_Strict):
@@ -348,6 +373,18 @@ class Config(_Strict):
                             f"provider {pname!r} does not list model {pmodel!r}; it lists: {known}",
                         )
                     )
+        sem = self.cache.semantic
+        if sem.enabled and sem.openai is not None and sem.embedder == "openai":
+            budget_s = self.envoy.message_timeout_ms / 1000
+            if sem.openai.timeout_s > budget_s * 0.8:
+                errors.append(
+                    (
+                        "cache.semantic.openai.timeout_s",
+                        f"{sem.openai.timeout_s} s leaves no room inside Envoy's message "
+                        f"timeout (envoy.message_timeout_ms = {self.envoy.message_timeout_ms});"
+                        " keep it under 80% of that, or raise the message timeout",
+                    )
+                )
         fop = self.envoy.fail_open_provider
         if fop is not None and fop not in by_name:
             errors.append(("envoy.fail_open_provider", f"unknown provider {fop!r}"))

@@ -23,16 +23,18 @@ from edge_agent.api import errors
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
 from edge_agent.api.sse import StreamAssembler, replay_stream
-from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy
+from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
+    from edge_agent.cache.semantic import LookupResult, SemanticHit
     from edge_agent.routing.router import Target
 
 log = logging.getLogger("edge_agent.exchange")
 
 CACHE_HEADER = "x-edge-agent-cache"
+SCORE_HEADER = "x-edge-agent-cache-score"
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 
@@ -54,6 +56,14 @@ class Continue:
     response_body_mode: BodyMode | None = None  # ask Envoy for the response body this way
 
 
+@dataclass(frozen=True, slots=True)
+class SemanticLookup:
+    """Ask the server to embed `text` and search `partition`, then call semantic_result."""
+
+    partition: str
+    text: str
+
+
 @dataclass(slots=True)
 class Respond:
     """Answer the client now; the provider is never contacted."""
@@ -63,7 +73,7 @@ class Respond:
     body: bytes
 
 
-Decision = Continue | Respond
+Decision = Continue | Respond  # SemanticLookup only ever comes from request_body
 _CONTINUE = Continue()  # shared: decisions are never mutated after being returned
 _TOO_DEEP = errors.invalid_request(
     "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
@@ -84,7 +94,10 @@ class Exchange:
         "_captured",
         "_closed",
         "_policy",
+        "_scope",
+        "_semantic",
         "_sent_at",
+        "_shadow_hit",
         "agent",
         "cache_result",
         "done",
@@ -114,6 +127,9 @@ class Exchange:
         # True once Envoy needs nothing more from the agent for this request.
         self.done = False
         self._policy: CachePolicy | None = None
+        self._scope: tuple[str, str] | None = None  # (partition, text) for the semantic tier
+        self._semantic: LookupResult | None = None
+        self._shadow_hit: SemanticHit | None = None
         self._sent_at = 0.0
         self._assembler: StreamAssembler | None = None
         self._captured: list[bytes] | None = None
@@ -149,7 +165,7 @@ class Exchange:
         return _CONTINUE
 
     # ---- request body ----------------------------------------------------------------
-    def request_body(self, body: bytes, end_of_stream: bool = True) -> Decision:
+    def request_body(self, body: bytes, end_of_stream: bool = True) -> Decision | SemanticLookup:
         agent = self.agent
         assert self.endpoint is not None, "request_body before request_headers"
         if not end_of_stream:
@@ -165,18 +181,54 @@ class Exchange:
             hit = self._lookup(req)
             if hit is not None:
                 return hit
-            target = self.target = agent.router.pick(req.model)
+            if self._scope is not None:
+                return SemanticLookup(*self._scope)  # the server embeds and searches
+            return self._route(req)
+        except ApiError as exc:
+            return self._error(exc)
+
+    def semantic_result(self, result: LookupResult) -> Decision:
+        """Continue after the semantic lookup that `request_body` asked for."""
+        agent = self.agent
+        req = self.request
+        assert req is not None and self._policy is not None
+        self._semantic = result
+        m = agent.metrics
+        if result.error is not None:
+            m.semantic_lookups.labels("error").inc()
+            log.warning("semantic lookup skipped: %s", result.error)
+        elif result.hit is None:
+            m.semantic_lookups.labels("refused" if result.refused else "miss").inc()
+        elif agent.semantic_mode == "shadow":
+            m.semantic_lookups.labels("shadow_hit").inc()
+            self._shadow_hit = result.hit
+        elif self._policy.lookup:
+            m.semantic_lookups.labels("hit").inc()
+            m.semantic_score.observe(result.hit.score)
+            reply = self._serve(req, result.hit.entry.body, "semantic-hit")
+            if reply is not None:
+                reply.headers.append((SCORE_HEADER, f"{result.hit.score:.4f}"))
+                return reply
+        try:
+            return self._route(req)
+        except ApiError as exc:
+            return self._error(exc)
+
+    def _route(self, req: ParsedRequest) -> Continue:
+        agent = self.agent
+        assert self.endpoint is not None
+        target = self.target = agent.router.pick(req.model)
+        try:
             new_body = (
                 orjson.dumps({**req.body, "model": target.model})
                 if target.model != req.model
                 else None
             )
-        except ApiError as exc:
-            return self._error(exc)
         except orjson.JSONEncodeError:
             # orjson reads 1024 nesting levels but writes only 254.
-            return self._error(_TOO_DEEP)
-
+            raise _TOO_DEEP from None
+        if self._shadow_hit is not None:
+            self._count_shadow_savings(self._shadow_hit, target)
         set_headers = [
             (agent.config.envoy.routing_header, target.provider.name),
             (":path", target.adapter.upstream_path(self.endpoint, self.path, self.query)),
@@ -196,7 +248,7 @@ class Exchange:
 
     def _lookup(self, req: ParsedRequest) -> Respond | None:
         agent = self.agent
-        if agent.cache is None:
+        if agent.cache is None and agent.semantic is None:
             return None
         policy = self._policy = cache_policy(
             req, self.req_headers, allow_nonzero_temperature=agent.allow_nonzero_temperature
@@ -205,27 +257,44 @@ class Exchange:
             return None
         try:
             self.key = cache_key("", req)
+            if agent.semantic is not None:
+                self._scope = semantic_scope("", req, history=agent.semantic_history)
         except orjson.JSONEncodeError:
             raise _TOO_DEEP from None
         if not policy.lookup:
             return None
-        entry = agent.cache.get(self.key)
+        self.cache_result = "miss"
+        entry = agent.cache.get(self.key) if agent.cache is not None else None
         if entry is None:
-            self.cache_result = "miss"
             return None
+        reply = self._serve(req, entry.body, "hit")
+        if reply is None:
+            # An entry that cannot be replayed is worthless: drop it and ask upstream.
+            log.warning("dropping a cache entry that cannot be replayed as a stream")
+            assert agent.cache is not None
+            agent.cache.delete(self.key)
+        return reply
+
+    def _serve(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
+        """A cached answer as the client asked for it (JSON, or replayed SSE)."""
         if req.stream:
             try:
-                body = replay_stream(req.endpoint, orjson.loads(entry.body), req.include_usage)
+                body = replay_stream(req.endpoint, orjson.loads(stored), req.include_usage)
             except ValueError:
-                # An entry that cannot be replayed is worthless: drop it and ask upstream.
-                log.warning("dropping a cache entry that cannot be replayed as a stream")
-                agent.cache.delete(self.key)
-                self.cache_result = "miss"
                 return None
-            self.cache_result = "hit"
-            return self._respond(200, body, EVENT_STREAM, "hit", stream=True)
-        self.cache_result = "hit"
-        return self._respond(200, entry.body, JSON, "hit")
+            self.cache_result = result
+            return self._respond(200, body, EVENT_STREAM, result, stream=True)
+        self.cache_result = result
+        return self._respond(200, stored, JSON, result)
+
+    def _count_shadow_savings(self, hit: SemanticHit, target: Target) -> None:
+        # What serving the would-be hit would have saved: its usage at this target's prices.
+        price = target.provider.model(target.model)
+        usage = _usage(hit.entry.body)
+        saved = 0.0
+        if price is not None and usage is not None:
+            saved = (usage[0] * price.input_per_mtok + usage[1] * price.output_per_mtok) / 1_000_000
+        self.agent.metrics.semantic_shadow_saved.labels(self.model).inc(saved)
 
     # ---- response headers ------------------------------------------------------------
     def response_headers(self, headers: Mapping[str, str]) -> Decision:
@@ -316,9 +385,24 @@ class Exchange:
         self._put(body)
 
     def _put(self, body: bytes) -> None:
-        cache = self.agent.cache
-        assert cache is not None and self.key is not None
-        stored = cache.put(self.key, body, self.model)
+        agent = self.agent
+        assert self.key is not None
+        stored = True
+        if agent.cache is not None:
+            stored = agent.cache.put(self.key, body, self.model)
+        sem = self._semantic
+        if (
+            agent.semantic is not None
+            and self._scope is not None
+            and sem is not None
+            and sem.vector is not None
+            and sem.signature is not None
+            and len(body) <= agent.max_entry_bytes
+        ):
+            # The vector computed for the lookup is reused: no second embedding.
+            agent.semantic.store(
+                self._scope[0], self._scope[1], sem.vector, sem.signature, body, self.model
+            )
         self._count_store("stored" if stored else "too_large")
 
     def _count_store(self, outcome: str) -> None:
@@ -365,3 +449,11 @@ class Exchange:
     def _error(self, exc: ApiError) -> Respond:
         log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
         return self._respond(exc.status, exc.body(), JSON, "bypass", extra=exc.headers)
+
+
+def _usage(body: bytes) -> tuple[int, int] | None:
+    try:
+        usage = orjson.loads(body).get("usage") or {}
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return None

@@ -18,7 +18,14 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from edge_agent.api import errors
-from edge_agent.exchange import BodyMode, Continue, Decision, Exchange, Respond
+from edge_agent.exchange import (
+    BodyMode,
+    Continue,
+    Decision,
+    Exchange,
+    Respond,
+    SemanticLookup,
+)
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -132,7 +139,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             async for request in request_iterator:
                 phase = request.WhichOneof("request")
                 started = perf_counter()
-                resp = self._handle(exchange, phase, request)
+                resp = await self._handle(exchange, phase, request)
                 if resp is None:
                     continue
                 self._observe[phase](perf_counter() - started)
@@ -145,7 +152,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             exchange.close()
             metrics.streams.dec()
 
-    def _handle(
+    async def _handle(
         self, exchange: Exchange, phase: str | None, request: pb.ProcessingRequest
     ) -> pb.ProcessingResponse | None:
         try:
@@ -154,7 +161,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 decision = exchange.request_headers(headers_to_dict(msg.headers), msg.end_of_stream)
             elif phase == "request_body":
                 body = request.request_body
-                decision = exchange.request_body(body.body, body.end_of_stream)
+                step = exchange.request_body(body.body, body.end_of_stream)
+                if isinstance(step, SemanticLookup):
+                    # The only I/O the core asks for: embedding + vector search.
+                    assert self.agent.semantic is not None
+                    result = await self.agent.semantic.lookup(step.partition, step.text)
+                    step = exchange.semantic_result(result)
+                decision = step
             elif phase == "response_headers":
                 decision = exchange.response_headers(
                     headers_to_dict(request.response_headers.headers)

@@ -93,3 +93,5 @@ class AgentService:
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
+        if self.agent.semantic is not None:
+            await self.agent.semantic.close()

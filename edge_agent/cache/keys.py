@@ -86,3 +86,49 @@ def cache_policy(
         # no-cache asks for a fresh answer; that answer may still refresh the cache.
         return CachePolicy(False, True, "cache-control: no-cache")
     return CACHEABLE
+
+
+_INSTRUCTION_ROLES = frozenset({"system", "developer"})
+
+
+def _user_text(message: Any) -> str | None:
+    """The text of a user turn, or None when it is not plain text (images, audio...)."""
+    if not isinstance(message, dict) or message.get("role") != "user":
+        return None
+    content = _normalize_content(message.get("content"))
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "\n".join(p["text"] for p in content)
+    return None
+
+
+def semantic_scope(
+    tenant: str, req: ParsedRequest, *, history: str = "partition"
+) -> tuple[str, str] | None:
+    """(partition, text to embed) for a request the semantic tier may serve, else None.
+
+    The last user turn is what gets compared; everything else that shapes the answer
+    (model, instructions, tools, parameters and, with history="partition", the earlier
+    turns) must be identical, so it goes into the partition hash.
+    """
+    if req.endpoint is not Endpoint.CHAT:
+        return None
+    messages = req.body["messages"]
+    text = _user_text(messages[-1])
+    if not text or not text.strip():
+        return None
+    earlier = _normalize_messages(messages[:-1])
+    if history != "partition":
+        earlier = [
+            m for m in earlier if isinstance(m, dict) and m.get("role") in _INSTRUCTION_ROLES
+        ]
+    fields = {k: v for k, v in req.body.items() if k not in _NEUTRAL_FIELDS and k != "messages"}
+    material = orjson.dumps(
+        [tenant, str(req.endpoint), fields, earlier],
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+    )
+    return hashlib.sha256(material).hexdigest(), text

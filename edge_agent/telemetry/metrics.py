@@ -22,7 +22,7 @@ class Metrics:
         )
         self.cache_results = Counter(
             "edge_agent_cache_results",
-            "Cache decisions: hit, miss or bypass.",
+            "Cache decisions: hit, semantic-hit, miss or bypass.",
             ["endpoint", "result"],
             registry=r,
         )
@@ -37,6 +37,29 @@ class Metrics:
         )
         self.cache_bytes = Gauge(
             "edge_agent_cache_bytes", "Response bytes held by the exact cache.", registry=r
+        )
+        self.semantic_lookups = Counter(
+            "edge_agent_semantic_lookups",
+            "Semantic tier lookups: hit, miss, refused (a candidate above the threshold "
+            "that the verifier rejected), shadow_hit (shadow mode) or error (embedder).",
+            ["outcome"],
+            registry=r,
+        )
+        self.semantic_score = Histogram(
+            "edge_agent_semantic_hit_score",
+            "Cosine similarity of served semantic hits.",
+            buckets=(0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0),
+            registry=r,
+        )
+        self.semantic_shadow_saved = Counter(
+            "edge_agent_semantic_shadow_saved_usd",
+            "Shadow mode: what serving the would-be semantic hits would have saved, at the "
+            "routed target's prices (0 where prices are not configured).",
+            ["model"],
+            registry=r,
+        )
+        self.semantic_entries = Gauge(
+            "edge_agent_semantic_entries", "Entries in the semantic tier.", registry=r
         )
         self.phase_seconds = Histogram(
             "edge_agent_ext_proc_phase_seconds",

@@ -91,12 +91,23 @@ def test_duplicates_and_port_clashes() -> None:
 
 
 def test_unimplemented_features_are_refused_clearly() -> None:
-    data = base(cache={"semantic": {"enabled": True}, "redis": {"url": "redis://x"}})
+    data = base(cache={"redis": {"url": "redis://x"}})
     data["providers"][0]["type"] = "anthropic"
     found = issues(data)
     assert "not implemented in this version" in found["providers[0].type"]
-    assert "cache.semantic.enabled" in found
     assert "cache.redis.url" in found
+
+
+def test_semantic_config_checks() -> None:
+    found = issues(base(cache={"semantic": {"enabled": True, "embedder": "openai"}}))
+    assert "required when embedder is 'openai'" in found["cache.semantic.openai"]
+    slow = {"base_url": "http://127.0.0.1:1/v1", "model": "e", "dimensions": 8, "timeout_s": 2}
+    found = issues(
+        base(cache={"semantic": {"enabled": True, "embedder": "openai", "openai": slow}})
+    )
+    assert "message timeout" in found["cache.semantic.openai.timeout_s"]
+    found = issues(base(cache={"semantic": {"mode": "sometimes"}}))
+    assert "cache.semantic.mode" in found
 
 
 def test_credential_problems() -> None:

@@ -1,0 +1,305 @@
+"""The semantic tier: answers for *similar* questions, on FAISS.
+
+A hit can only come from an equivalent context: each partition (one FAISS index) holds
+questions asked under the same endpoint, client model, system prompt, tools, answer-
+changing parameters and (by default) conversation history. Inside a partition the last
+user turn is embedded; a candidate above the cosine threshold is served only if the
+verifier (`verify.py`: numbers, entities, negation, direction, ...) agrees.
+
+Threading: FAISS indexes are not safe for concurrent add and search. A partition's
+operations run on the event loop thread while it is small (microseconds), and move for
+good to one dedicated worker thread once it grows, so the loop never blocks on a large
+search and operations on one index never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from edge_agent.cache import verify
+from edge_agent.cache.embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder
+from edge_agent.config import Config
+
+log = logging.getLogger("edge_agent.cache.semantic")
+
+_INLINE_MAX = 2_000  # entries a partition may hold before its work leaves the loop
+_CANDIDATES = 4  # nearest neighbours checked by the verifier, best first
+_HNSW_M = 32
+_HNSW_EF_SEARCH = 64
+
+
+@dataclass(slots=True)
+class SemanticEntry:
+    id: int
+    partition: str
+    text: str
+    signature: verify.Signature
+    body: bytes  # the complete answer (the same bytes object the exact tier holds)
+    model: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticHit:
+    entry: SemanticEntry
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """What a lookup found: a hit, or why not; and the query vector to store later."""
+
+    hit: SemanticHit | None
+    vector: np.ndarray | None  # None when embedding failed
+    signature: verify.Signature | None
+    refused: str | None = None  # the verifier's reason for the best refused candidate
+    error: str | None = None
+
+
+class PartitionIndex:
+    """One FAISS index: flat (exact) while small, HNSW once large; ids are entry ids."""
+
+    def __init__(self, dim: int, hnsw_above: int) -> None:
+        self.dim = dim
+        self.hnsw_above = hnsw_above
+        self.index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.hnsw = False
+        self.live = 0
+        self.dead: set[int] = set()  # removed ids still inside an HNSW graph
+        self.offloaded = False  # sticky: once large, always on the worker thread
+
+    def add(self, vector: np.ndarray, entry_id: int) -> None:
+        self.index.add_with_ids(vector.reshape(1, -1), np.array([entry_id], dtype=np.int64))
+        self.live += 1
+        if not self.hnsw and self.live > self.hnsw_above:
+            self._rebuild(hnsw=True)
+
+    def remove(self, entry_id: int) -> None:
+        self.live -= 1
+        if not self.hnsw:
+            self.index.remove_ids(np.array([entry_id], dtype=np.int64))
+            return
+        # HNSW graphs cannot drop nodes: hide them, rebuild when a fifth is dead.
+        self.dead.add(entry_id)
+        if len(self.dead) * 5 > self.live + len(self.dead):
+            self._rebuild(hnsw=self.live > self.hnsw_above)
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        total = self.live + len(self.dead)
+        if total == 0:
+            return []
+        scores, ids = self.index.search(vector.reshape(1, -1), min(k + len(self.dead), total))
+        return [
+            (int(i), float(s))
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0 and int(i) not in self.dead
+        ][:k]
+
+    def _rebuild(self, *, hnsw: bool) -> None:
+        # Keep the live vectors; the new index starts without tombstones.
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        keep = np.array([i not in self.dead for i in ids], dtype=bool)
+        ids = ids[keep]
+        vectors = (
+            np.vstack([self.index.reconstruct(int(i)) for i in ids])
+            if len(ids)
+            else np.zeros((0, self.dim), dtype=np.float32)
+        )
+        if hnsw:
+            inner = faiss.IndexHNSWFlat(self.dim, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efSearch = _HNSW_EF_SEARCH
+        else:
+            inner = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIDMap2(inner)
+        if len(ids):
+            index.add_with_ids(vectors, ids)
+        self.index, self.hnsw, self.dead = index, hnsw, set()
+        self.live = len(ids)
+
+
+Observer = Callable[[str, float], None]
+
+
+class SemanticTier:
+    """All partitions, their entries, the embedder and the acceptance decision."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        max_entries: int,
+        ttl_s: float,
+        threshold: float | None = None,
+        use_verifier: bool = True,
+        hnsw_above: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.embedder = embedder
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.threshold = verify.DEFAULT_THRESHOLD if threshold is None else threshold
+        self.use_verifier = use_verifier
+        self.hnsw_above = hnsw_above
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._entries: OrderedDict[int, SemanticEntry] = OrderedDict()  # insertion order
+        self._partitions: dict[str, PartitionIndex] = {}
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="edge-agent-faiss")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def namespace(self) -> str:
+        # Vectors of different embedders (or dimensions) must never share an index.
+        return f"{self.embedder.id}/{self.embedder.dim}"
+
+    async def _run(self, part: PartitionIndex, fn: Callable[[], Any]) -> Any:
+        if not part.offloaded and part.live + len(part.dead) > _INLINE_MAX:
+            part.offloaded = True
+        if part.offloaded:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        return fn()
+
+    def _submit(self, part: PartitionIndex, fn: Callable[[], Any]) -> None:
+        """Fire-and-forget index maintenance, in order with that partition's searches."""
+        if not part.offloaded and part.live + len(part.dead) > _INLINE_MAX:
+            part.offloaded = True
+        if not part.offloaded:
+            fn()
+            return
+        future = self._worker.submit(fn)
+        future.add_done_callback(_log_failure)
+
+    async def lookup(self, partition: str, text: str) -> LookupResult:
+        """Embed `text` and find an acceptable entry in `partition`. Never raises."""
+        sig = verify.signature(text)
+        try:
+            vectors = await self.embedder.embed([text])
+        except EmbedderError as exc:
+            return LookupResult(None, None, sig, error=str(exc))
+        vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
+        part = self._partitions.get(self._scoped(partition))
+        if part is None:
+            return LookupResult(None, vector, sig)
+        found = await self._run(part, lambda: part.search(vector, _CANDIDATES))
+        now = self._clock()
+        refused = None
+        for entry_id, score in found:
+            if score < self.threshold:
+                break
+            entry = self._entries.get(entry_id)
+            if entry is None or entry.expires_at <= now:
+                continue
+            if self.use_verifier:
+                ok, reason = verify.accept(score, sig, entry.signature, self.threshold)
+                if not ok:
+                    refused = refused or reason
+                    continue
+            return LookupResult(SemanticHit(entry, score), vector, sig)
+        return LookupResult(None, vector, sig, refused=refused)
+
+    def store(
+        self,
+        partition: str,
+        text: str,
+        vector: np.ndarray,
+        signature: verify.Signature,
+        body: bytes,
+        model: str,
+    ) -> None:
+        """Add an answer; evicts expired and, past max_entries, the oldest entries."""
+        now = self._clock()
+        self._evict(now)
+        while len(self._entries) >= self.max_entries:
+            self._remove(next(iter(self._entries)))
+        scoped = self._scoped(partition)
+        part = self._partitions.get(scoped)
+        if part is None:
+            part = self._partitions[scoped] = PartitionIndex(self.embedder.dim, self.hnsw_above)
+        entry = SemanticEntry(
+            next(self._ids), scoped, text, signature, body, model, now + self.ttl_s
+        )
+        self._entries[entry.id] = entry
+        self._submit(part, lambda: part.add(vector, entry.id))
+
+    def clear(self) -> None:
+        for entry_id in list(self._entries):
+            self._remove(entry_id)
+
+    def _evict(self, now: float) -> None:
+        # One TTL for all: insertion order is expiry order.
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if oldest.expires_at > now:
+                return
+            self._remove(oldest.id)
+
+    def _remove(self, entry_id: int) -> None:
+        entry = self._entries.pop(entry_id)
+        part = self._partitions[entry.partition]
+        self._submit(part, lambda: part.remove(entry_id))
+
+    def _scoped(self, partition: str) -> str:
+        return f"{self.namespace}/{partition}"
+
+    async def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        if self.embedder is not _LOCAL:  # the shared model outlives any one tier
+            await self.embedder.close()
+
+
+def _log_failure(future: Any) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("semantic index maintenance failed: %r", exc)
+
+
+def build_semantic_tier(config: Config, environ: Mapping[str, str] | None = None) -> SemanticTier:
+    """The tier as configured; raises EmbedderError when the embedder cannot be set up."""
+    sem = config.cache.semantic
+    embedder: Embedder
+    if sem.embedder == "local":
+        embedder = shared_local_embedder()
+    else:
+        assert sem.openai is not None
+        env = os.environ if environ is None else environ
+        key = (env.get(sem.openai.api_key_env) or "").strip() if sem.openai.api_key_env else None
+        embedder = OpenAIEmbedder(
+            base_url=sem.openai.base_url,
+            model=sem.openai.model,
+            dim=sem.openai.dimensions,
+            api_key=key or None,
+            timeout_s=sem.openai.timeout_s,
+        )
+    return SemanticTier(
+        embedder,
+        max_entries=sem.max_entries,
+        ttl_s=sem.ttl_s,
+        threshold=sem.threshold,
+        use_verifier=sem.verify,
+        hnsw_above=sem.hnsw_above,
+    )
+
+
+_LOCAL: LocalEmbedder | None = None
+
+
+def shared_local_embedder() -> LocalEmbedder:
+    # One model per process: it is read-only, and loading it costs time and ~100 MB.
+    global _LOCAL
+    if _LOCAL is None:
+        _LOCAL = LocalEmbedder()
+    return _LOCAL

@@ -1,0 +1,144 @@
+"""The semantic tier through `edge-agent run`: real Envoy, agent, local embedder, FAISS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from edge_agent.api.sse import SSEParser
+from edge_agent.demo.upstream import FakeOpenAI
+from tests.conftest import PROVIDER_KEYS, two_provider_config
+from tests.helpers import Gateway, free_port, metric_value, post_json, write_config
+
+QUESTION = "What is the capital city of France?"
+PARAPHRASE = "Which city is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def semantic_gateway(
+    providers: dict[str, FakeOpenAI], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    # The default semantic settings: what `cache.semantic: {enabled: true}` gives.
+    config = two_provider_config(providers, cache={"semantic": {"enabled": True}})
+    tmp: Path = tmp_path_factory.mktemp("semantic")
+    gw = Gateway(config, write_config(tmp, config), dict(PROVIDER_KEYS)).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def ask(
+    gw: Gateway, text: str, model: str = "gpt-alpha", system: str | None = None, **extra: object
+):  # type: ignore[no-untyped-def]
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": text})
+    return post_json(
+        f"{gw.url}/v1/chat/completions", {"model": model, "messages": messages, **extra}
+    )
+
+
+def test_paraphrase_is_served_as_json_and_sse(
+    semantic_gateway: Gateway, fresh: dict[str, FakeOpenAI]
+) -> None:
+    system = "You answer geography questions. (json+sse test)"
+    first = ask(semantic_gateway, QUESTION, system=system)
+    assert first.headers["x-edge-agent-cache"] == "miss"
+    hit = ask(semantic_gateway, PARAPHRASE, system=system)
+    assert hit.headers["x-edge-agent-cache"] == "semantic-hit", hit.headers
+    assert float(hit.headers["x-edge-agent-cache-score"]) > 0.8
+    assert hit.json() == first.json()  # the answer cached for the first question
+
+    streamed = ask(semantic_gateway, PARAPHRASE, system=system, stream=True)
+    assert streamed.headers["x-edge-agent-cache"] == "semantic-hit"
+    events = [e.data for e in SSEParser().feed(streamed.body)]
+    assert events[-1] == "[DONE]"
+    text = "".join(
+        c["delta"].get("content") or "" for e in events[:-1] for c in orjson.loads(e)["choices"]
+    )
+    assert text == first.json()["choices"][0]["message"]["content"]
+    assert len(fresh["alpha"].requests) == 1
+
+
+def test_other_model_or_system_prompt_is_not_served(
+    semantic_gateway: Gateway, fresh: dict[str, FakeOpenAI]
+) -> None:
+    system = "You answer geography questions. (isolation test)"
+    assert ask(semantic_gateway, QUESTION, system=system).headers["x-edge-agent-cache"] == "miss"
+    other_model = ask(semantic_gateway, PARAPHRASE, model="beta-chat", system=system)
+    assert other_model.headers["x-edge-agent-cache"] == "miss"
+    other_system = ask(semantic_gateway, PARAPHRASE, system="You are a pirate. (isolation)")
+    assert other_system.headers["x-edge-agent-cache"] == "miss"
+    assert len(fresh["alpha"].requests) == 2 and len(fresh["beta"].requests) == 1
+
+
+def test_hard_negative_is_not_served(
+    semantic_gateway: Gateway, fresh: dict[str, FakeOpenAI]
+) -> None:
+    system = "Unit conversions. (negative test)"
+    ask(semantic_gateway, "Convert 30 degrees Celsius to Fahrenheit", system=system)
+    swapped = ask(semantic_gateway, "Convert 30 degrees Fahrenheit to Celsius", system=system)
+    assert swapped.headers["x-edge-agent-cache"] == "miss"
+    other_number = ask(semantic_gateway, "Convert 45 degrees Celsius to Fahrenheit", system=system)
+    assert other_number.headers["x-edge-agent-cache"] == "miss"
+    assert len(fresh["alpha"].requests) == 3
+
+
+def test_streamed_miss_feeds_the_semantic_tier(
+    semantic_gateway: Gateway, fresh: dict[str, FakeOpenAI]
+) -> None:
+    system = "Cooking. (stream capture test)"
+    first = ask(semantic_gateway, "How long should I boil an egg?", system=system, stream=True)
+    assert first.headers["x-edge-agent-cache"] == "miss"
+    hit = ask(semantic_gateway, "How long do I need to boil an egg?", system=system)
+    assert hit.headers["x-edge-agent-cache"] == "semantic-hit"
+    assert len(fresh["alpha"].requests) == 1
+
+
+def _gateway(tmp: Path, providers: dict[str, FakeOpenAI], semantic: dict) -> Gateway:
+    config = two_provider_config(providers, cache={"semantic": semantic})
+    return Gateway(config, write_config(tmp, config), dict(PROVIDER_KEYS)).start()
+
+
+def test_shadow_mode_counts_would_be_hits_without_serving_them(
+    providers: dict[str, FakeOpenAI], tmp_path: Path
+) -> None:
+    gw = _gateway(tmp_path, providers, {"enabled": True, "mode": "shadow"})
+    try:
+        for fake in providers.values():
+            fake.reset()
+        assert ask(gw, QUESTION).headers["x-edge-agent-cache"] == "miss"
+        again = ask(gw, PARAPHRASE)
+        assert again.headers["x-edge-agent-cache"] == "miss"  # not served
+        metrics = gw.metrics()
+    finally:
+        gw.stop()
+    assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="shadow_hit") == 1
+    assert metric_value(metrics, "edge_agent_semantic_shadow_saved_usd_total") > 0
+    assert len(providers["alpha"].requests) == 2
+
+
+def test_dead_remote_embedder_falls_back_to_exact_only(
+    providers: dict[str, FakeOpenAI], tmp_path: Path
+) -> None:
+    dead = {
+        "base_url": f"http://127.0.0.1:{free_port()}/v1",
+        "model": "e",
+        "dimensions": 8,
+        "timeout_s": 0.5,
+    }
+    gw = _gateway(tmp_path, providers, {"enabled": True, "embedder": "openai", "openai": dead})
+    try:
+        first = ask(gw, QUESTION)
+        repeat = ask(gw, QUESTION)
+        paraphrase = ask(gw, PARAPHRASE)
+        metrics = gw.metrics()
+    finally:
+        gw.stop()
+    assert first.status == 200 and first.headers["x-edge-agent-cache"] == "miss"
+    assert repeat.headers["x-edge-agent-cache"] == "hit"  # the exact tier still works
+    assert paraphrase.status == 200 and paraphrase.headers["x-edge-agent-cache"] == "miss"
+    assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="error") == 2

@@ -1,0 +1,122 @@
+"""The Exchange's semantic step, sans-IO: the lookup effect, serving, shadow, failures."""
+
+from __future__ import annotations
+
+import orjson
+
+from edge_agent.agent import Agent
+from edge_agent.cache.semantic import SemanticTier
+from edge_agent.config import parse_config
+from edge_agent.exchange import Continue, Respond, SemanticLookup
+from tests.unit.test_semantic_tier import TableEmbedder, near, unit
+
+Q1 = "What is the capital city of France?"
+Q2 = "Which city is the capital of France?"
+ANSWER = orjson.dumps(
+    {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+    }
+)
+
+
+def make(mode: str = "serve") -> tuple[Agent, TableEmbedder]:
+    emb = TableEmbedder()
+    base = unit(5)
+    emb.table = {Q1: base, Q2: near(base, 0.97)}
+    config = parse_config(
+        {
+            "providers": [
+                {
+                    "name": "p",
+                    "type": "openai",
+                    "base_url": "http://127.0.0.1:1",
+                    "models": [{"name": "pm", "input_per_mtok": 2.0, "output_per_mtok": 8.0}],
+                }
+            ],
+            "models": [{"name": "m", "targets": ["p/pm"]}],
+            "cache": {"semantic": {"mode": mode}},
+        }
+    )
+    tier = SemanticTier(emb, max_entries=10, ttl_s=60, threshold=0.9, use_verifier=True)
+    return Agent(config, environ={}, semantic=tier), emb
+
+
+async def run(agent: Agent, text: str, **extra: object) -> tuple[object, object]:
+    ex = agent.exchange()
+    ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}], **extra})
+    step = ex.request_body(body)
+    if isinstance(step, SemanticLookup):
+        assert agent.semantic is not None
+        step = ex.semantic_result(await agent.semantic.lookup(step.partition, step.text))
+    return ex, step
+
+
+async def answer(agent: Agent, text: str) -> None:
+    ex, step = await run(agent, text)
+    assert isinstance(step, Continue)
+    ex.response_headers(  # type: ignore[attr-defined]
+        {":status": "200", "content-type": "application/json", "content-length": str(len(ANSWER))}
+    )
+    ex.response_body(ANSWER, True)  # type: ignore[attr-defined]
+
+
+async def test_paraphrase_served_with_score_header_json_and_sse() -> None:
+    agent, _ = make()
+    await answer(agent, Q1)
+    _, hit = await run(agent, Q2)
+    assert isinstance(hit, Respond)
+    headers = dict(hit.headers)
+    assert headers["x-edge-agent-cache"] == "semantic-hit"
+    assert float(headers["x-edge-agent-cache-score"]) == pytest_approx(0.97)
+    assert hit.body == ANSWER
+    _, streamed = await run(agent, Q2, stream=True)
+    assert isinstance(streamed, Respond)
+    assert dict(streamed.headers)["content-type"] == "text/event-stream"
+    assert b"Paris" in streamed.body and streamed.body.endswith(b"data: [DONE]\n\n")
+
+
+async def test_shadow_mode_routes_and_counts_savings() -> None:
+    agent, _ = make("shadow")
+    await answer(agent, Q1)
+    _, step = await run(agent, Q2)
+    assert isinstance(step, Continue)  # not served
+    samples = {s.name: s.value for s in agent.metrics.semantic_shadow_saved.collect()[0].samples}
+    # 1000 input tokens at $2/M + 500 output tokens at $8/M
+    assert samples["edge_agent_semantic_shadow_saved_usd_total"] == pytest_approx(0.006)
+
+
+async def test_embedder_failure_routes_normally() -> None:
+    agent, emb = make()
+    emb.fail = True
+    _, step = await run(agent, Q1)
+    assert isinstance(step, Continue)
+    outcomes = {
+        s.labels["outcome"]: s.value
+        for s in agent.metrics.semantic_lookups.collect()[0].samples
+        if s.name.endswith("_total")
+    }
+    assert outcomes == {"error": 1.0}
+
+
+async def test_bypassed_requests_never_reach_the_semantic_tier() -> None:
+    agent, emb = make()
+    _, step = await run(agent, Q1, temperature=0.9)
+    assert isinstance(step, Continue) and emb.calls == 0
+
+
+def pytest_approx(x: float):  # type: ignore[no-untyped-def]
+    import pytest
+
+    return pytest.approx(x, abs=1e-3)

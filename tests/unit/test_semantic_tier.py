@@ -1,0 +1,157 @@
+"""The FAISS tier: partitions, flat → HNSW, removal, TTL, bounds, and the decision."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from edge_agent.cache.embedders import EmbedderError
+from edge_agent.cache.semantic import PartitionIndex, SemanticTier
+
+DIM = 16
+
+
+def unit(seed: int, dim: int = DIM) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class TableEmbedder:
+    """Vectors chosen by the test: text → vector, so scores are exact and known."""
+
+    id = "test-table"
+    dim = DIM
+
+    def __init__(self) -> None:
+        self.table: dict[str, np.ndarray] = {}
+        self.fail = False
+        self.calls = 0
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        if self.fail:
+            raise EmbedderError("embedder down (test)")
+        return np.vstack([self.table[t] for t in texts])
+
+    async def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_partition_index_flat_then_hnsw_with_removal() -> None:
+    part = PartitionIndex(DIM, hnsw_above=1000)
+    vectors = {i: unit(i) for i in range(1, 1301)}
+    for i, v in vectors.items():
+        part.add(v, i)
+        if i == 10:
+            assert not part.hnsw
+    assert part.hnsw and part.live == 1300
+    assert part.search(vectors[77], 1)[0][0] == 77
+    part.remove(77)
+    assert all(i != 77 for i, _ in part.search(vectors[77], 4))
+    # Removals leave tombstones in the graph; a rebuild drops them before they
+    # reach a fifth of the index.
+    rebuilt = False
+    for i in range(1, 400):
+        if i != 77:
+            before = len(part.dead)
+            part.remove(i)
+            rebuilt = rebuilt or len(part.dead) < before
+            assert len(part.dead) * 5 <= part.live + len(part.dead)
+    assert rebuilt and part.live == 901
+    assert part.search(vectors[900], 1)[0][0] == 900
+
+
+def make_tier(embedder: TableEmbedder, clock: Clock | None = None, **kw: object) -> SemanticTier:
+    args: dict = {"max_entries": 100, "ttl_s": 60.0, "threshold": 0.9, "use_verifier": False}
+    args.update(kw)
+    return SemanticTier(embedder, clock=clock or Clock(), **args)
+
+
+def near(v: np.ndarray, cos: float, seed: int = 99) -> np.ndarray:
+    """A unit vector at cosine `cos` from v."""
+    other = unit(seed)
+    other -= other.dot(v) * v
+    other /= np.linalg.norm(other)
+    return (cos * v + np.sqrt(1 - cos**2) * other).astype(np.float32)
+
+
+async def test_hit_above_threshold_only_in_the_same_partition() -> None:
+    emb = TableEmbedder()
+    base = unit(1)
+    emb.table = {"q": base, "close": near(base, 0.95), "far": near(base, 0.8)}
+    tier = make_tier(emb)
+    first = await tier.lookup("p1", "q")
+    assert first.hit is None and first.vector is not None and first.signature is not None
+    tier.store("p1", "q", first.vector, first.signature, b'{"answer": 1}', "m")
+    hit = await tier.lookup("p1", "close")
+    assert hit.hit is not None and hit.hit.entry.body == b'{"answer": 1}'
+    assert hit.hit.score == pytest.approx(0.95, abs=1e-4)
+    assert (await tier.lookup("p1", "far")).hit is None
+    assert (await tier.lookup("p2", "close")).hit is None  # another context
+
+
+async def test_ttl_and_max_entries() -> None:
+    emb = TableEmbedder()
+    clock = Clock()
+    tier = make_tier(emb, clock, max_entries=2, ttl_s=10.0)
+    for i in range(3):
+        emb.table[f"t{i}"] = unit(10 + i)
+        r = await tier.lookup("p", f"t{i}")
+        assert r.vector is not None and r.signature is not None
+        tier.store("p", f"t{i}", r.vector, r.signature, b"{}", "m")
+    assert len(tier) == 2
+    assert (await tier.lookup("p", "t0")).hit is None  # evicted: oldest first
+    assert (await tier.lookup("p", "t2")).hit is not None
+    clock.now += 11
+    assert (await tier.lookup("p", "t2")).hit is None  # expired
+
+
+async def test_embedder_failure_is_a_result_not_an_exception() -> None:
+    emb = TableEmbedder()
+    emb.fail = True
+    result = await make_tier(emb).lookup("p", "anything")
+    assert result.hit is None and result.vector is None
+    assert result.error and "embedder down" in result.error
+
+
+async def test_verifier_refuses_a_number_swap_cosine_would_accept() -> None:
+    emb = TableEmbedder()
+    base = unit(3)
+    a, b = "Convert 30 degrees Celsius to Fahrenheit", "Convert 35 degrees Celsius to Fahrenheit"
+    emb.table = {a: base, b: near(base, 0.97)}
+    for use_verifier, expect_hit in ((False, True), (True, False)):
+        tier = make_tier(emb, use_verifier=use_verifier, threshold=0.9)
+        r = await tier.lookup("p", a)
+        assert r.vector is not None and r.signature is not None
+        tier.store("p", a, r.vector, r.signature, b"{}", "m")
+        found = await tier.lookup("p", b)
+        assert (found.hit is not None) is expect_hit
+        if not expect_hit:
+            assert found.refused
+
+
+async def test_large_partitions_move_off_the_event_loop() -> None:
+    emb = TableEmbedder()
+    tier = make_tier(emb, max_entries=5000, hnsw_above=3000)
+    for i in range(2100):
+        tier.store("p", f"t{i}", unit(1000 + i), _sig(f"t{i}"), b"{}", "m")
+    emb.table["q"] = unit(1000 + 2050)
+    result = await tier.lookup("p", "q")
+    assert result.hit is not None and result.hit.entry.text == "t2050"
+    await tier.close()
+
+
+def _sig(text: str):  # type: ignore[no-untyped-def]
+    from edge_agent.cache import verify
+
+    return verify.signature(text)
