@@ -54,6 +54,7 @@ class Agent:
         sem = config.cache.semantic
         self.semantic_mode = sem.mode
         self.semantic_history = sem.history
+        self.semantic_max_chars = sem.max_text_chars
         self.semantic: SemanticTier | None = semantic
         if self.semantic is None and sem.enabled:
             self.semantic = build_semantic_tier(config, environ)

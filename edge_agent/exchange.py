@@ -258,7 +258,9 @@ class Exchange:
         try:
             self.key = cache_key("", req)
             if agent.semantic is not None:
-                self._scope = semantic_scope("", req, history=agent.semantic_history)
+                self._scope = semantic_scope(
+                    "", req, history=agent.semantic_history, max_chars=agent.semantic_max_chars
+                )
         except orjson.JSONEncodeError:
             raise _TOO_DEEP from None
         if not policy.lookup:

@@ -116,13 +116,28 @@ async def run_gateway(config: Config) -> int:
 
 def _print_demo_hints(config: Config) -> None:
     base = f"http://{config.listen.envoy}"
-    body = '{"model": "demo", "messages": [{"role": "user", "content": "Hello, edge agent!"}]}'
-    print(
-        "\nTry it (the 'demo' model is answered by the local DEMO upstream):\n"
-        f"  curl -s -i {base}/v1/chat/completions -H 'content-type: application/json' "
-        f"-d '{body}'\n"
-        "  # run it again: the answer now comes from the cache (x-edge-agent-cache: hit)\n"
-        f"  curl -s {base}/v1/models\n"
-        f"Metrics: http://{config.listen.admin}/metrics    Stop: Ctrl-C\n",
-        flush=True,
-    )
+
+    def curl(question: str) -> str:
+        body = f'{{"model": "demo", "messages": [{{"role": "user", "content": "{question}"}}]}}'
+        return (
+            f"  curl -s -i {base}/v1/chat/completions -H 'content-type: application/json' "
+            f"-d '{body}'"
+        )
+
+    lines = [
+        "",
+        "Try it (the 'demo' model is answered by the local DEMO upstream):",
+        curl("What is the capital city of France?"),
+        "  # the same again: x-edge-agent-cache: hit (the demo upstream sees nothing)",
+    ]
+    if config.cache.semantic.enabled:
+        lines += [
+            curl("Which city is the capital of France?"),
+            "  # a paraphrase: x-edge-agent-cache: semantic-hit, with x-edge-agent-cache-score",
+        ]
+    lines += [
+        f"  curl -s {base}/v1/models",
+        f"Metrics: http://{config.listen.admin}/metrics    Stop: Ctrl-C",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

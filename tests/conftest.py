@@ -62,6 +62,9 @@ def two_provider_config(fakes: dict[str, FakeOpenAI], **extra: Any) -> dict[str,
             {"name": "embed", "targets": ["alpha/alpha-embed"]},
             {"name": "instruct", "targets": ["alpha/alpha-instruct"]},
         ],
+        # The shared gateway tests the exact tier with look-alike prompts
+        # ("<test name>-<pid>"); the semantic tier has its own gateway and tests.
+        "cache": {"semantic": {"enabled": False}},
         **extra,
     }
 

@@ -107,7 +107,7 @@ def _user_text(message: Any) -> str | None:
 
 
 def semantic_scope(
-    tenant: str, req: ParsedRequest, *, history: str = "partition"
+    tenant: str, req: ParsedRequest, *, history: str = "partition", max_chars: int = 800
 ) -> tuple[str, str] | None:
     """(partition, text to embed) for a request the semantic tier may serve, else None.
 
@@ -119,7 +119,7 @@ def semantic_scope(
         return None
     messages = req.body["messages"]
     text = _user_text(messages[-1])
-    if not text or not text.strip():
+    if not text or not text.strip() or len(text) > max_chars:
         return None
     earlier = _normalize_messages(messages[:-1])
     if history != "partition":

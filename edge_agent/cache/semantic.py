@@ -143,7 +143,7 @@ class SemanticTier:
         ttl_s: float,
         threshold: float | None = None,
         use_verifier: bool = True,
-        hnsw_above: int = 50_000,
+        hnsw_above: int = 5_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.embedder = embedder

@@ -35,7 +35,8 @@ def make_agent(**cache: object) -> Agent:
                 {"name": "same", "targets": ["a/same"]},
                 {"name": "orphan", "targets": ["nokey/x"]},
             ],
-            "cache": cache,
+            # These tests are about the exact tier; test_exchange_semantic.py covers the other.
+            "cache": {"semantic": {"enabled": False}, **cache},
         }
     )
     return Agent(config, environ=ENV)

@@ -15,6 +15,7 @@ AGENT = Agent(
         {
             "providers": [{"name": "p", "type": "openai", "base_url": "http://127.0.0.1:1"}],
             "models": [{"name": "m", "targets": ["p/other"]}],
+            "cache": {"semantic": {"enabled": False}},  # the sync path; semantic has its own
         }
     ),
     environ={},
