@@ -465,7 +465,9 @@ def envoy_stats(admin_port: int) -> dict[str, int]:
 class Gateway:
     """`edge-agent run` (Envoy + agent) with one provider pointing at the fake upstream."""
 
-    def __init__(self, upstream_port: int, concurrency: int, workdir: Path) -> None:
+    def __init__(
+        self, upstream_port: int, concurrency: int, workdir: Path, semantic: bool = True
+    ) -> None:
         self.ports = {k: free_port() for k in ("envoy", "grpc", "admin", "envoy_admin")}
         self.config = {
             "listen": {k: f"127.0.0.1:{p}" for k, p in self.ports.items()},
@@ -480,7 +482,11 @@ class Gateway:
             ],
             "models": [{"name": MODEL, "targets": [f"{PROVIDER}/gpt-4o-mini"]}],
             # Room for every unique prompt of the miss scenario, so nothing is evicted.
-            "cache": {"exact": {"enabled": True, "max_entries": 1_000_000, "ttl_s": 3600}},
+            "cache": {
+                "exact": {"enabled": True, "max_entries": 1_000_000, "ttl_s": 3600},
+                # On by default: every cacheable miss is embedded and searched.
+                "semantic": {"enabled": semantic},
+            },
             "envoy": {"concurrency": concurrency, "log_level": "warning"},
         }
         self.workdir = workdir
@@ -830,8 +836,9 @@ class Bench:
         finally:
             envoy.stop()
 
-    def run_gateway(self) -> tuple[Scenario, Scenario]:
-        gw = Gateway(self.upstream.listen_port, self.s.envoy_concurrency, self.workdir)
+    def run_gateway(self, semantic: bool = True) -> list[Scenario]:
+        """Miss and hit with the default config; with semantic=False, the miss only."""
+        gw = Gateway(self.upstream.listen_port, self.s.envoy_concurrency, self.workdir, semantic)
         try:
             gw.start()
             if gw.envoy_pid is None:
@@ -850,8 +857,9 @@ class Bench:
                 self.check_reuse(sc)
 
             miss = self.measure(
-                "miss",
-                "Envoy + agent, cache miss",
+                "miss" if semantic else "miss_exact",
+                "Envoy + agent, cache miss"
+                + (" (exact + semantic tiers)" if semantic else " (exact tier only)"),
                 gw.url,
                 "unique",
                 f"miss-{self.nonce}",
@@ -861,6 +869,8 @@ class Bench:
                 gw.cache_counts,
                 verify_miss,
             )
+            if not semantic:
+                return [miss]
 
             # One request stores the answer; the second proves it is now served as a hit.
             body = request_body(f"hit-{self.nonce}")
@@ -893,7 +903,7 @@ class Bench:
             )
         finally:
             gw.stop()
-        return miss, hit
+        return [miss, hit]
 
     def _probe_gateway(self, gw: Gateway) -> None:
         status, headers, body = http("POST", gw.url + CHAT_PATH, request_body(f"p-{self.nonce}"))
@@ -1186,7 +1196,8 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(s, wrk, upstream, tmp)
             steps: list[tuple[str, Callable[[], list[Scenario]]]] = [
                 ("bare", lambda: [bench.run_bare()]),
-                ("gateway", lambda: list(bench.run_gateway())),
+                ("gateway", lambda: bench.run_gateway()),
+                ("gateway, exact tier only", lambda: bench.run_gateway(semantic=False)),
             ]
             if not args.no_direct:
                 steps.insert(0, ("direct", lambda: [bench.run_direct()]))
@@ -1201,7 +1212,8 @@ def main(argv: list[str] | None = None) -> int:
 
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     # Reference row last: the three scenarios the ratios are about come first.
-    rows.sort(key=lambda r: r.key == "direct")
+    order = ["bare", "miss_exact", "miss", "hit", "direct"]
+    rows.sort(key=lambda r: order.index(r.key))
     print(
         f"\n{results_table(rows)}\n\n{checks_table(rows)}\n\n{cost_table(rows)}\n\n"
         f"{agent_cost_note(rows)}"
