@@ -249,6 +249,9 @@ class SemanticCache(_Strict):
     # Longer questions are left to the exact tier: the embedder reads only the first 256
     # tokens, and two long prompts that differ after that would look identical.
     max_text_chars: Annotated[int, Field(ge=16, le=4000)] = 800
+    # Budget for embedding + search. Past it the request goes on without the semantic
+    # tier: under a burst, queued embeddings must not run into Envoy's message timeout.
+    lookup_timeout_ms: Annotated[int, Field(ge=10, le=30_000)] = 250
 
     @model_validator(mode="after")
     def _embedder(self) -> SemanticCache:
@@ -379,6 +382,15 @@ class Config(_Strict):
                         )
                     )
         sem = self.cache.semantic
+        if sem.enabled and sem.lookup_timeout_ms > self.envoy.message_timeout_ms * 0.8:
+            errors.append(
+                (
+                    "cache.semantic.lookup_timeout_ms",
+                    f"{sem.lookup_timeout_ms} ms leaves no room inside Envoy's message timeout "
+                    f"(envoy.message_timeout_ms = {self.envoy.message_timeout_ms}); keep it "
+                    "under 80% of that, or raise the message timeout",
+                )
+            )
         if sem.enabled and sem.openai is not None and sem.embedder == "openai":
             budget_s = self.envoy.message_timeout_ms / 1000
             if sem.openai.timeout_s > budget_s * 0.8:

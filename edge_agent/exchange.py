@@ -195,7 +195,7 @@ class Exchange:
         self._semantic = result
         m = agent.metrics
         if result.error is not None:
-            m.semantic_lookups.labels("error").inc()
+            m.semantic_lookups.labels("timeout" if result.timed_out else "error").inc()
             log.warning("semantic lookup skipped: %s", result.error)
         elif result.hit is None:
             m.semantic_lookups.labels("refused" if result.refused else "miss").inc()

@@ -66,6 +66,7 @@ class LookupResult:
     signature: verify.Signature | None
     refused: str | None = None  # the verifier's reason for the best refused candidate
     error: str | None = None
+    timed_out: bool = False
 
 
 class PartitionIndex:
@@ -144,6 +145,7 @@ class SemanticTier:
         threshold: float | None = None,
         use_verifier: bool = True,
         hnsw_above: int = 5_000,
+        lookup_timeout_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.embedder = embedder
@@ -152,6 +154,7 @@ class SemanticTier:
         self.threshold = verify.DEFAULT_THRESHOLD if threshold is None else threshold
         self.use_verifier = use_verifier
         self.hnsw_above = hnsw_above
+        self.lookup_timeout_s = lookup_timeout_s
         self._clock = clock
         self._ids = itertools.count(1)
         self._entries: OrderedDict[int, SemanticEntry] = OrderedDict()  # insertion order
@@ -184,17 +187,31 @@ class SemanticTier:
         future.add_done_callback(_log_failure)
 
     async def lookup(self, partition: str, text: str) -> LookupResult:
-        """Embed `text` and find an acceptable entry in `partition`. Never raises."""
+        """Embed `text` and find an acceptable entry in `partition`. Never raises.
+
+        Past `lookup_timeout_s` (embedding queued behind a burst, a slow remote
+        embedder) the result is a miss with `error` set: the request goes on without
+        this tier rather than run into Envoy's message timeout.
+        """
         sig = verify.signature(text)
         try:
-            vectors = await self.embedder.embed([text])
+            async with asyncio.timeout(self.lookup_timeout_s):
+                vectors = await self.embedder.embed([text])
+                vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
+                part = self._partitions.get(self._scoped(partition))
+                if part is None:
+                    return LookupResult(None, vector, sig)
+                found = await self._run(part, lambda: part.search(vector, _CANDIDATES))
         except EmbedderError as exc:
             return LookupResult(None, None, sig, error=str(exc))
-        vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
-        part = self._partitions.get(self._scoped(partition))
-        if part is None:
-            return LookupResult(None, vector, sig)
-        found = await self._run(part, lambda: part.search(vector, _CANDIDATES))
+        except TimeoutError:
+            return LookupResult(
+                None,
+                None,
+                sig,
+                error=f"lookup took over {self.lookup_timeout_s * 1000:.0f} ms",
+                timed_out=True,
+            )
         now = self._clock()
         refused = None
         for entry_id, score in found:
@@ -291,6 +308,7 @@ def build_semantic_tier(config: Config, environ: Mapping[str, str] | None = None
         threshold=sem.threshold,
         use_verifier=sem.verify,
         hnsw_above=sem.hnsw_above,
+        lookup_timeout_s=sem.lookup_timeout_ms / 1000,
     )
 
 

@@ -41,7 +41,8 @@ class Metrics:
         self.semantic_lookups = Counter(
             "edge_agent_semantic_lookups",
             "Semantic tier lookups: hit, miss, refused (a candidate above the threshold "
-            "that the verifier rejected), shadow_hit (shadow mode) or error (embedder).",
+            "that the verifier rejected), shadow_hit (shadow mode), error (embedder) or "
+            "timeout (over cache.semantic.lookup_timeout_ms).",
             ["outcome"],
             registry=r,
         )

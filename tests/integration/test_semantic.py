@@ -142,3 +142,26 @@ def test_dead_remote_embedder_falls_back_to_exact_only(
     assert repeat.headers["x-edge-agent-cache"] == "hit"  # the exact tier still works
     assert paraphrase.status == 200 and paraphrase.headers["x-edge-agent-cache"] == "miss"
     assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="error") == 2
+
+
+def test_lookups_over_budget_skip_the_tier_and_still_succeed(
+    providers: dict[str, FakeOpenAI], tmp_path: Path
+) -> None:
+    # A tiny budget makes a burst of concurrent misses (queued behind one embedding
+    # thread) run out of it: those requests go on without the semantic tier instead of
+    # waiting into Envoy's message timeout (which would answer 504).
+    from concurrent.futures import ThreadPoolExecutor
+
+    gw = _gateway(tmp_path, providers, {"enabled": True, "lookup_timeout_ms": 20})
+    try:
+        for fake in providers.values():
+            fake.reset()
+        questions = [f"Burst question {i}: what does error code E{i:04d} mean?" for i in range(64)]
+        with ThreadPoolExecutor(32) as pool:
+            replies = list(pool.map(lambda q: ask(gw, q, system="burst"), questions))
+        metrics = gw.metrics()
+    finally:
+        gw.stop()
+    assert [r.status for r in replies] == [200] * len(questions)
+    assert len(providers["alpha"].requests) == len(questions)
+    assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="timeout") > 0

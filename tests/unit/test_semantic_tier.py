@@ -155,3 +155,19 @@ def _sig(text: str):  # type: ignore[no-untyped-def]
     from edge_agent.cache import verify
 
     return verify.signature(text)
+
+
+async def test_a_slow_lookup_gives_up_within_its_budget() -> None:
+    import asyncio
+    import time
+
+    class SlowEmbedder(TableEmbedder):
+        async def embed(self, texts: Sequence[str]) -> np.ndarray:
+            await asyncio.sleep(5)
+            return await super().embed(texts)
+
+    tier = make_tier(SlowEmbedder(), lookup_timeout_s=0.05)
+    started = time.monotonic()
+    result = await tier.lookup("p", "anything")
+    assert time.monotonic() - started < 1
+    assert result.hit is None and result.timed_out and result.error
