@@ -61,6 +61,8 @@ class Agent:
         if self.semantic is not None:
             tier = self.semantic
             self.metrics.semantic_entries.set_function(lambda: len(tier))
+            self.metrics.semantic_bytes.set_function(lambda: tier.bytes)
+            self.metrics.semantic_partitions.set_function(tier.partition_count)
 
     def exchange(self) -> Exchange:
         return Exchange(self)

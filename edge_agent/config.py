@@ -239,6 +239,9 @@ class SemanticCache(_Strict):
     embedder: Literal["local", "openai"] = "local"
     openai: OpenAIEmbedderConfig | None = None
     max_entries: Annotated[int, Field(ge=1)] = 100_000
+    # Answer bytes the tier may keep alive (bodies are shared with the exact tier, but
+    # a semantic entry keeps its answer even after the exact tier evicted it).
+    max_bytes: Annotated[int, Field(ge=1024)] = 256 << 20
     ttl_s: Annotated[float, Field(gt=0)] = 3600.0
     # Multi-turn chats: the last user turn is embedded; earlier turns either partition
     # the index (a hit needs the same history) or are ignored.

@@ -197,16 +197,24 @@ class Exchange:
         if result.error is not None:
             m.semantic_lookups.labels("timeout" if result.timed_out else "error").inc()
             log.warning("semantic lookup skipped: %s", result.error)
+        elif not self._policy.lookup:
+            # cache-control: no-cache: looked up only for the vector, to store the answer.
+            m.semantic_lookups.labels("store_only").inc()
         elif result.hit is None:
             m.semantic_lookups.labels("refused" if result.refused else "miss").inc()
         elif agent.semantic_mode == "shadow":
             m.semantic_lookups.labels("shadow_hit").inc()
             self._shadow_hit = result.hit
-        elif self._policy.lookup:
-            m.semantic_lookups.labels("hit").inc()
-            m.semantic_score.observe(result.hit.score)
+        else:
             reply = self._serve(req, result.hit.entry.body, "semantic-hit")
-            if reply is not None:
+            if reply is None:
+                # Stored, but not replayable as asked: worthless, drop it.
+                m.semantic_lookups.labels("unservable").inc()
+                assert agent.semantic is not None
+                agent.semantic.remove(result.hit.entry.id)
+            else:
+                m.semantic_lookups.labels("hit").inc()
+                m.semantic_score.observe(result.hit.score)
                 reply.headers.append((SCORE_HEADER, f"{result.hit.score:.4f}"))
                 return reply
         try:

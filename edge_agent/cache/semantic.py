@@ -46,7 +46,7 @@ class SemanticEntry:
     partition: str
     text: str
     signature: verify.Signature
-    body: bytes  # the complete answer (the same bytes object the exact tier holds)
+    body: bytes  # the complete answer (shared with the exact tier; counted in max_bytes)
     model: str
     expires_at: float
 
@@ -146,6 +146,7 @@ class SemanticTier:
         use_verifier: bool = True,
         hnsw_above: int = 5_000,
         lookup_timeout_s: float = 0.25,
+        max_bytes: int = 256 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.embedder = embedder
@@ -159,10 +160,16 @@ class SemanticTier:
         self._ids = itertools.count(1)
         self._entries: OrderedDict[int, SemanticEntry] = OrderedDict()  # insertion order
         self._partitions: dict[str, PartitionIndex] = {}
+        self._counts: dict[str, int] = {}  # live entries per partition
+        self.max_bytes = max_bytes
+        self.bytes = 0  # answer bytes referenced by entries
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="edge-agent-faiss")
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def partition_count(self) -> int:
+        return len(self._partitions)
 
     @property
     def namespace(self) -> str:
@@ -212,6 +219,10 @@ class SemanticTier:
                 error=f"lookup took over {self.lookup_timeout_s * 1000:.0f} ms",
                 timed_out=True,
             )
+        except Exception as exc:
+            # A bug here must cost the request its semantic lookup, never the request.
+            log.exception("semantic lookup failed")
+            return LookupResult(None, None, sig, error=f"lookup failed: {exc!r}")
         now = self._clock()
         refused = None
         for entry_id, score in found:
@@ -238,9 +249,13 @@ class SemanticTier:
         model: str,
     ) -> None:
         """Add an answer; evicts expired and, past max_entries, the oldest entries."""
+        if len(body) > self.max_bytes:
+            return
         now = self._clock()
         self._evict(now)
-        while len(self._entries) >= self.max_entries:
+        while self._entries and (
+            len(self._entries) >= self.max_entries or self.bytes + len(body) > self.max_bytes
+        ):
             self._remove(next(iter(self._entries)))
         scoped = self._scoped(partition)
         part = self._partitions.get(scoped)
@@ -250,6 +265,8 @@ class SemanticTier:
             next(self._ids), scoped, text, signature, body, model, now + self.ttl_s
         )
         self._entries[entry.id] = entry
+        self._counts[scoped] = self._counts.get(scoped, 0) + 1
+        self.bytes += len(body)
         self._submit(part, lambda: part.add(vector, entry.id))
 
     def clear(self) -> None:
@@ -264,9 +281,24 @@ class SemanticTier:
                 return
             self._remove(oldest.id)
 
+    def remove(self, entry_id: int) -> None:
+        """Drop an entry (an answer found unusable, a purge); unknown ids are ignored."""
+        if entry_id in self._entries:
+            self._remove(entry_id)
+
     def _remove(self, entry_id: int) -> None:
         entry = self._entries.pop(entry_id)
-        part = self._partitions[entry.partition]
+        self.bytes -= len(entry.body)
+        scoped = entry.partition
+        left = self._counts[scoped] - 1
+        if left == 0:
+            # An empty partition is dropped whole (conversations come and go; their
+            # indexes must not pile up). Queued work on it touches a detached object.
+            del self._counts[scoped]
+            self._partitions.pop(scoped, None)
+            return
+        self._counts[scoped] = left
+        part = self._partitions[scoped]
         self._submit(part, lambda: part.remove(entry_id))
 
     def _scoped(self, partition: str) -> str:
@@ -309,6 +341,7 @@ def build_semantic_tier(config: Config, environ: Mapping[str, str] | None = None
         use_verifier=sem.verify,
         hnsw_above=sem.hnsw_above,
         lookup_timeout_s=sem.lookup_timeout_ms / 1000,
+        max_bytes=sem.max_bytes,
     )
 
 

@@ -41,7 +41,8 @@ class Metrics:
         self.semantic_lookups = Counter(
             "edge_agent_semantic_lookups",
             "Semantic tier lookups: hit, miss, refused (a candidate above the threshold "
-            "that the verifier rejected), shadow_hit (shadow mode), error (embedder) or "
+            "that the verifier rejected), shadow_hit (shadow mode), store_only "
+            "(cache-control: no-cache), unservable (entry dropped), error (embedder) or "
             "timeout (over cache.semantic.lookup_timeout_ms).",
             ["outcome"],
             registry=r,
@@ -61,6 +62,16 @@ class Metrics:
         )
         self.semantic_entries = Gauge(
             "edge_agent_semantic_entries", "Entries in the semantic tier.", registry=r
+        )
+        self.semantic_bytes = Gauge(
+            "edge_agent_semantic_bytes",
+            "Answer bytes the semantic tier keeps alive (cache.semantic.max_bytes).",
+            registry=r,
+        )
+        self.semantic_partitions = Gauge(
+            "edge_agent_semantic_partitions",
+            "FAISS indexes (one per model/instructions/tools/parameters/history context).",
+            registry=r,
         )
         self.phase_seconds = Histogram(
             "edge_agent_ext_proc_phase_seconds",

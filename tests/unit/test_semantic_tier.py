@@ -171,3 +171,32 @@ async def test_a_slow_lookup_gives_up_within_its_budget() -> None:
     result = await tier.lookup("p", "anything")
     assert time.monotonic() - started < 1
     assert result.hit is None and result.timed_out and result.error
+
+
+async def test_empty_partitions_are_dropped_and_bytes_are_bounded() -> None:
+    emb = TableEmbedder()
+    tier = make_tier(emb, max_entries=3, max_bytes=250)
+    for i in range(10):  # ten conversations, one entry each
+        tier.store(f"p{i}", f"t{i}", unit(200 + i), _sig(f"t{i}"), b"x" * 50, "m")
+    assert len(tier) == 3 and tier.partition_count() == 3
+    tier.store("big", "big", unit(300), _sig("big"), b"y" * 200, "m")
+    assert tier.bytes == 250 and len(tier) == 2  # the two oldest answers made room
+    tier.store("huge", "huge", unit(301), _sig("huge"), b"z" * 300, "m")
+    assert "huge" not in {e.text for e in tier._entries.values()}  # larger than the cap
+    tier.clear()
+    assert tier.partition_count() == 0 and tier.bytes == 0
+
+
+async def test_a_broken_index_costs_the_lookup_not_the_request() -> None:
+    emb = TableEmbedder()
+    emb.table["q"] = unit(7)
+    tier = make_tier(emb)
+    tier.store("p", "q", unit(7), _sig("q"), b"{}", "m")
+
+    def boom(*_: object) -> list[tuple[int, float]]:
+        raise RuntimeError("faiss exploded (test)")
+
+    for part in tier._partitions.values():
+        part.search = boom  # type: ignore[method-assign]
+    result = await tier.lookup("p", "q")
+    assert result.hit is None and result.error and "exploded" in result.error
