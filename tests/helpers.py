@@ -164,3 +164,13 @@ def running_gateway(
         yield gw
     finally:
         gw.stop()
+
+
+class Clock:
+    """A settable monotonic clock for TTL tests."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import listen_block, write_config
@@ -27,29 +28,19 @@ def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_serve_on_a_busy_grpc_port_exits_with_a_clear_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "key"), [("serve", "grpc"), ("run", "admin")])
+def test_a_busy_port_stops_the_agent_with_a_clear_message(
+    tmp_path: Path, command: str, key: str
+) -> None:
     listen = listen_block()
-    host, port = listen["grpc"].split(":")
+    host, port = listen[key].split(":")
     with socket.socket() as busy:
         busy.bind((host, int(port)))
         busy.listen()
         path = write_config(tmp_path, {**CONFIG, "listen": listen})
-        proc = run_cli("serve", "--config", str(path))
+        proc = run_cli(command, "--config", str(path))
     assert proc.returncode == 1
-    assert "listen.grpc" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_run_on_a_busy_admin_port_exits_with_a_clear_message(tmp_path: Path) -> None:
-    listen = listen_block()
-    host, port = listen["admin"].split(":")
-    with socket.socket() as busy:
-        busy.bind((host, int(port)))
-        busy.listen()
-        path = write_config(tmp_path, {**CONFIG, "listen": listen})
-        proc = run_cli("run", "--config", str(path))
-    assert proc.returncode == 1
-    assert "listen.admin" in proc.stderr
+    assert f"listen.{key}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -3,14 +3,7 @@ from __future__ import annotations
 from edge_agent.api.openai import Endpoint, parse_request
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.keys import cache_key, cache_policy
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import Clock
 
 
 def test_lru_evicts_oldest_and_get_refreshes() -> None:

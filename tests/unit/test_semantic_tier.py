@@ -9,6 +9,7 @@ import pytest
 
 from edge_agent.cache.embedders import EmbedderError
 from edge_agent.cache.semantic import PartitionIndex, SemanticTier
+from tests.helpers import Clock
 
 DIM = 16
 
@@ -37,14 +38,6 @@ class TableEmbedder:
 
     async def close(self) -> None:
         pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_partition_index_flat_then_hnsw_with_removal() -> None:
