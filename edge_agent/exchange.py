@@ -196,7 +196,7 @@ class Exchange:
         m = agent.metrics
         if result.error is not None:
             m.semantic_lookups.labels("timeout" if result.timed_out else "error").inc()
-            log.warning("semantic lookup skipped: %s", result.error)
+            _warn_throttled(agent.clock(), "semantic lookup skipped: %s", result.error)
         elif not self._policy.lookup:
             # cache-control: no-cache: looked up only for the vector, to store the answer.
             m.semantic_lookups.labels("store_only").inc()
@@ -467,3 +467,14 @@ def _usage(body: bytes) -> tuple[int, int] | None:
         return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return None
+
+
+_last_warning = [float("-inf")]
+
+
+def _warn_throttled(now: float, message: str, *args: object) -> None:
+    # A dead embedder fails every request's lookup: one log line per 10 s says it,
+    # the metric counts every one.
+    if now - _last_warning[0] >= 10.0:
+        _last_warning[0] = now
+        log.warning(message + " (further ones for 10 s only in metrics)", *args)
