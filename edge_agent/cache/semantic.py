@@ -69,10 +69,34 @@ class LookupResult:
     timed_out: bool = False
 
 
-class PartitionIndex:
-    """One FAISS index: flat (exact) while small, HNSW once large; ids are entry ids."""
+def build_index(dim: int, ids: np.ndarray, vectors: np.ndarray, hnsw: bool) -> Any:
+    """A fresh index holding exactly these vectors (runs on the builder thread)."""
+    if hnsw:
+        inner = faiss.IndexHNSWFlat(dim, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efSearch = _HNSW_EF_SEARCH
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIDMap2(inner)
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    return index
 
-    def __init__(self, dim: int, hnsw_above: int) -> None:
+
+RebuildStarter = Callable[["PartitionIndex", np.ndarray, np.ndarray, bool], None]
+
+
+class PartitionIndex:
+    """One FAISS index: flat (exact) while small, HNSW once large; ids are entry ids.
+
+    HNSW graphs cannot drop nodes: removed ids are hidden (`dead`) and the graph is
+    rebuilt once a fifth is dead. With a `start_rebuild` hook the new graph is built
+    elsewhere while this one keeps serving; the adds and removes made meanwhile are
+    logged and replayed onto the new graph when it is swapped in (`finish_rebuild`).
+    """
+
+    def __init__(
+        self, dim: int, hnsw_above: int, start_rebuild: RebuildStarter | None = None
+    ) -> None:
         self.dim = dim
         self.hnsw_above = hnsw_above
         self.index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -80,21 +104,30 @@ class PartitionIndex:
         self.live = 0
         self.dead: set[int] = set()  # removed ids still inside an HNSW graph
         self.offloaded = False  # sticky: once large, always on the worker thread
+        self._start_rebuild = start_rebuild
+        self._log: list[tuple[int, np.ndarray | None]] | None = None  # during a rebuild
+
+    @property
+    def rebuilding(self) -> bool:
+        return self._log is not None
 
     def add(self, vector: np.ndarray, entry_id: int) -> None:
         self.index.add_with_ids(vector.reshape(1, -1), np.array([entry_id], dtype=np.int64))
         self.live += 1
-        if not self.hnsw and self.live > self.hnsw_above:
+        if self._log is not None:
+            self._log.append((entry_id, vector))
+        elif not self.hnsw and self.live > self.hnsw_above:
             self._rebuild(hnsw=True)
 
     def remove(self, entry_id: int) -> None:
         self.live -= 1
+        if self._log is not None:
+            self._log.append((entry_id, None))
         if not self.hnsw:
             self.index.remove_ids(np.array([entry_id], dtype=np.int64))
             return
-        # HNSW graphs cannot drop nodes: hide them, rebuild when a fifth is dead.
         self.dead.add(entry_id)
-        if len(self.dead) * 5 > self.live + len(self.dead):
+        if self._log is None and len(self.dead) * 5 > self.live + len(self.dead):
             self._rebuild(hnsw=self.live > self.hnsw_above)
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -109,25 +142,38 @@ class PartitionIndex:
         ][:k]
 
     def _rebuild(self, *, hnsw: bool) -> None:
-        # Keep the live vectors; the new index starts without tombstones.
         ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        keep = np.array([i not in self.dead for i in ids], dtype=bool)
-        ids = ids[keep]
+        ids = ids[np.array([i not in self.dead for i in ids], dtype=bool)]
         vectors = (
             np.vstack([self.index.reconstruct(int(i)) for i in ids])
             if len(ids)
             else np.zeros((0, self.dim), dtype=np.float32)
         )
-        if hnsw:
-            inner = faiss.IndexHNSWFlat(self.dim, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efSearch = _HNSW_EF_SEARCH
-        else:
-            inner = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIDMap2(inner)
-        if len(ids):
-            index.add_with_ids(vectors, ids)
-        self.index, self.hnsw, self.dead = index, hnsw, set()
-        self.live = len(ids)
+        if self._start_rebuild is None:
+            self._log = []
+            self.finish_rebuild(build_index(self.dim, ids, vectors, hnsw), hnsw)
+            return
+        self._log = []
+        self._start_rebuild(self, ids, vectors, hnsw)
+
+    def finish_rebuild(self, index: Any, hnsw: bool) -> None:
+        """Swap in a rebuilt index, replaying what happened since its snapshot."""
+        log, self._log = self._log or [], None
+        dead: set[int] = set()
+        for entry_id, vector in log:
+            one = np.array([entry_id], dtype=np.int64)
+            if vector is not None:
+                index.add_with_ids(vector.reshape(1, -1), one)
+                dead.discard(entry_id)
+            elif hnsw:
+                dead.add(entry_id)
+            else:
+                index.remove_ids(one)
+        self.index, self.hnsw, self.dead = index, hnsw, dead
+        self.live = int(index.ntotal) - len(dead)
+
+    def abort_rebuild(self) -> None:
+        self._log = None
 
 
 Observer = Callable[[str, float], None]
@@ -164,6 +210,9 @@ class SemanticTier:
         self.max_bytes = max_bytes
         self.bytes = 0  # answer bytes referenced by entries
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="edge-agent-faiss")
+        # Graph rebuilds take seconds: they run here, never on the worker that serves
+        # lookups (see PartitionIndex).
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="edge-agent-faiss-build")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -260,7 +309,9 @@ class SemanticTier:
         scoped = self._scoped(partition)
         part = self._partitions.get(scoped)
         if part is None:
-            part = self._partitions[scoped] = PartitionIndex(self.embedder.dim, self.hnsw_above)
+            part = self._partitions[scoped] = PartitionIndex(
+                self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
+            )
         entry = SemanticEntry(
             next(self._ids), scoped, text, signature, body, model, now + self.ttl_s
         )
@@ -268,6 +319,26 @@ class SemanticTier:
         self._counts[scoped] = self._counts.get(scoped, 0) + 1
         self.bytes += len(body)
         self._submit(part, lambda: part.add(vector, entry.id))
+
+    def _rebuild_elsewhere(
+        self, part: PartitionIndex, ids: np.ndarray, vectors: np.ndarray, hnsw: bool
+    ) -> None:
+        # From now on the partition's operations (and the swap) queue on the worker, in
+        # order; the build itself runs on the builder thread.
+        part.offloaded = True
+        future = self._builder.submit(build_index, part.dim, ids, vectors, hnsw)
+
+        def swap(done: Any) -> None:
+            try:
+                if done.exception() is not None:
+                    log.error("semantic index rebuild failed: %r", done.exception())
+                    self._worker.submit(part.abort_rebuild)
+                else:
+                    self._worker.submit(part.finish_rebuild, done.result(), hnsw)
+            except RuntimeError:
+                pass  # shutting down: the partition goes with the tier
+
+        future.add_done_callback(swap)
 
     def clear(self) -> None:
         for entry_id in list(self._entries):
@@ -306,6 +377,7 @@ class SemanticTier:
 
     async def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
+        self._builder.shutdown(wait=False, cancel_futures=True)
         if self.embedder is not _LOCAL:  # the shared model outlives any one tier
             await self.embedder.close()
 

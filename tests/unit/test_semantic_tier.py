@@ -193,3 +193,36 @@ async def test_a_broken_index_costs_the_lookup_not_the_request() -> None:
         part.search = boom  # type: ignore[method-assign]
     result = await tier.lookup("p", "q")
     assert result.hit is None and result.error and "exploded" in result.error
+
+
+async def test_rebuilds_happen_beside_the_serving_index() -> None:
+    import asyncio
+
+    emb = TableEmbedder()
+    tier = make_tier(emb, max_entries=100_000, hnsw_above=1000)
+    vectors = {i: unit(5000 + i) for i in range(3000)}
+    for i in range(2500):
+        tier.store("p", f"t{i}", vectors[i], _sig(f"t{i}"), b"{}", "m")
+    # Removals (and more adds) while graphs are being rebuilt elsewhere.
+    for i in range(0, 1200, 2):
+        tier.remove(next(e.id for e in tier._entries.values() if e.text == f"t{i}"))
+    for i in range(2500, 3000):
+        tier.store("p", f"t{i}", vectors[i], _sig(f"t{i}"), b"{}", "m")
+    [part] = tier._partitions.values()
+    loop = asyncio.get_running_loop()
+    for _ in range(400):  # let the builder and the worker settle
+        await loop.run_in_executor(tier._builder, lambda: None)
+        await loop.run_in_executor(tier._worker, lambda: None)
+        if not part.rebuilding:
+            break
+    assert not part.rebuilding and part.hnsw
+    assert part.live == len(tier) == 3000 - 600
+    live_texts = {e.text for e in tier._entries.values()}
+    for i in (0, 2, 1, 3, 1199, 2999):
+        emb.table["q"] = vectors[i]
+        found = await tier.lookup("p", "q")
+        if f"t{i}" in live_texts:
+            assert found.hit is not None and found.hit.entry.text == f"t{i}"
+        else:
+            assert found.hit is None or found.hit.entry.text != f"t{i}"
+    await tier.close()
