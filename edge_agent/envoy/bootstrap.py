@@ -205,6 +205,26 @@ def local_reply_config(config: Config) -> dict[str, Any]:
     return {
         "mappers": [
             {
+                # The agent unreachable or too slow (fail-closed). Its own immediate
+                # responses have other details and keep their bodies.
+                "filter": {
+                    "extension_filter": {
+                        "name": "envoy.access_loggers.extension_filters.cel",
+                        "typed_config": {
+                            "@type": _TYPE
+                            + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                            "expression": "response.code_details.startsWith('ext_proc_error')",
+                        },
+                    }
+                },
+                "body_format_override": error(
+                    "The edge agent did not answer (%RESPONSE_CODE_DETAILS%). Retry; if it "
+                    "persists, the gateway's operator should check the agent.",
+                    "api_error",
+                    "edge_agent_unavailable",
+                ),
+            },
+            {
                 "filter": {
                     "status_code_filter": {
                         "comparison": {

@@ -55,6 +55,9 @@ def test_fail_closed_answers_status_on_error(keyless: FakeOpenAI, status: int) -
         loop.run_until_complete(proc.stop())
         loop.close()
     assert reply.status == status
+    error = reply.json()["error"]  # an OpenAI-style body, not Envoy's empty one
+    assert error["code"] == "edge_agent_unavailable"
+    assert "did not answer" in error["message"]
     assert not keyless.requests  # nothing reached the provider unprocessed
 
 
@@ -181,3 +184,44 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state != "Z"  # a zombie has exited; only init has yet to reap it
+
+
+def test_fail_closed_slow_agent_gets_openai_style_504(keyless: FakeOpenAI) -> None:
+    """An agent slower than envoy.message_timeout_ms: Envoy answers 504 with a JSON body."""
+    import grpc
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+    from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+    class SlowProcessor(pb_grpc.ExternalProcessorServicer):
+        async def Process(self, request_iterator, context):  # type: ignore[no-untyped-def]
+            async for request in request_iterator:
+                await asyncio.sleep(1.0)  # far past the 100 ms message timeout below
+                resp = pb.ProcessingResponse()
+                getattr(resp, request.WhichOneof("request")).SetInParent()
+                yield resp
+
+    config = config_for(keyless, message_timeout_ms=100)
+    config["cache"] = {"semantic": {"enabled": False}}  # its budget must fit the timeout
+    cfg = parse_config(config)
+    proc = EnvoyProcess(build_bootstrap(cfg), admin=cfg.listen.addr("envoy_admin"))
+
+    async def scenario() -> object:
+        server = grpc.aio.server()
+        pb_grpc.add_ExternalProcessorServicer_to_server(SlowProcessor(), server)
+        server.add_insecure_port(cfg.listen.grpc)
+        await server.start()
+        await proc.start()
+        try:
+            await proc.wait_ready()
+            url = f"http://{cfg.listen.envoy}/v1/chat/completions"
+            return await asyncio.to_thread(post_json, url, CHAT)
+        finally:
+            await proc.stop()
+            await server.stop(0)
+
+    reply = asyncio.run(scenario())
+    assert reply.status == 504  # type: ignore[attr-defined]
+    error = reply.json()["error"]  # type: ignore[attr-defined]
+    assert error["code"] == "edge_agent_unavailable"
+    assert "timeout" in error["message"]
+    assert not keyless.requests
