@@ -19,9 +19,12 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
+import os
+import tempfile
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,8 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 from tokenizers import Tokenizer
+
+log = logging.getLogger("edge_agent.cache.embedders")
 
 __all__ = [
     "MODEL_ID",
@@ -183,6 +188,72 @@ def _resolve(
         future.set_result(rows)  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    drop = logging.Filter("edge_agent")  # passes only our records: drops root's chatter
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def default_cache_dir() -> Path:
+    explicit = os.environ.get("EDGE_AGENT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edge-agent"
+
+
+def dynamic_int8_model(onnx_bytes: bytes, cache_dir: Path) -> bytes | None:
+    """The per-channel dynamically quantized version of the (verified) model bytes.
+
+    Built once (~4 s) and kept in `cache_dir`, keyed by the source hash and the library
+    versions that produce it; rebuilt in a temporary directory when the cache is not
+    writable. None (and a warning) when it cannot be built: the pinned model is used.
+    """
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        log.warning("local embedder: no int8 speed-up (%s); using the pinned model", exc)
+        return None
+    key = hashlib.sha256(
+        onnx_bytes + f"{ort.__version__}/{onnx.__version__}/per-channel-qint8".encode()
+    ).hexdigest()[:20]
+    cached = cache_dir / f"minilm-l6-dynamic-int8-{key}.onnx"
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    try:
+        with tempfile.TemporaryDirectory(prefix="edge-agent-quantize-") as tmp:
+            src, folded, out = (Path(tmp) / n for n in ("src.onnx", "fp32.onnx", "q8.onnx"))
+            src.write_bytes(onnx_bytes)
+            # Fold the stored int8 weights back to fp32 constants, then re-quantize them
+            # per channel for integer matrix products.
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            options.optimized_model_filepath = str(folded)
+            ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+            with _quiet_root_logger():  # onnxruntime's advice to image models, on root
+                quantize_dynamic(folded, out, weight_type=QuantType.QInt8, per_channel=True)
+            data = out.read_bytes()
+    except Exception as exc:  # quantization tooling errors vary by version
+        log.warning("local embedder: int8 speed-up failed (%r); using the pinned model", exc)
+        return None
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        part = cached.with_suffix(f".{os.getpid()}.tmp")
+        part.write_bytes(data)
+        part.replace(cached)  # atomic: concurrent workers never read half a file
+    except OSError as exc:
+        log.info("local embedder: cannot cache the int8 model in %s (%s)", cache_dir, exc)
+    return data
+
+
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX) with sentence-transformers' mean pooling + normalization.
 
@@ -199,6 +270,8 @@ class LocalEmbedder:
         max_batch: int = 32,
         max_tokens: int = 256,
         files: LocalModelFiles | None = None,
+        quantize: bool = True,
+        cache_dir: Path | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -216,6 +289,19 @@ class LocalEmbedder:
         tokenizer_bytes = _read_pinned(self.files.tokenizer, TOKENIZER_SHA256, "tokenizer")
         self.dim = _mean_pooling_dim(self.files.pooling)
         self._tokenizer = self._load_tokenizer(tokenizer_bytes, max_tokens)
+        self.quantized = False
+        if quantize:
+            # The pinned file stores int8 weights but computes in fp32; a per-channel
+            # dynamic int8 version runs ~1.8x faster here with vectors that agree to
+            # cosine >= 0.99 (docs/semantic-cache.md). Derived from the verified bytes.
+            fast = dynamic_int8_model(onnx_bytes, cache_dir or default_cache_dir())
+            if fast is not None:
+                onnx_bytes, self.quantized = fast, True
+                # Dynamic quantization scales activations per run: a text batched with
+                # others would get a slightly different vector. One text per run keeps
+                # every vector a function of its text alone (batching bought little
+                # here anyway: ~5 ms per text either way).
+                self.max_batch = 1
         self._session = self._load_session(onnx_bytes, threads)
         self._input_names = {i.name for i in self._session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._input_names

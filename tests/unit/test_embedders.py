@@ -36,7 +36,16 @@ UNRELATED = ("The cat sat on the mat.", "Stock prices fell sharply on Tuesday.")
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[LocalEmbedder]:
-    # Loading takes ~0.5 s: once per module.
+    # The pinned model as shipped, with micro-batching (the int8 speed-up runs one text
+    # at a time: see the `fast` tests). Loading takes ~0.5 s: once per module.
+    embedder = LocalEmbedder(quantize=False)
+    yield embedder
+    asyncio.run(embedder.close())
+
+
+@pytest.fixture(scope="module")
+def fast() -> Iterator[LocalEmbedder]:
+    # The default: dynamic int8 derived from the pinned model (built once, cached).
     embedder = LocalEmbedder()
     yield embedder
     asyncio.run(embedder.close())
@@ -438,3 +447,40 @@ async def test_remote_wrong_dimension(fake: FakeOpenAI) -> None:
             await embedder.embed(["hello"])
     finally:
         await embedder.close()
+
+
+# -- the int8 speed-up --------------------------------------------------------------------
+
+
+def test_int8_speed_up_keeps_the_vectors_and_is_deterministic(
+    local: LocalEmbedder, fast: LocalEmbedder
+) -> None:
+    assert fast.quantized and fast.max_batch == 1 and not local.quantized
+    texts = [*PARAPHRASES, *UNRELATED, "convert 30 °C to °F"]
+    quick, exact = fast.embed_sync(texts), local.embed_sync(texts)
+    assert np.min(np.sum(quick * exact, axis=1)) > 0.98
+    np.testing.assert_allclose(quick @ quick.T, exact @ exact.T, atol=0.03)
+    # A vector depends on its text alone, not on what else was embedded with it.
+    alone = fast.embed_sync([texts[0]])[0]
+    assert np.array_equal(alone, quick[0])
+
+
+async def test_int8_concurrent_calls_give_the_same_rows(fast: LocalEmbedder) -> None:
+    texts = [f"question {i} about {'billing' if i % 2 else 'passwords'}" for i in range(8)]
+    together = await asyncio.gather(*(fast.embed([t]) for t in texts))
+    for text, rows in zip(texts, together, strict=True):
+        assert np.array_equal(rows[0], fast.embed_sync([text])[0])
+
+
+def test_int8_model_is_built_once_and_cached(tmp_path: Path) -> None:
+    from edge_agent.cache.embedders import LocalModelFiles, dynamic_int8_model
+
+    source = LocalModelFiles.installed().onnx.read_bytes()
+    first = dynamic_int8_model(source, tmp_path)
+    [cached] = tmp_path.iterdir()
+    assert first is not None and cached.read_bytes() == first
+    assert dynamic_int8_model(source, tmp_path) == first  # read back, not rebuilt
+    # An unusable cache directory still yields the model (built in a temporary one).
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")
+    assert dynamic_int8_model(source, blocked / "sub") == first
