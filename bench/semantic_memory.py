@@ -50,7 +50,7 @@ async def measure(entries: int, hnsw_above: int) -> tuple[float, float]:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         for i in range(n):
             text = f"How do I configure feature number {start + i} in product line {i % 97}?"
-            tier.store("p", text, vectors[i], verify.signature(text), body, "m")
+            tier.store("p", text, vectors[i], verify.signature(text), body)
     # Let the worker thread finish the index work before measuring.
     await asyncio.get_running_loop().run_in_executor(tier._worker, lambda: None)
     gc.collect()

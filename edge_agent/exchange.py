@@ -399,7 +399,7 @@ class Exchange:
         assert self.key is not None
         stored = True
         if agent.cache is not None:
-            stored = agent.cache.put(self.key, body, self.model)
+            stored = agent.cache.put(self.key, body)
         sem = self._semantic
         if (
             agent.semantic is not None
@@ -410,9 +410,7 @@ class Exchange:
             and len(body) <= agent.max_entry_bytes
         ):
             # The vector computed for the lookup is reused: no second embedding.
-            agent.semantic.store(
-                self._scope[0], self._scope[1], sem.vector, sem.signature, body, self.model
-            )
+            agent.semantic.store(self._scope[0], self._scope[1], sem.vector, sem.signature, body)
         self._count_store("stored" if stored else "too_large")
 
     def _count_store(self, outcome: str) -> None:

@@ -18,8 +18,6 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @dataclass
 class Reply:

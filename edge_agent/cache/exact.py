@@ -11,8 +11,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
     body: bytes  # the complete JSON answer, as the provider sent it (or assembled from SSE)
-    model: str  # client-facing model name, for metrics and purges
-    stored_at: float
     expires_at: float
 
 
@@ -49,14 +47,14 @@ class ExactCache:
         self._data.move_to_end(key)
         return entry
 
-    def put(self, key: str, body: bytes, model: str) -> bool:
+    def put(self, key: str, body: bytes) -> bool:
         """Store an answer; False when it is too large to keep."""
         if len(body) > self.max_entry_bytes:
             return False
         now = self._clock()
         if key in self._data:
             self._drop(key)
-        self._data[key] = CacheEntry(body, model, now, now + self.ttl_s)
+        self._data[key] = CacheEntry(body, now + self.ttl_s)
         self.bytes += len(body)
         while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._data)))

@@ -47,7 +47,6 @@ class SemanticEntry:
     text: str
     signature: verify.Signature
     body: bytes  # the complete answer (shared with the exact tier; counted in max_bytes)
-    model: str
     expires_at: float
 
 
@@ -176,9 +175,6 @@ class PartitionIndex:
         self._log = None
 
 
-Observer = Callable[[str, float], None]
-
-
 class SemanticTier:
     """All partitions, their entries, the embedder and the acceptance decision."""
 
@@ -295,7 +291,6 @@ class SemanticTier:
         vector: np.ndarray,
         signature: verify.Signature,
         body: bytes,
-        model: str,
     ) -> None:
         """Add an answer; evicts expired and, past max_entries, the oldest entries."""
         if len(body) > self.max_bytes:
@@ -312,9 +307,7 @@ class SemanticTier:
             part = self._partitions[scoped] = PartitionIndex(
                 self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
             )
-        entry = SemanticEntry(
-            next(self._ids), scoped, text, signature, body, model, now + self.ttl_s
-        )
+        entry = SemanticEntry(next(self._ids), scoped, text, signature, body, now + self.ttl_s)
         self._entries[entry.id] = entry
         self._counts[scoped] = self._counts.get(scoped, 0) + 1
         self.bytes += len(body)

@@ -29,8 +29,6 @@ class ProviderAdapter(Protocol):
 
     def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]: ...
 
-    def supports(self, endpoint: Endpoint) -> bool: ...
-
 
 def build_adapter(provider: Provider) -> ProviderAdapter:
     from edge_agent.providers.registry import ADAPTERS

@@ -19,6 +19,3 @@ class OpenAIAdapter:
 
     def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {api_key}")] if api_key else []
-
-    def supports(self, endpoint: Endpoint) -> bool:
-        return True

@@ -23,10 +23,6 @@ class Target:
     model: str  # the provider's own model name
     api_key: str | None
 
-    @property
-    def label(self) -> str:
-        return f"{self.provider.name}/{self.model}"
-
 
 class _Route:
     __slots__ = ("_cycle", "name", "owned_by", "targets", "unusable")

@@ -8,10 +8,10 @@ from tests.helpers import Clock
 
 def test_lru_evicts_oldest_and_get_refreshes() -> None:
     cache = ExactCache(2, 60)
-    cache.put("a", b"1", "m")
-    cache.put("b", b"2", "m")
+    cache.put("a", b"1")
+    cache.put("b", b"2")
     assert cache.get("a") is not None  # a is now the most recent
-    cache.put("c", b"3", "m")
+    cache.put("c", b"3")
     assert cache.get("b") is None
     assert cache.get("a") is not None and cache.get("c") is not None
     assert cache.bytes == 2
@@ -20,7 +20,7 @@ def test_lru_evicts_oldest_and_get_refreshes() -> None:
 def test_ttl_expires() -> None:
     clock = Clock()
     cache = ExactCache(10, 5, clock=clock)
-    cache.put("a", b"xyz", "m")
+    cache.put("a", b"xyz")
     clock.now += 4.9
     assert cache.get("a") is not None
     clock.now += 0.2
@@ -30,8 +30,8 @@ def test_ttl_expires() -> None:
 
 def test_oversized_entries_are_refused() -> None:
     cache = ExactCache(10, 5, max_entry_bytes=4)
-    assert not cache.put("a", b"12345", "m")
-    assert cache.put("a", b"1234", "m")
+    assert not cache.put("a", b"12345")
+    assert cache.put("a", b"1234")
 
 
 def chat(**body: object) -> object:
@@ -72,7 +72,7 @@ def test_policy() -> None:
 def test_byte_budget_evicts_oldest() -> None:
     cache = ExactCache(100, 60, max_entry_bytes=10, max_bytes=20)
     for key in "abc":
-        assert cache.put(key, b"x" * 10, "m")
+        assert cache.put(key, b"x" * 10)
     assert cache.get("a") is None and cache.bytes == 20
 
 

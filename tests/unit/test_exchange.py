@@ -248,7 +248,7 @@ def test_unreplayable_entry_is_dropped_and_treated_as_a_miss() -> None:
     ex, _ = send(agent, chat_body())
     answer(ex, COMPLETION)
     assert agent.cache is not None and ex.key is not None
-    agent.cache.put(ex.key, b'{"choices": "not a list"}', "m")  # corrupt the entry
+    agent.cache.put(ex.key, b'{"choices": "not a list"}')  # corrupt the entry
     ex2, d = send(agent, chat_body(stream=True))
     assert isinstance(d, Continue) and ex2.cache_result == "miss"
     assert agent.cache.get(ex.key) is None

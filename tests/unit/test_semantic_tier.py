@@ -85,7 +85,7 @@ async def test_hit_above_threshold_only_in_the_same_partition() -> None:
     tier = make_tier(emb)
     first = await tier.lookup("p1", "q")
     assert first.hit is None and first.vector is not None and first.signature is not None
-    tier.store("p1", "q", first.vector, first.signature, b'{"answer": 1}', "m")
+    tier.store("p1", "q", first.vector, first.signature, b'{"answer": 1}')
     hit = await tier.lookup("p1", "close")
     assert hit.hit is not None and hit.hit.entry.body == b'{"answer": 1}'
     assert hit.hit.score == pytest.approx(0.95, abs=1e-4)
@@ -101,7 +101,7 @@ async def test_ttl_and_max_entries() -> None:
         emb.table[f"t{i}"] = unit(10 + i)
         r = await tier.lookup("p", f"t{i}")
         assert r.vector is not None and r.signature is not None
-        tier.store("p", f"t{i}", r.vector, r.signature, b"{}", "m")
+        tier.store("p", f"t{i}", r.vector, r.signature, b"{}")
     assert len(tier) == 2
     assert (await tier.lookup("p", "t0")).hit is None  # evicted: oldest first
     assert (await tier.lookup("p", "t2")).hit is not None
@@ -126,7 +126,7 @@ async def test_verifier_refuses_a_number_swap_cosine_would_accept() -> None:
         tier = make_tier(emb, use_verifier=use_verifier, threshold=0.9)
         r = await tier.lookup("p", a)
         assert r.vector is not None and r.signature is not None
-        tier.store("p", a, r.vector, r.signature, b"{}", "m")
+        tier.store("p", a, r.vector, r.signature, b"{}")
         found = await tier.lookup("p", b)
         assert (found.hit is not None) is expect_hit
         if not expect_hit:
@@ -137,7 +137,7 @@ async def test_large_partitions_move_off_the_event_loop() -> None:
     emb = TableEmbedder()
     tier = make_tier(emb, max_entries=5000, hnsw_above=3000)
     for i in range(2100):
-        tier.store("p", f"t{i}", unit(1000 + i), _sig(f"t{i}"), b"{}", "m")
+        tier.store("p", f"t{i}", unit(1000 + i), _sig(f"t{i}"), b"{}")
     emb.table["q"] = unit(1000 + 2050)
     result = await tier.lookup("p", "q")
     assert result.hit is not None and result.hit.entry.text == "t2050"
@@ -170,11 +170,11 @@ async def test_empty_partitions_are_dropped_and_bytes_are_bounded() -> None:
     emb = TableEmbedder()
     tier = make_tier(emb, max_entries=3, max_bytes=250)
     for i in range(10):  # ten conversations, one entry each
-        tier.store(f"p{i}", f"t{i}", unit(200 + i), _sig(f"t{i}"), b"x" * 50, "m")
+        tier.store(f"p{i}", f"t{i}", unit(200 + i), _sig(f"t{i}"), b"x" * 50)
     assert len(tier) == 3 and tier.partition_count() == 3
-    tier.store("big", "big", unit(300), _sig("big"), b"y" * 200, "m")
+    tier.store("big", "big", unit(300), _sig("big"), b"y" * 200)
     assert tier.bytes == 250 and len(tier) == 2  # the two oldest answers made room
-    tier.store("huge", "huge", unit(301), _sig("huge"), b"z" * 300, "m")
+    tier.store("huge", "huge", unit(301), _sig("huge"), b"z" * 300)
     assert "huge" not in {e.text for e in tier._entries.values()}  # larger than the cap
     tier.clear()
     assert tier.partition_count() == 0 and tier.bytes == 0
@@ -184,7 +184,7 @@ async def test_a_broken_index_costs_the_lookup_not_the_request() -> None:
     emb = TableEmbedder()
     emb.table["q"] = unit(7)
     tier = make_tier(emb)
-    tier.store("p", "q", unit(7), _sig("q"), b"{}", "m")
+    tier.store("p", "q", unit(7), _sig("q"), b"{}")
 
     def boom(*_: object) -> list[tuple[int, float]]:
         raise RuntimeError("faiss exploded (test)")
@@ -202,12 +202,12 @@ async def test_rebuilds_happen_beside_the_serving_index() -> None:
     tier = make_tier(emb, max_entries=100_000, hnsw_above=1000)
     vectors = {i: unit(5000 + i) for i in range(3000)}
     for i in range(2500):
-        tier.store("p", f"t{i}", vectors[i], _sig(f"t{i}"), b"{}", "m")
+        tier.store("p", f"t{i}", vectors[i], _sig(f"t{i}"), b"{}")
     # Removals (and more adds) while graphs are being rebuilt elsewhere.
     for i in range(0, 1200, 2):
         tier.remove(next(e.id for e in tier._entries.values() if e.text == f"t{i}"))
     for i in range(2500, 3000):
-        tier.store("p", f"t{i}", vectors[i], _sig(f"t{i}"), b"{}", "m")
+        tier.store("p", f"t{i}", vectors[i], _sig(f"t{i}"), b"{}")
     [part] = tier._partitions.values()
     loop = asyncio.get_running_loop()
     for _ in range(400):  # let the builder and the worker settle
