@@ -172,3 +172,31 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def chat_completion(
+    content: str, *, model: str = "provider-m", prompt_tokens: int = 1, completion_tokens: int = 1
+) -> bytes:
+    """A complete OpenAI chat.completion answer, as a provider would send it."""
+    import orjson
+
+    return orjson.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )

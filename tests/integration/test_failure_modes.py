@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -35,25 +36,25 @@ def config_for(fake: FakeOpenAI, **envoy: object) -> dict:
     }
 
 
-def envoy_alone(config: dict) -> tuple[EnvoyProcess, asyncio.AbstractEventLoop]:
-    """Envoy from the generated bootstrap, with no agent listening on its gRPC port."""
+@contextlib.contextmanager
+def envoy_alone(config: dict) -> Iterator[str]:
+    """Envoy from the generated bootstrap with no agent on its gRPC port; yields its URL."""
     cfg = parse_config(config)
     proc = EnvoyProcess(build_bootstrap(cfg), admin=cfg.listen.addr("envoy_admin"))
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(proc.start())
-    loop.run_until_complete(proc.wait_ready())
-    return proc, loop
+    try:
+        loop.run_until_complete(proc.start())
+        loop.run_until_complete(proc.wait_ready())
+        yield f"http://{cfg.listen.envoy}/v1/chat/completions"
+    finally:
+        loop.run_until_complete(proc.stop())
+        loop.close()
 
 
 @pytest.mark.parametrize("status", [503, 502])
 def test_fail_closed_answers_status_on_error(keyless: FakeOpenAI, status: int) -> None:
-    config = config_for(keyless, failure_mode="closed", status_on_error=status)
-    proc, loop = envoy_alone(config)
-    try:
-        reply = post_json(f"http://{config['listen']['envoy']}/v1/chat/completions", CHAT)
-    finally:
-        loop.run_until_complete(proc.stop())
-        loop.close()
+    with envoy_alone(config_for(keyless, failure_mode="closed", status_on_error=status)) as url:
+        reply = post_json(url, CHAT)
     assert reply.status == status
     error = reply.json()["error"]  # an OpenAI-style body, not Envoy's empty one
     assert error["code"] == "edge_agent_unavailable"
@@ -62,17 +63,8 @@ def test_fail_closed_answers_status_on_error(keyless: FakeOpenAI, status: int) -
 
 
 def test_fail_open_passes_requests_through_untouched(keyless: FakeOpenAI) -> None:
-    config = config_for(keyless, failure_mode="open")
-    proc, loop = envoy_alone(config)
-    try:
-        reply = post_json(
-            f"http://{config['listen']['envoy']}/v1/chat/completions",
-            CHAT,
-            {"authorization": "Bearer client-own-key"},
-        )
-    finally:
-        loop.run_until_complete(proc.stop())
-        loop.close()
+    with envoy_alone(config_for(keyless, failure_mode="open")) as url:
+        reply = post_json(url, CHAT, {"authorization": "Bearer client-own-key"})
     assert reply.status == 200, reply.body
     assert "x-edge-agent-cache" not in reply.headers  # the agent never saw it
     [seen] = keyless.requests
@@ -86,16 +78,8 @@ def test_fail_open_ignores_a_client_supplied_routing_header(keyless: FakeOpenAI)
         config["providers"].append(
             {"name": "other", "type": "openai_compatible", "base_url": other.url}
         )
-        proc, loop = envoy_alone(config)
-        try:
-            reply = post_json(
-                f"http://{config['listen']['envoy']}/v1/chat/completions",
-                CHAT,
-                {"x-edge-agent-cluster": "other"},
-            )
-        finally:
-            loop.run_until_complete(proc.stop())
-            loop.close()
+        with envoy_alone(config) as url:
+            reply = post_json(url, CHAT, {"x-edge-agent-cluster": "other"})
         assert reply.status == 200
         assert len(keyless.requests) == 1 and not other.requests
 

@@ -9,6 +9,7 @@ from edge_agent.agent import Agent
 from edge_agent.api.sse import SSEParser
 from edge_agent.config import parse_config
 from edge_agent.exchange import BodyMode, Continue, Exchange, Respond
+from tests.helpers import chat_completion
 
 ENV = {"KEY_A": "sk-a"}
 
@@ -66,22 +67,7 @@ def answer(ex: Exchange, body: bytes, content_type: str = "application/json") ->
     ex.close()
 
 
-COMPLETION = orjson.dumps(
-    {
-        "id": "c1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "provider-m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "hello"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-)
+COMPLETION = chat_completion("hello")
 
 
 def stream_body(done: bool = True) -> bytes:

@@ -8,26 +8,12 @@ from edge_agent.agent import Agent
 from edge_agent.cache.semantic import SemanticTier
 from edge_agent.config import parse_config
 from edge_agent.exchange import Continue, Respond, SemanticLookup
+from tests.helpers import chat_completion
 from tests.unit.test_semantic_tier import TableEmbedder, near, unit
 
 Q1 = "What is the capital city of France?"
 Q2 = "Which city is the capital of France?"
-ANSWER = orjson.dumps(
-    {
-        "id": "c1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "x",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Paris"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
-    }
-)
+ANSWER = chat_completion("Paris", model="x", prompt_tokens=1000, completion_tokens=500)
 
 
 def make(mode: str = "serve") -> tuple[Agent, TableEmbedder]:
