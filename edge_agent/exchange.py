@@ -265,25 +265,28 @@ class Exchange:
             return None
         try:
             self.key = cache_key("", req)
-            if agent.semantic is not None:
+        except orjson.JSONEncodeError:
+            raise _TOO_DEEP from None
+        if policy.lookup:
+            self.cache_result = "miss"
+            entry = agent.cache.get(self.key) if agent.cache is not None else None
+            if entry is not None:
+                reply = self._serve(req, entry.body, "hit")
+                if reply is not None:
+                    return reply
+                # An entry that cannot be replayed is worthless: drop it and ask upstream.
+                log.warning("dropping a cache entry that cannot be replayed as a stream")
+                assert agent.cache is not None
+                agent.cache.delete(self.key)
+        if agent.semantic is not None:
+            # Only now, after an exact miss: exact hits never pay for the partition hash.
+            try:
                 self._scope = semantic_scope(
                     "", req, history=agent.semantic_history, max_chars=agent.semantic_max_chars
                 )
-        except orjson.JSONEncodeError:
-            raise _TOO_DEEP from None
-        if not policy.lookup:
-            return None
-        self.cache_result = "miss"
-        entry = agent.cache.get(self.key) if agent.cache is not None else None
-        if entry is None:
-            return None
-        reply = self._serve(req, entry.body, "hit")
-        if reply is None:
-            # An entry that cannot be replayed is worthless: drop it and ask upstream.
-            log.warning("dropping a cache entry that cannot be replayed as a stream")
-            assert agent.cache is not None
-            agent.cache.delete(self.key)
-        return reply
+            except orjson.JSONEncodeError:
+                raise _TOO_DEEP from None
+        return None
 
     def _serve(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         """A cached answer as the client asked for it (JSON, or replayed SSE)."""

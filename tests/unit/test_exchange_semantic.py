@@ -106,3 +106,12 @@ def pytest_approx(x: float):  # type: ignore[no-untyped-def]
     import pytest
 
     return pytest.approx(x, abs=1e-3)
+
+
+async def test_an_exact_hit_never_reaches_the_semantic_tier() -> None:
+    agent, emb = make()
+    await answer(agent, Q1)
+    calls = emb.calls
+    _, hit = await run(agent, Q1)
+    assert isinstance(hit, Respond) and dict(hit.headers)["x-edge-agent-cache"] == "hit"
+    assert emb.calls == calls
