@@ -52,7 +52,7 @@ class _Strict(BaseModel):
 
 def _host_port(value: str, where: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"expected 'host:port' for {where}, got {value!r}")
     return host.strip("[]"), int(port)
 

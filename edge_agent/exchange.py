@@ -154,7 +154,7 @@ class Exchange:
             return self._error(errors.method_not_allowed(method, path, "POST"))
         limit = self.agent.config.envoy.max_request_bytes
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             return self._error(errors.payload_too_large(int(length), limit))
         if end_of_stream:
             return self._error(
@@ -341,7 +341,7 @@ class Exchange:
             return None
         length = headers.get("content-length")
         self._captured = []
-        if length is not None and length.isdigit():
+        if length is not None and length.isascii() and length.isdigit():
             if int(length) > self.agent.max_entry_bytes:
                 self._count_store("too_large")
                 self._captured = None

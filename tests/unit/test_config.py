@@ -125,6 +125,14 @@ def test_listen_addresses_envoy_uses_must_be_ips() -> None:
     assert "listen.admin" not in found
 
 
+@pytest.mark.parametrize("port", ["9²", "٩٠٩٠", "0", "65536", "x"])
+def test_listen_ports_must_be_ascii_numbers_in_range(port: str) -> None:
+    assert (
+        "expected 'host:port'"
+        in issues(base(listen={"admin": f"127.0.0.1:{port}"}))["listen.admin"]
+    )
+
+
 @pytest.mark.parametrize("name", ["authorization", "host", ":authority", "X-Upper", "x-envoy-x"])
 def test_routing_header_must_be_a_safe_name(name: str) -> None:
     assert "envoy.routing_header" in issues(base(envoy={"routing_header": name}))

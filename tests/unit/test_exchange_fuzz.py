@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,3 +90,16 @@ def test_structured_requests_never_raise(path: str, payload: dict) -> None:
 )
 def test_arbitrary_bytes_and_headers_never_raise(path: str, body: bytes, headers: dict) -> None:
     run(path, body, headers)
+
+
+@pytest.mark.parametrize("length", ["²", "١٢", "12 ", "-1", "1e3"])
+def test_non_ascii_digit_content_length_is_ignored_not_fatal(length: str) -> None:
+    # Found by the fuzzer in CI: str.isdigit() accepts "²", which int() rejects.
+    run("/v1/chat/completions", b"{}", {"content-length": length})
+    ex = AGENT.exchange()
+    ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
+    ex.request_body(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+    ex.response_headers(
+        {":status": "200", "content-type": "application/json", "content-length": length}
+    )
+    ex.close()
