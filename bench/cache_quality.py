@@ -24,6 +24,7 @@ Usage: .venv/bin/python bench/cache_quality.py [--qqp-sample N] [--seed S] [--qu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -32,7 +33,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from edge_agent.cache import verify
 from edge_agent.cache.embedders import LocalEmbedder
+from edge_agent.config import SemanticCache
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,12 +241,26 @@ def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
     return x
 
 
+@contextlib.contextmanager
+def one_search_thread() -> Iterator[None]:
+    """Search as the agent does: its lookup thread runs faiss on one OpenMP thread."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def _measure(probes: np.ndarray, search: Callable[[np.ndarray], object]) -> tuple[float, float]:
     lat = []
-    for v in probes:
-        t = time.perf_counter()
-        search(v)
-        lat.append(time.perf_counter() - t)
+    with one_search_thread():
+        for v in probes:
+            t = time.perf_counter()
+            search(v)
+            lat.append(time.perf_counter() - t)
     return percentiles_ms(lat)
 
 
@@ -260,10 +276,8 @@ def search_latency(queries: list[str], embedder: LocalEmbedder, quick: bool) -> 
     probes = unit_vectors(rng, 300)
     sizes = (10_000,) if quick else (10_000, 100_000)
     data = unit_vectors(rng, max(sizes))
-    m = getattr(semantic, "_HNSW_M", 32)
-    ef = getattr(semantic, "_HNSW_EF_SEARCH", 64)
-    hnsw_above = 50_000  # the config default (cache.semantic.hnsw_above)
-    partition_index = getattr(semantic, "PartitionIndex", None)
+    m, ef = semantic._HNSW_M, semantic._HNSW_EF_SEARCH
+    hnsw_above = SemanticCache().hnsw_above  # the config default
 
     def row(name: str, n: int, built_s: float, search: Callable[[np.ndarray], object]) -> None:
         p50, p99 = _measure(probes, search)
@@ -272,19 +286,18 @@ def search_latency(queries: list[str], embedder: LocalEmbedder, quick: bool) -> 
 
     largest = None
     for n in sizes:
-        if partition_index is not None:
-            t0 = time.perf_counter()
-            part = partition_index(DIM, hnsw_above)
-            for i in range(n):
-                part.add(data[i], i)
-            kind = "HNSW" if part.hnsw else "flat"
-            row(
-                f"PartitionIndex ({kind})",
-                n,
-                time.perf_counter() - t0,
-                lambda v, part=part: part.search(v, 4),
-            )
-            largest = part
+        t0 = time.perf_counter()
+        part = semantic.PartitionIndex(DIM, hnsw_above)
+        for i in range(n):
+            part.add(data[i], i)
+        kind = "HNSW" if part.hnsw else "flat"
+        row(
+            f"PartitionIndex ({kind})",
+            n,
+            time.perf_counter() - t0,
+            lambda v, part=part: part.search(v, 4),
+        )
+        largest = part
         t0 = time.perf_counter()
         flat = faiss.IndexFlatIP(DIM)
         flat.add(data[:n])
@@ -331,10 +344,11 @@ def search_latency(queries: list[str], embedder: LocalEmbedder, quick: bool) -> 
     if largest is not None:
         # End to end as a lookup does it: embed one query (one thread), then search.
         lat = []
-        for q in queries:
-            t0 = time.perf_counter()
-            largest.search(embedder.embed_sync([q])[0], 4)
-            lat.append(time.perf_counter() - t0)
+        with one_search_thread():
+            for q in queries:
+                t0 = time.perf_counter()
+                largest.search(embedder.embed_sync([q])[0], 4)
+                lat.append(time.perf_counter() - t0)
         p50, p99 = percentiles_ms(lat)
         rows.append(
             [
