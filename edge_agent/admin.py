@@ -1,14 +1,19 @@
-"""The admin HTTP server (aiohttp): health, readiness and Prometheus metrics."""
+"""The admin HTTP server (aiohttp): health, readiness, Prometheus metrics, routing state."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
-def build_admin_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -> web.Application:
+def build_admin_app(
+    registry: CollectorRegistry,
+    is_ready: Callable[[], bool],
+    routing: Callable[[], dict[str, Any]] | None = None,
+) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         # Alive as long as the event loop answers.
         return web.json_response({"status": "ok"})
@@ -26,7 +31,12 @@ def build_admin_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+    async def admin_routing(_: web.Request) -> web.Response:
+        # Strategies, and each target's breaker state, cooldown and latency averages.
+        return web.json_response(routing() if routing is not None else {})
+
     app = web.Application()
+    app.router.add_get("/admin/routing", admin_routing)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -27,7 +27,7 @@ class Agent:
         self.config = config
         self.clock = clock
         self.metrics = metrics or Metrics()
-        self.router = Router(config, environ)
+        self.router = Router(config, environ, clock)
         self.endpoints = ENDPOINT_BY_PATH
         exact = config.cache.exact
         self.cache: ExactCache | None = (

@@ -28,11 +28,10 @@ from pydantic import (
 
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
 
-# Provider types the config contract knows. Only the OpenAI wire format is implemented
-# so far; the others are refused with a clear message instead of half-working.
-IMPLEMENTED_PROVIDER_TYPES = ("openai", "openai_compatible")
+# Provider types the config contract knows. Those not implemented yet are refused with a
+# clear message instead of half-working.
+IMPLEMENTED_PROVIDER_TYPES = ("openai", "openai_compatible", "anthropic")
 PLANNED_PROVIDER_TYPES = (
-    "anthropic",
     "azure_openai",
     "gemini",
     "bedrock",
@@ -87,10 +86,18 @@ class Listen(_Strict):
         return _host_port(getattr(self, which), which)
 
 
+CAPABILITIES = ("tools", "vision", "json")
+STRATEGIES = ("round_robin", "weighted", "priority", "least_latency", "lowest_cost")
+
+
 class ProviderModel(_Strict):
     name: Annotated[str, Field(min_length=1)]
+    # Prices in USD per million tokens; 0 means unknown (the cost metrics say so).
     input_per_mtok: Annotated[float, Field(ge=0)] = 0.0
     output_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    # Declared capabilities are the only ones the router assumes; None = not filtered.
+    capabilities: list[Literal["tools", "vision", "json"]] | None = None
+    context_window: Annotated[int, Field(ge=1)] | None = None
 
 
 class Provider(_Strict):
@@ -188,18 +195,42 @@ class Provider(_Strict):
         return next((m for m in self.models if m.name == name), None)
 
 
+class TargetSpec(_Strict):
+    """One place a client-facing model may go: `provider/model`, with a weight."""
+
+    target: str
+    weight: Annotated[float, Field(ge=0)] = 1.0
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        provider, sep, model = v.partition("/")
+        if not sep or not provider or not model:
+            raise ValueError(f"expected 'provider/model', got {v!r}")
+        return v
+
+    @property
+    def provider(self) -> str:
+        return self.target.partition("/")[0]
+
+    @property
+    def model(self) -> str:
+        return self.target.partition("/")[2]
+
+
 class ModelRoute(_Strict):
     name: Annotated[str, Field(min_length=1)]
-    targets: Annotated[list[str], Field(min_length=1)]
-    strategy: Literal["round_robin"] = "round_robin"
+    targets: Annotated[list[TargetSpec], Field(min_length=1)]
+    strategy: Literal["round_robin", "weighted", "priority", "least_latency", "lowest_cost"] = (
+        "round_robin"
+    )
 
-    @field_validator("targets")
+    @field_validator("targets", mode="before")
     @classmethod
-    def _targets(cls, v: list[str]) -> list[str]:
-        for i, t in enumerate(v):
-            provider, sep, model = t.partition("/")
-            if not sep or not provider or not model:
-                raise ValueError(f"[{i}]: expected 'provider/model', got {t!r}")
+    def _targets(cls, v: Any) -> Any:
+        # "provider/model" is shorthand for {target: "provider/model", weight: 1}.
+        if isinstance(v, list):
+            return [{"target": t} if isinstance(t, str) else t for t in v]
         return v
 
 
@@ -368,8 +399,8 @@ class Config(_Strict):
             if m.name in seen_models:
                 errors.append((f"models[{i}].name", f"duplicate model {m.name!r}"))
             seen_models.add(m.name)
-            for j, target in enumerate(m.targets):
-                pname, _, pmodel = target.partition("/")
+            for j, spec in enumerate(m.targets):
+                pname, pmodel = spec.provider, spec.model
                 provider = by_name.get(pname)
                 where = f"models[{i}].targets[{j}]"
                 if provider is None:

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import orjson
 
-from edge_agent.api import errors
+from edge_agent.api import anthropic, errors, translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
 from edge_agent.api.sse import StreamAssembler, replay_stream
 from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
+from edge_agent.routing.health import parse_retry_after
+from edge_agent.routing.router import needs_of
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -35,6 +38,8 @@ log = logging.getLogger("edge_agent.exchange")
 
 CACHE_HEADER = "x-edge-agent-cache"
 SCORE_HEADER = "x-edge-agent-cache-score"
+PROVIDER_HEADER = "x-edge-agent-provider"  # who answered: provider name...
+MODEL_HEADER = "x-edge-agent-model"  # ...and the provider's model
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 
@@ -52,6 +57,7 @@ class Continue:
     set_headers: list[tuple[str, str]] = field(default_factory=list)
     remove_headers: list[str] = field(default_factory=list)
     body: bytes | None = None  # replacement body; content-length is set with it
+    chunk: bool = False  # `body` replaces one chunk of a streamed body: no content-length
     clear_route_cache: bool = False
     response_body_mode: BodyMode | None = None  # ask Envoy for the response body this way
 
@@ -90,6 +96,7 @@ _PARTIAL_BODY = ApiError(
 class Exchange:
     __slots__ = (
         "_assembler",
+        "_body_bytes",
         "_capture_bytes",
         "_captured",
         "_closed",
@@ -98,8 +105,12 @@ class Exchange:
         "_semantic",
         "_sent_at",
         "_shadow_hit",
+        "_stream_out",
+        "_translate",
+        "_translate_body",
         "agent",
         "cache_result",
+        "client_schema",
         "done",
         "endpoint",
         "key",
@@ -135,6 +146,12 @@ class Exchange:
         self._captured: list[bytes] | None = None
         self._capture_bytes = 0
         self._closed = False
+        self.client_schema = "openai"
+        self._body_bytes = 0
+        # Set when the provider speaks another schema than the client (api/translate.py):
+        self._translate: str | None = None  # "to_openai" or "to_anthropic" (the answer)
+        self._translate_body = False  # whole-body answer (JSON or error) to translate
+        self._stream_out: translate.StreamTranslator | None = None
 
     # ---- request headers -------------------------------------------------------------
     def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
@@ -146,6 +163,8 @@ class Exchange:
         if endpoint is None:
             return self._error(errors.unknown_endpoint(method, path))
         self.endpoint = endpoint
+        if endpoint is Endpoint.MESSAGES:
+            self.client_schema = "anthropic"
         if endpoint is Endpoint.MODELS:
             if method not in ("GET", "HEAD"):
                 return self._error(errors.method_not_allowed(method, path, "GET"))
@@ -174,7 +193,11 @@ class Exchange:
             log.error("received a partial request body: set request_body_mode BUFFERED")
             return self._error(_PARTIAL_BODY)
         try:
-            req = self.request = parse_request(self.endpoint, body)
+            self._body_bytes = len(body)
+            if self.endpoint is Endpoint.MESSAGES:
+                req = self.request = anthropic.parse_request(body)
+            else:
+                req = self.request = parse_request(self.endpoint, body)
             if not agent.router.knows(req.model):
                 raise errors.model_not_found(req.model, agent.router.model_names)
             self.model = req.model
@@ -224,14 +247,32 @@ class Exchange:
 
     def _route(self, req: ParsedRequest) -> Continue:
         agent = self.agent
-        assert self.endpoint is not None
-        target = self.target = agent.router.pick(req.model)
+        endpoint = self.endpoint
+        assert endpoint is not None
+        target = self.target = agent.router.pick(
+            req.model, endpoint, needs_of(req, self._body_bytes)
+        )
+        adapter = target.adapter
         try:
-            new_body = (
-                orjson.dumps({**req.body, "model": target.model})
-                if target.model != req.model
-                else None
-            )
+            if adapter.schema == self.client_schema:
+                new_body = (
+                    orjson.dumps({**req.body, "model": target.model})
+                    if target.model != req.model
+                    else None
+                )
+            elif endpoint is Endpoint.CHAT and adapter.schema == "anthropic":
+                new_body = orjson.dumps(translate.chat_to_messages(req.body, target.model))
+                endpoint, self._translate = Endpoint.MESSAGES, "to_openai"
+            elif endpoint is Endpoint.MESSAGES and adapter.schema == "openai":
+                new_body = orjson.dumps(translate.messages_to_chat(req.body, target.model))
+                endpoint, self._translate = Endpoint.CHAT, "to_anthropic"
+            else:
+                raise errors.invalid_request(
+                    f"Model '{req.model}' is served by provider '{target.provider.name}' "
+                    f"(type {target.provider.type}), which has no counterpart of "
+                    f"{self.path}. Use a model served by a provider that has one.",
+                    code="unsupported_endpoint",
+                )
         except orjson.JSONEncodeError:
             # orjson reads 1024 nesting levels but writes only 254.
             raise _TOO_DEEP from None
@@ -239,11 +280,13 @@ class Exchange:
             self._count_shadow_savings(self._shadow_hit, target)
         set_headers = [
             (agent.config.envoy.routing_header, target.provider.name),
-            (":path", target.adapter.upstream_path(self.endpoint, self.path, self.query)),
-            *target.adapter.auth_headers(target.api_key),
+            (":path", adapter.upstream_path(endpoint, self.query)),
+            *adapter.auth_headers(target.api_key),
         ]
-        if self.key is not None and self._policy is not None and self._policy.store:
-            # A compressed answer could not be parsed for the cache.
+        if self._translate is not None or (
+            self.key is not None and self._policy is not None and self._policy.store
+        ):
+            # A compressed answer could be neither translated nor parsed for the cache.
             set_headers.append(("accept-encoding", "identity"))
         injected = {name for name, _ in set_headers}
         self._sent_at = agent.clock()
@@ -258,6 +301,8 @@ class Exchange:
         agent = self.agent
         if agent.cache is None and agent.semantic is None:
             return None
+        if req.endpoint is Endpoint.MESSAGES:
+            return None  # not cached yet: replay as Messages events is still to be built
         policy = self._policy = cache_policy(
             req, self.req_headers, allow_nonzero_temperature=agent.allow_nonzero_temperature
         )
@@ -290,6 +335,22 @@ class Exchange:
 
     def _serve(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         """A cached answer as the client asked for it (JSON, or replayed SSE)."""
+        reply = self._replay(req, stored, result)
+        if reply is not None:
+            self._count_saved(stored, "exact" if result == "hit" else "semantic")
+        return reply
+
+    def _count_saved(self, stored: bytes, tier: str) -> None:
+        # Priced at the model's first target: the one a miss would normally have used.
+        target = self.agent.router.first_target(self.model)
+        price = target.provider.model(target.model) if target is not None else None
+        usage = _usage(stored)
+        if price is None or usage is None:
+            return
+        saved = usage[0] * price.input_per_mtok + usage[1] * price.output_per_mtok
+        self.agent.metrics.cost_saved.labels(self.model, tier).inc(saved / 1_000_000)
+
+    def _replay(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         if req.stream:
             try:
                 body = replay_stream(req.endpoint, orjson.loads(stored), req.include_usage)
@@ -315,17 +376,68 @@ class Exchange:
         status = headers.get(":status", "")
         self._finish(status)
         if self.target is not None and self._sent_at:
-            agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(
-                agent.clock() - self._sent_at
-            )
+            elapsed = agent.clock() - self._sent_at
+            agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(elapsed)
+            self._report_health(status, headers, elapsed)
         decision = Continue(
             set_headers=[(CACHE_HEADER, self.cache_result)],
             remove_headers=list(PROVIDER_ONLY_HEADERS),
         )
+        target = self.target
+        if target is None:
+            self.done = True
+            return decision
+        decision.set_headers += [
+            (PROVIDER_HEADER, target.provider.name),
+            (MODEL_HEADER, target.model),
+        ]
+        identity = headers.get("content-encoding", "identity").lower() == "identity"
+        event_stream = headers.get("content-type", "").startswith(EVENT_STREAM)
+        if self._translate is not None and identity:
+            if status == "200" and event_stream:
+                self._stream_out = (
+                    translate.MessagesStreamToChat(target.model, self._include_usage())
+                    if self._translate == "to_openai"
+                    else translate.ChatStreamToMessages(target.model)
+                )
+                decision.remove_headers.append("content-length")  # the length changes
+                decision.response_body_mode = BodyMode.STREAMED
+            else:
+                self._translate_body = True  # answers and errors alike
+                decision.response_body_mode = BodyMode.BUFFERED
         if status == "200" and self.key is not None and self._policy and self._policy.store:
-            decision.response_body_mode = self._capture_mode(headers)
+            capture = self._capture_mode(headers)
+            if decision.response_body_mode is None:
+                decision.response_body_mode = capture
+        elif (
+            status == "200"
+            and identity
+            and self._translate is None
+            and headers.get("content-type", "").startswith(JSON)
+        ):
+            # Whole JSON answers are read for their usage (tokens and cost metrics).
+            decision.response_body_mode = BodyMode.BUFFERED
+        if decision.response_body_mode is None and status == "200":
+            self._count_usage(None)  # a stream nobody reads: its usage stays unknown
         self.done = decision.response_body_mode is None
         return decision
+
+    def _report_health(self, status: str, headers: Mapping[str, str], elapsed: float) -> None:
+        assert self.target is not None
+        health = self.target.health
+        code = int(status) if status.isascii() and status.isdigit() else 0
+        if code == 429 or code >= 500:
+            retry_after = parse_retry_after(headers.get("retry-after"), time.time())
+            kind = "rate_limited" if code == 429 else "status"
+            health.on_failure(kind, code, retry_after)
+        else:
+            # For a stream the headers come with its first token: that time is its TTFT.
+            streamed = self.request is not None and self.request.stream
+            health.on_success(elapsed, elapsed if streamed else None)
+        self._sent_at = 0.0
+
+    def _include_usage(self) -> bool:
+        return self.request is not None and self.request.include_usage
 
     def _capture_mode(self, headers: Mapping[str, str]) -> BodyMode | None:
         if headers.get("content-encoding", "identity").lower() != "identity":
@@ -353,11 +465,74 @@ class Exchange:
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
         if end_of_stream:
             self.done = True
+        replaced = False
+        if self._stream_out is not None:
+            chunk, replaced = self._stream_out.feed(chunk), True
+            if end_of_stream:
+                self._count_usage(self._stream_out.usage)
+        elif self._translate_body:
+            chunk, replaced = self._translate_whole(chunk), True
+        elif end_of_stream and self.status == "200" and self._assembler is None:
+            whole = b"".join(self._captured) + chunk if self._captured else chunk
+            self._count_usage(_usage_of(whole, self.client_schema))
+        self._capture(chunk, end_of_stream)
+        if replaced:
+            return Continue(body=chunk, chunk=self._stream_out is not None)
+        return _CONTINUE
+
+    def _translate_whole(self, body: bytes) -> bytes:
+        """A provider's whole answer (or error) in the client's schema."""
+        assert self.target is not None
+        to_openai = self._translate == "to_openai"
+        if self.status != "200":
+            status = int(self.status) if self.status and self.status.isdigit() else 502
+            if to_openai:
+                return translate.error_to_openai(status, body)
+            return translate.error_to_anthropic(status, body)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            log.warning("provider %s sent a 200 answer that is not JSON", self.target.provider.name)
+            return body
+        if not isinstance(parsed, dict):
+            return body
+        model = self.target.model
+        if to_openai:
+            out = translate.message_to_completion(parsed, model)
+            self._count_usage(out.get("usage"))
+        else:
+            out = translate.completion_to_message(parsed, model)
+            self._count_usage(parsed.get("usage"))
+        return orjson.dumps(out)
+
+    def _count_usage(self, usage: object) -> None:
+        """Tokens and cost of one provider answer, from its OpenAI-shaped usage."""
+        target = self.target
+        if target is None or self.endpoint is Endpoint.MODELS:
+            return
+        m = self.agent.metrics
+        provider = target.provider.name
+        tokens = _tokens(usage)
+        if tokens is None:
+            m.usage_missing.labels(self.model, provider).inc()
+            return
+        m.tokens.labels(self.model, provider, "input").inc(tokens[0])
+        m.tokens.labels(self.model, provider, "output").inc(tokens[1])
+        price = target.provider.model(target.model)
+        if price is None or (price.input_per_mtok == 0 and price.output_per_mtok == 0):
+            m.usage_unpriced.labels(self.model, provider).inc()
+            return
+        cost = tokens[0] * price.input_per_mtok + tokens[1] * price.output_per_mtok
+        m.cost.labels(self.model, provider).inc(cost / 1_000_000)
+
+    def _capture(self, chunk: bytes, end_of_stream: bool) -> None:
         if self._assembler is not None:
             self._capture_bytes += len(chunk)
             if self._capture_bytes > self.agent.max_entry_bytes:
                 self._assembler = None
                 self._count_store("too_large")
+                if self._stream_out is None:
+                    self._count_usage(None)  # no longer read: its usage stays unknown
                 self.done = True  # the rest of the stream is of no use: let it flow
             else:
                 self._assembler.feed(chunk)
@@ -373,12 +548,13 @@ class Exchange:
                 self._captured.append(chunk)
                 if end_of_stream:
                     self._store_json(b"".join(self._captured))
-        return _CONTINUE
 
     def _store_stream(self) -> None:
         assembler, self._assembler = self._assembler, None
         assert assembler is not None
         result = assembler.result()
+        if self._stream_out is None:
+            self._count_usage(result.get("usage") if result is not None else None)
         if result is None:
             self._count_store("incomplete")
             return
@@ -424,6 +600,8 @@ class Exchange:
         """The ext_proc stream ended: count a request that never got a status as aborted."""
         if self.status is None:
             self._finish("aborted")
+        if self.target is not None and self._sent_at:
+            self.target.health.on_cancel()  # sent, never answered: frees a half-open probe
 
     def _finish(self, status: str) -> None:
         # Counted when the status is decided, before the client sees it, so metrics
@@ -459,7 +637,29 @@ class Exchange:
 
     def _error(self, exc: ApiError) -> Respond:
         log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
-        return self._respond(exc.status, exc.body(), JSON, "bypass", extra=exc.headers)
+        body = anthropic.error_body(exc) if self.client_schema == "anthropic" else exc.body()
+        return self._respond(exc.status, body, JSON, "bypass", extra=exc.headers)
+
+
+def _tokens(usage: object) -> tuple[int, int] | None:
+    """(input, output) from an OpenAI-shaped usage object; None when absent or malformed."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
+        return None
+    return prompt, completion
+
+
+def _usage_of(body: bytes, schema: str) -> object:
+    """The usage object of a whole JSON answer, OpenAI-shaped."""
+    try:
+        usage = orjson.loads(body).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if schema == "anthropic" and isinstance(usage, dict):
+        return translate.openai_usage(usage)
+    return usage
 
 
 def _usage(body: bytes) -> tuple[int, int] | None:

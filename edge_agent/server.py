@@ -65,12 +65,13 @@ def _fill_common(common: pb.CommonResponse, decision: Continue) -> None:
             opt.header.key = key
             opt.header.raw_value = value.encode()
             opt.append_action = _OVERWRITE
-        if decision.body is not None:
+        if decision.body is not None and not decision.chunk:
             # Envoy answers 500 if a mutated body keeps its old content-length.
             opt = mutation.set_headers.add()
             opt.header.key = "content-length"
             opt.header.raw_value = str(len(decision.body)).encode()
             opt.append_action = _OVERWRITE
+        if decision.body is not None:
             common.body_mutation.body = decision.body
     if decision.remove_headers:
         common.header_mutation.remove_headers.extend(decision.remove_headers)

@@ -56,7 +56,9 @@ class AgentService:
         self._grpc = server
 
         host, port = self.config.listen.addr("admin")
-        app = build_admin_app(self.agent.metrics.registry, lambda: self.ready)
+        app = build_admin_app(
+            self.agent.metrics.registry, lambda: self.ready, self.agent.router.snapshot
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port)

@@ -17,6 +17,7 @@ SUPPORTED_ENDPOINTS: tuple[str, ...] = (
     "POST /v1/chat/completions",
     "POST /v1/completions",
     "POST /v1/embeddings",
+    "POST /v1/messages",
     "GET /v1/models",
 )
 

@@ -23,6 +23,7 @@ class Endpoint(enum.StrEnum):
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
     MODELS = "models"
+    MESSAGES = "messages"  # Anthropic's Messages API (api/anthropic.py)
 
 
 ENDPOINT_BY_PATH: dict[str, Endpoint] = {
@@ -30,6 +31,7 @@ ENDPOINT_BY_PATH: dict[str, Endpoint] = {
     "/v1/completions": Endpoint.COMPLETIONS,
     "/v1/embeddings": Endpoint.EMBEDDINGS,
     "/v1/models": Endpoint.MODELS,
+    "/v1/messages": Endpoint.MESSAGES,
 }
 
 
@@ -419,7 +421,7 @@ def _check_text_input(body: dict[str, Any], key: str, non_empty: bool) -> None:
 # --------------------------------------------------------------------------- parsing
 
 
-def _load_object(raw: bytes) -> dict[str, Any]:
+def load_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise invalid_request(
             "Request body is empty: expected a JSON object with the request parameters.",
@@ -457,7 +459,7 @@ def _check_model(body: dict[str, Any]) -> str:
 
 def parse_request(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
     """Parse and validate a request body; raises ApiError (400) and nothing else."""
-    body = _load_object(raw)
+    body = load_object(raw)
     model = _check_model(body)
     if endpoint is Endpoint.CHAT:
         _check_messages(body)

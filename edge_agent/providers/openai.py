@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from edge_agent.api.openai import Endpoint
 from edge_agent.config import Provider
+from edge_agent.providers.base import Schema
+
+_PATHS = {
+    Endpoint.CHAT: "/chat/completions",
+    Endpoint.COMPLETIONS: "/completions",
+    Endpoint.EMBEDDINGS: "/embeddings",
+}
 
 
 class OpenAIAdapter:
+    schema: Schema = "openai"
+    endpoints = frozenset(_PATHS)
+
     def __init__(self, provider: Provider) -> None:
         # base_url is what you would give the OpenAI SDK ("https://api.groq.com/openai/v1",
         # "http://vllm:8000/v1", ".../v1beta/openai"); a bare host means the usual /v1.
         self._base = provider.base_path or "/v1"
 
-    def upstream_path(self, endpoint: Endpoint, client_path: str, query: str = "") -> str:
-        # client_path is "/v1/<endpoint>": keep the endpoint, put it under the base path.
-        path = self._base + client_path[len("/v1") :]
+    def upstream_path(self, endpoint: Endpoint, query: str = "") -> str:
+        path = self._base + _PATHS[endpoint]
         return f"{path}?{query}" if query else path
 
     def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]:

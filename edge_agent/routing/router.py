@@ -1,4 +1,10 @@
-"""Resolve a client-facing model to a provider target.
+"""Resolve a client-facing model to a provider target: filter, order, check health.
+
+Per request: targets that cannot serve the request (wrong endpoint, a capability it
+needs, a context window too small) are filtered out with a reason; the model's strategy
+orders the rest; the first healthy one is taken (circuit breaker, Retry-After cooldown:
+`health.py`). When every eligible target is unhealthy the best-ordered one is tried
+anyway: a request that might succeed beats a certain 503.
 
 A target whose provider lacks its credential (its `api_key_env` is unset) is skipped:
 sending an unauthenticated request upstream would only produce a confusing 401.
@@ -6,14 +12,31 @@ sending an unauthenticated request upstream would only produce a confusing 401.
 
 from __future__ import annotations
 
-import itertools
+import logging
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from edge_agent.api import errors
+from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.config import Config, ModelRoute, Provider, read_credential
 from edge_agent.providers.base import ProviderAdapter, build_adapter
+from edge_agent.routing.health import TargetHealth
+from edge_agent.routing.strategies import (
+    STRATEGIES,
+    Candidate,
+    Needs,
+    Strategy,
+    capability_filter,
+    estimate_tokens,
+)
+
+log = logging.getLogger("edge_agent.routing")
+
+# Client endpoints a provider schema can serve through translation (api/translate.py).
+_TRANSLATABLE = {("openai", Endpoint.MESSAGES), ("anthropic", Endpoint.CHAT)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,56 +45,111 @@ class Target:
     adapter: ProviderAdapter
     model: str  # the provider's own model name
     api_key: str | None
+    health: TargetHealth
+    key: str = ""  # "provider/model"
+
+
+def serves(adapter: ProviderAdapter, endpoint: Endpoint) -> bool:
+    return endpoint in adapter.endpoints or (adapter.schema, endpoint) in _TRANSLATABLE
+
+
+def needs_of(req: ParsedRequest, body_bytes: int) -> Needs:
+    """What a request asks of a target, from its body (prompt size estimated)."""
+    body = req.body
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
+    fmt = body.get("response_format")
+    return Needs(
+        tools=bool(body.get("tools")),
+        vision=_has_image(body.get("messages")),
+        json=isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"),
+        prompt_tokens=estimate_tokens(body_bytes),
+        max_output_tokens=max_out if type(max_out) is int else None,
+        stream=req.stream,
+    )
+
+
+def _has_image(messages: Any) -> bool:
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in ("image_url", "image"):
+                    return True
+    return False
 
 
 class _Route:
-    __slots__ = ("_cycle", "name", "owned_by", "targets", "unusable")
+    __slots__ = ("candidates", "name", "owned_by", "strategy", "targets", "unusable")
 
     def __init__(
-        self, name: str, owned_by: str, targets: list[Target], unusable: list[str]
+        self,
+        route: ModelRoute,
+        targets: list[Target],
+        candidates: list[Candidate],
+        unusable: list[str],
     ) -> None:
-        self.name = name
-        self.owned_by = owned_by
-        self.targets = targets
+        self.name = route.name
+        self.owned_by = route.targets[0].provider
+        self.strategy: Strategy = STRATEGIES[route.strategy]()
+        self.targets = {t.key: t for t in targets}
+        self.candidates = candidates
         self.unusable = unusable  # human-readable reasons, for the 503 message
-        self._cycle: Iterator[Target] | None = itertools.cycle(targets) if targets else None
-
-    def next(self) -> Target:
-        if self._cycle is None:
-            raise errors.service_unavailable(
-                f"Model '{self.name}' has no usable provider: {'; '.join(self.unusable)}.",
-                code="no_available_provider",
-            )
-        return next(self._cycle)
 
 
 class Router:
-    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         env = os.environ if environ is None else environ
         adapters = {p.name: build_adapter(p) for p in config.providers}
+        self._clock = clock
+        self._health: dict[str, TargetHealth] = {}  # one per provider/model, shared by routes
         self._routes: dict[str, _Route] = {}
         for route in config.models:
             self._routes[route.name] = self._build(route, config, adapters, env)
 
-    @staticmethod
     def _build(
+        self,
         route: ModelRoute,
         config: Config,
         adapters: Mapping[str, ProviderAdapter],
         env: Mapping[str, str],
     ) -> _Route:
         targets: list[Target] = []
+        candidates: list[Candidate] = []
         unusable: list[str] = []
-        for spec in route.targets:
-            pname, _, model = spec.partition("/")
-            provider = config.provider(pname)
+        for index, spec in enumerate(route.targets):
+            provider = config.provider(spec.provider)
             key, problem = read_credential(provider, env)
             if problem:
-                unusable.append(f"provider '{pname}' is disabled: {problem}")
+                unusable.append(f"provider '{spec.provider}' is disabled: {problem}")
                 continue
-            targets.append(Target(provider, adapters[pname], model, key))
-        owned_by = route.targets[0].partition("/")[0]
-        return _Route(route.name, owned_by, targets, unusable)
+            health = self._health.get(spec.target)
+            if health is None:
+                health = self._health[spec.target] = TargetHealth(spec.target, clock=self._clock)
+            target = Target(provider, adapters[spec.provider], spec.model, key, health, spec.target)
+            targets.append(target)
+            info = provider.model(spec.model)
+            candidates.append(
+                Candidate(
+                    key=spec.target,
+                    index=index,
+                    health=health,
+                    weight=spec.weight,
+                    input_per_mtok=info.input_per_mtok if info else 0.0,
+                    output_per_mtok=info.output_per_mtok if info else 0.0,
+                    capabilities=frozenset(info.capabilities)
+                    if info and info.capabilities is not None
+                    else None,
+                    context_window=info.context_window if info else None,
+                )
+            )
+        return _Route(route, targets, candidates, unusable)
 
     @property
     def model_names(self) -> list[str]:
@@ -80,12 +158,74 @@ class Router:
     def knows(self, model: str) -> bool:
         return model in self._routes
 
-    def pick(self, model: str) -> Target:
+    def pick(self, model: str, endpoint: Endpoint, needs: Needs) -> Target:
+        """The target for one request; raises ApiError when none can serve it."""
         route = self._routes.get(model)
         if route is None:
             raise errors.model_not_found(model, self._routes)
-        return route.next()
+        if not route.candidates:
+            raise errors.service_unavailable(
+                f"Model '{model}' has no usable provider: {'; '.join(route.unusable)}.",
+                code="no_available_provider",
+            )
+        rejected: dict[str, str] = {}
+        fitting = []
+        for cand in route.candidates:
+            adapter = route.targets[cand.key].adapter
+            if not serves(adapter, endpoint):
+                rejected[cand.key] = f"its provider type has no counterpart of {endpoint}"
+            elif needs.json and adapter.schema == "anthropic":
+                rejected[cand.key] = "JSON mode (response_format) has no Anthropic counterpart"
+            else:
+                fitting.append(cand)
+        kept, more = capability_filter(fitting, needs)
+        rejected.update(more)
+        if not kept:
+            reasons = "; ".join(f"{k}: {why}" for k, why in rejected.items())
+            raise errors.invalid_request(
+                f"No target of model '{model}' can serve this request ({reasons}).",
+                code="no_capable_target",
+            )
+        ordered = route.strategy.order(kept, needs)
+        chosen = next((c for c in ordered if c.health.available()), None)
+        if chosen is None:
+            chosen = ordered[0]
+            log.warning(
+                "model %s: every target is unhealthy; trying %s anyway (%s)",
+                model,
+                chosen.key,
+                chosen.health.reason(),
+            )
+        log.debug(
+            "model %s → %s by %s (order %s; rejected %s)",
+            model,
+            chosen.key,
+            route.strategy.name,
+            [c.key for c in ordered],
+            rejected,
+        )
+        return route.targets[chosen.key]
 
     def owner(self, model: str) -> str:
         """`owned_by` for /v1/models: the provider of the first target."""
         return self._routes[model].owned_by
+
+    def first_target(self, model: str) -> Target | None:
+        route = self._routes.get(model)
+        if route is None or not route.targets:
+            return None
+        return next(iter(route.targets.values()))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Routing state for the admin API: strategies, targets and their health."""
+        return {
+            "models": {
+                name: {
+                    "strategy": route.strategy.name,
+                    "targets": [c.key for c in route.candidates],
+                    "unusable": route.unusable,
+                }
+                for name, route in self._routes.items()
+            },
+            "targets": {key: health.snapshot() for key, health in self._health.items()},
+        }

@@ -87,6 +87,39 @@ class Metrics:
             buckets=_UPSTREAM_BUCKETS,
             registry=r,
         )
+        self.tokens = Counter(
+            "edge_agent_tokens",
+            "Tokens the providers reported in their usage, by kind (input/output).",
+            ["model", "provider", "kind"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "edge_agent_cost_usd",
+            "Spent at the configured prices (input/output per million tokens).",
+            ["model", "provider"],
+            registry=r,
+        )
+        self.cost_saved = Counter(
+            "edge_agent_cost_saved_usd",
+            "What cache hits saved: the cached answer's usage at the prices of the model's "
+            "first target.",
+            ["model", "tier"],
+            registry=r,
+        )
+        self.usage_unpriced = Counter(
+            "edge_agent_usage_unpriced",
+            "Answers metered at an unknown price (the provider model has no prices "
+            "configured): their cost is missing from edge_agent_cost_usd.",
+            ["model", "provider"],
+            registry=r,
+        )
+        self.usage_missing = Counter(
+            "edge_agent_usage_missing",
+            "Answers whose token usage the agent could not read (e.g. a stream without "
+            "stream_options.include_usage): their tokens and cost are not counted.",
+            ["model", "provider"],
+            registry=r,
+        )
         self.streams = Gauge(
             "edge_agent_ext_proc_streams", "ext_proc streams open now.", registry=r
         )

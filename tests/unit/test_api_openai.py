@@ -71,6 +71,7 @@ def test_endpoint_table() -> None:
         "/v1/completions": COMPLETIONS,
         "/v1/embeddings": EMBEDDINGS,
         "/v1/models": Endpoint.MODELS,
+        "/v1/messages": Endpoint.MESSAGES,
     }
     assert Endpoint.CHAT == "chat.completions"
 

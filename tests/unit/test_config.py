@@ -77,7 +77,11 @@ def test_cross_references_are_checked() -> None:
     assert "unknown provider 'nope'" in found["models[0].targets[0]"]
     assert "does not list model 'unknown-model'" in found["models[0].targets[1]"]
     found = issues(base(models=[{"name": "m", "targets": ["openai/gpt-4o-mini", "bad"]}]))
-    assert "provider/model" in found["models[0].targets[1]"]
+    assert "provider/model" in found["models[0].targets[1].target"]
+    weighted = {"target": "openai/gpt-4o-mini", "weight": -1}
+    found = issues(base(models=[{"name": "m", "targets": [weighted], "strategy": "fastest"}]))
+    assert "greater than or equal to 0" in found["models[0].targets[0].weight"]
+    assert "least_latency" in found["models[0].strategy"]
 
 
 def test_duplicates_and_port_clashes() -> None:
@@ -92,7 +96,7 @@ def test_duplicates_and_port_clashes() -> None:
 
 def test_unimplemented_features_are_refused_clearly() -> None:
     data = base(cache={"redis": {"url": "redis://x"}})
-    data["providers"][0]["type"] = "anthropic"
+    data["providers"][0]["type"] = "gemini"
     found = issues(data)
     assert "not implemented in this version" in found["providers[0].type"]
     assert "cache.redis.url" in found
