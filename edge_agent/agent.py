@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
+from edge_agent.attempt import Attempt, AttemptLog
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
 from edge_agent.config import Config
@@ -28,6 +29,7 @@ class Agent:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.router = Router(config, environ, clock)
+        self.attempts = AttemptLog()
         self.endpoints = ENDPOINT_BY_PATH
         exact = config.cache.exact
         self.cache: ExactCache | None = (
@@ -66,3 +68,6 @@ class Agent:
 
     def exchange(self) -> Exchange:
         return Exchange(self)
+
+    def attempt(self) -> Attempt:
+        return Attempt(self)

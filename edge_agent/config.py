@@ -224,6 +224,9 @@ class ModelRoute(_Strict):
     strategy: Literal["round_robin", "weighted", "priority", "least_latency", "lowest_cost"] = (
         "round_robin"
     )
+    # With several targets, a failed attempt (connect error, timeout, 5xx, 429) is retried
+    # on the next target inside the same request (docs/failover.md).
+    failover: bool = True
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -232,6 +235,23 @@ class ModelRoute(_Strict):
         if isinstance(v, list):
             return [{"target": t} if isinstance(t, str) else t for t in v]
         return v
+
+
+def failover_chains(models: list[ModelRoute]) -> dict[str, list[TargetSpec]]:
+    """Envoy cluster name → targets in attempt order, for every model that fails over.
+
+    One chain per (model, first target): the router's strategy picks the first target per
+    request, the chain then tries the others in their configured order. The bootstrap and
+    the router both derive the names from here, so they always agree.
+    """
+    chains: dict[str, list[TargetSpec]] = {}
+    for mi, route in enumerate(models):
+        if not route.failover or len(route.targets) < 2:
+            continue
+        for ti, first in enumerate(route.targets):
+            rest = [t for j, t in enumerate(route.targets) if j != ti]
+            chains[f"edge_agent_chain_{mi}_{ti}"] = [first, *rest]
+    return chains
 
 
 class ExactCache(_Strict):

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from edge_agent.api import anthropic, errors, translate
+from edge_agent.api import anthropic, errors
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
 from edge_agent.api.sse import StreamAssembler, replay_stream
 from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
+from edge_agent.leg import MODEL_HEADER, PROVIDER_HEADER, ProviderLeg, usage_of
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
 from edge_agent.routing.health import parse_retry_after
 from edge_agent.routing.router import needs_of
@@ -38,8 +39,8 @@ log = logging.getLogger("edge_agent.exchange")
 
 CACHE_HEADER = "x-edge-agent-cache"
 SCORE_HEADER = "x-edge-agent-cache-score"
-PROVIDER_HEADER = "x-edge-agent-provider"  # who answered: provider name...
-MODEL_HEADER = "x-edge-agent-model"  # ...and the provider's model
+# Set by the upstream filter when it counted the answer's usage itself (stripped here).
+METERED_HEADER = "x-edge-agent-metered"
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 
@@ -100,16 +101,16 @@ class Exchange:
         "_capture_bytes",
         "_captured",
         "_closed",
+        "_leg",
+        "_metered_upstream",
         "_policy",
         "_scope",
         "_semantic",
         "_sent_at",
         "_shadow_hit",
-        "_stream_out",
-        "_translate",
-        "_translate_body",
         "agent",
         "cache_result",
+        "chained",
         "client_schema",
         "done",
         "endpoint",
@@ -148,10 +149,9 @@ class Exchange:
         self._closed = False
         self.client_schema = "openai"
         self._body_bytes = 0
-        # Set when the provider speaks another schema than the client (api/translate.py):
-        self._translate: str | None = None  # "to_openai" or "to_anthropic" (the answer)
-        self._translate_body = False  # whole-body answer (JSON or error) to translate
-        self._stream_out: translate.StreamTranslator | None = None
+        self._leg: ProviderLeg | None = None  # the provider side, when routed to one target
+        self.chained = ""  # the failover chain routed to: attempts are handled upstream
+        self._metered_upstream = False  # usage already counted by a leg or the upstream filter
 
     # ---- request headers -------------------------------------------------------------
     def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
@@ -252,42 +252,26 @@ class Exchange:
         target = self.target = agent.router.pick(
             req.model, endpoint, needs_of(req, self._body_bytes)
         )
-        adapter = target.adapter
-        try:
-            if adapter.schema == self.client_schema:
-                new_body = (
-                    orjson.dumps({**req.body, "model": target.model})
-                    if target.model != req.model
-                    else None
-                )
-            elif endpoint is Endpoint.CHAT and adapter.schema == "anthropic":
-                new_body = orjson.dumps(translate.chat_to_messages(req.body, target.model))
-                endpoint, self._translate = Endpoint.MESSAGES, "to_openai"
-            elif endpoint is Endpoint.MESSAGES and adapter.schema == "openai":
-                new_body = orjson.dumps(translate.messages_to_chat(req.body, target.model))
-                endpoint, self._translate = Endpoint.CHAT, "to_anthropic"
-            else:
-                raise errors.invalid_request(
-                    f"Model '{req.model}' is served by provider '{target.provider.name}' "
-                    f"(type {target.provider.type}), which has no counterpart of "
-                    f"{self.path}. Use a model served by a provider that has one.",
-                    code="unsupported_endpoint",
-                )
-        except orjson.JSONEncodeError:
-            # orjson reads 1024 nesting levels but writes only 254.
-            raise _TOO_DEEP from None
         if self._shadow_hit is not None:
             self._count_shadow_savings(self._shadow_hit, target)
-        set_headers = [
-            (agent.config.envoy.routing_header, target.provider.name),
-            (":path", adapter.upstream_path(endpoint, self.query)),
-            *adapter.auth_headers(target.api_key),
-        ]
-        if self._translate is not None or (
-            self.key is not None and self._policy is not None and self._policy.store
-        ):
-            # A compressed answer could be neither translated nor parsed for the cache.
-            set_headers.append(("accept-encoding", "identity"))
+        caching = self.key is not None and self._policy is not None and self._policy.store
+        chain = agent.router.chain_cluster(req.model, target)
+        if chain is not None:
+            # Failover: Envoy tries the chain's targets in order; the upstream filter
+            # (attempt.py) translates and authenticates each attempt. Nothing of the
+            # provider's is set here.
+            self.chained = chain
+            set_headers = [(agent.config.envoy.routing_header, chain)]
+            set_headers.append(("accept-encoding", "identity"))  # any attempt may translate
+            new_body = None
+        else:
+            leg = self._leg = ProviderLeg(agent, target, req, self.model)
+            provider_headers, new_body = leg.request_changes(self.query)
+            set_headers = [(agent.config.envoy.routing_header, target.provider.name)]
+            set_headers += provider_headers
+            if caching and leg.translate is None:
+                # A compressed answer could not be parsed for the cache.
+                set_headers.append(("accept-encoding", "identity"))
         injected = {name for name, _ in set_headers}
         self._sent_at = agent.clock()
         return Continue(
@@ -387,24 +371,21 @@ class Exchange:
         if target is None:
             self.done = True
             return decision
-        decision.set_headers += [
-            (PROVIDER_HEADER, target.provider.name),
-            (MODEL_HEADER, target.model),
-        ]
+        leg = self._leg
+        translating = False
+        if leg is not None:
+            set_headers, remove, want = leg.response_headers(status, headers)
+            decision.set_headers += set_headers
+            decision.remove_headers += remove
+            if want is not None:
+                translating = True
+                decision.response_body_mode = BodyMode.STREAMED if want else BodyMode.BUFFERED
+        elif self.chained:
+            self._judge_silent_attempts(self._adopt_answering_target(headers))
+        metered_upstream = headers.get(METERED_HEADER) is not None
+        if metered_upstream:
+            decision.remove_headers.append(METERED_HEADER)
         identity = headers.get("content-encoding", "identity").lower() == "identity"
-        event_stream = headers.get("content-type", "").startswith(EVENT_STREAM)
-        if self._translate is not None and identity:
-            if status == "200" and event_stream:
-                self._stream_out = (
-                    translate.MessagesStreamToChat(target.model, self._include_usage())
-                    if self._translate == "to_openai"
-                    else translate.ChatStreamToMessages(target.model)
-                )
-                decision.remove_headers.append("content-length")  # the length changes
-                decision.response_body_mode = BodyMode.STREAMED
-            else:
-                self._translate_body = True  # answers and errors alike
-                decision.response_body_mode = BodyMode.BUFFERED
         if status == "200" and self.key is not None and self._policy and self._policy.store:
             capture = self._capture_mode(headers)
             if decision.response_body_mode is None:
@@ -412,18 +393,46 @@ class Exchange:
         elif (
             status == "200"
             and identity
-            and self._translate is None
+            and not translating
+            and not metered_upstream
             and headers.get("content-type", "").startswith(JSON)
         ):
             # Whole JSON answers are read for their usage (tokens and cost metrics).
             decision.response_body_mode = BodyMode.BUFFERED
-        if decision.response_body_mode is None and status == "200":
+        self._metered_upstream = metered_upstream or translating
+        if decision.response_body_mode is None and status == "200" and not metered_upstream:
             self._count_usage(None)  # a stream nobody reads: its usage stays unknown
         self.done = decision.response_body_mode is None
         return decision
 
+    def _adopt_answering_target(self, headers: Mapping[str, str]) -> str | None:
+        # The upstream filter names the target that answered (it may be a failover one);
+        # no name: Envoy answered itself (every attempt failed).
+        key = f"{headers.get(PROVIDER_HEADER, '')}/{headers.get(MODEL_HEADER, '')}"
+        answered = self.agent.router.target(key)
+        if answered is None:
+            return None
+        self.target = answered
+        return key
+
+    def _judge_silent_attempts(self, answered: str | None) -> None:
+        # Envoy tries the chain in order: every target before the one that answered was
+        # tried and failed. Those whose attempt reported nothing never got an answer from
+        # their provider (connection refused or reset, or a timeout): they count as such.
+        agent = self.agent
+        order = agent.router.chain_order(self.chained)
+        tried = order[: order.index(answered)] if answered in order else order
+        reported = agent.attempts.pop(self.req_headers.get("x-request-id", ""))
+        for key in tried:
+            target = agent.router.target(key)
+            if key not in reported and target is not None:
+                target.health.on_failure("connect")
+                agent.metrics.failover_attempts.labels(key, "connect").inc()
+
     def _report_health(self, status: str, headers: Mapping[str, str], elapsed: float) -> None:
         assert self.target is not None
+        if self.chained:
+            return  # each attempt reports its own outcome (attempt.py)
         health = self.target.health
         code = int(status) if status.isascii() and status.isdigit() else 0
         if code == 429 or code >= 500:
@@ -465,65 +474,33 @@ class Exchange:
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
         if end_of_stream:
             self.done = True
-        replaced = False
-        if self._stream_out is not None:
-            chunk, replaced = self._stream_out.feed(chunk), True
-            if end_of_stream:
-                self._count_usage(self._stream_out.usage)
-        elif self._translate_body:
-            chunk, replaced = self._translate_whole(chunk), True
-        elif end_of_stream and self.status == "200" and self._assembler is None:
+        out = None
+        if self._leg is not None:
+            out = self._leg.response_body(chunk, end_of_stream, self.status or "")
+        if out is not None:
+            chunk = out
+        elif (
+            end_of_stream
+            and self.status == "200"
+            and self._assembler is None
+            and not self._metered_upstream
+        ):
             whole = b"".join(self._captured) + chunk if self._captured else chunk
-            self._count_usage(_usage_of(whole, self.client_schema))
+            self._count_usage(usage_of(whole, self.client_schema))
         self._capture(chunk, end_of_stream)
-        if replaced:
-            return Continue(body=chunk, chunk=self._stream_out is not None)
+        if out is not None:
+            streamed = self._leg is not None and self._leg.stream_out is not None
+            return Continue(body=out, chunk=streamed)
         return _CONTINUE
 
-    def _translate_whole(self, body: bytes) -> bytes:
-        """A provider's whole answer (or error) in the client's schema."""
-        assert self.target is not None
-        to_openai = self._translate == "to_openai"
-        if self.status != "200":
-            status = int(self.status) if self.status and self.status.isdigit() else 502
-            if to_openai:
-                return translate.error_to_openai(status, body)
-            return translate.error_to_anthropic(status, body)
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            log.warning("provider %s sent a 200 answer that is not JSON", self.target.provider.name)
-            return body
-        if not isinstance(parsed, dict):
-            return body
-        model = self.target.model
-        if to_openai:
-            out = translate.message_to_completion(parsed, model)
-            self._count_usage(out.get("usage"))
-        else:
-            out = translate.completion_to_message(parsed, model)
-            self._count_usage(parsed.get("usage"))
-        return orjson.dumps(out)
-
     def _count_usage(self, usage: object) -> None:
-        """Tokens and cost of one provider answer, from its OpenAI-shaped usage."""
-        target = self.target
-        if target is None or self.endpoint is Endpoint.MODELS:
+        if self.target is None or self._metered_upstream:
             return
-        m = self.agent.metrics
-        provider = target.provider.name
-        tokens = _tokens(usage)
-        if tokens is None:
-            m.usage_missing.labels(self.model, provider).inc()
-            return
-        m.tokens.labels(self.model, provider, "input").inc(tokens[0])
-        m.tokens.labels(self.model, provider, "output").inc(tokens[1])
-        price = target.provider.model(target.model)
-        if price is None or (price.input_per_mtok == 0 and price.output_per_mtok == 0):
-            m.usage_unpriced.labels(self.model, provider).inc()
-            return
-        cost = tokens[0] * price.input_per_mtok + tokens[1] * price.output_per_mtok
-        m.cost.labels(self.model, provider).inc(cost / 1_000_000)
+        leg = self._leg
+        if leg is None:
+            assert self.request is not None
+            leg = ProviderLeg(self.agent, self.target, self.request, self.model)
+        leg.count_usage(usage)
 
     def _capture(self, chunk: bytes, end_of_stream: bool) -> None:
         if self._assembler is not None:
@@ -531,8 +508,7 @@ class Exchange:
             if self._capture_bytes > self.agent.max_entry_bytes:
                 self._assembler = None
                 self._count_store("too_large")
-                if self._stream_out is None:
-                    self._count_usage(None)  # no longer read: its usage stays unknown
+                self._count_usage(None)  # no longer read: its usage stays unknown
                 self.done = True  # the rest of the stream is of no use: let it flow
             else:
                 self._assembler.feed(chunk)
@@ -553,7 +529,7 @@ class Exchange:
         assembler, self._assembler = self._assembler, None
         assert assembler is not None
         result = assembler.result()
-        if self._stream_out is None:
+        if not self._metered_upstream:
             self._count_usage(result.get("usage") if result is not None else None)
         if result is None:
             self._count_store("incomplete")
@@ -639,27 +615,6 @@ class Exchange:
         log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
         body = anthropic.error_body(exc) if self.client_schema == "anthropic" else exc.body()
         return self._respond(exc.status, body, JSON, "bypass", extra=exc.headers)
-
-
-def _tokens(usage: object) -> tuple[int, int] | None:
-    """(input, output) from an OpenAI-shaped usage object; None when absent or malformed."""
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-    if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
-        return None
-    return prompt, completion
-
-
-def _usage_of(body: bytes, schema: str) -> object:
-    """The usage object of a whole JSON answer, OpenAI-shaped."""
-    try:
-        usage = orjson.loads(body).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    if schema == "anthropic" and isinstance(usage, dict):
-        return translate.openai_usage(usage)
-    return usage
 
 
 def _usage(body: bytes) -> tuple[int, int] | None:

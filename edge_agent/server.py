@@ -18,6 +18,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from edge_agent.api import errors
+from edge_agent.attempt import STAGE_METADATA, TARGET_ATTRIBUTE, Attempt
 from edge_agent.exchange import (
     BodyMode,
     Continue,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
 log = logging.getLogger("edge_agent.server")
+_ATTRIBUTES = "envoy.filters.http.ext_proc"
 
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _BODY_MODES = {
@@ -133,6 +135,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         request_iterator: AsyncIterator[pb.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ProcessingResponse]:
+        metadata = context.invocation_metadata() or ()
+        if any(k == STAGE_METADATA and v == "upstream" for k, v in metadata):
+            async for resp in self._attempt(request_iterator):
+                yield resp
+            return
         exchange = self.agent.exchange()
         metrics = self.agent.metrics
         metrics.streams.inc()
@@ -152,6 +159,67 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         finally:
             exchange.close()
             metrics.streams.dec()
+
+    async def _attempt(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest]
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        """One attempt of a failover chain (the upstream filter): see attempt.py."""
+        attempt = self.agent.attempt()
+        metrics = self.agent.metrics
+        metrics.streams.inc()
+        try:
+            async for request in request_iterator:
+                phase = request.WhichOneof("request")
+                started = perf_counter()
+                resp = self._handle_attempt(attempt, phase, request)
+                if resp is None:
+                    continue
+                self._observe[phase](perf_counter() - started)
+                yield resp
+                if attempt.done:
+                    return
+        finally:
+            attempt.close()
+            metrics.streams.dec()
+
+    def _handle_attempt(
+        self, attempt: Attempt, phase: str | None, request: pb.ProcessingRequest
+    ) -> pb.ProcessingResponse | None:
+        try:
+            if phase == "request_headers":
+                attrs = request.attributes.get(_ATTRIBUTES)
+                target = ""
+                if attrs is not None and TARGET_ATTRIBUTE in attrs.fields:
+                    target = attrs.fields[TARGET_ATTRIBUTE].string_value
+                decision = attempt.request_headers(
+                    headers_to_dict(request.request_headers.headers), target
+                )
+            elif phase == "request_body":
+                decision = attempt.request_body(request.request_body.body)
+            elif phase == "response_headers":
+                decision = attempt.response_headers(
+                    headers_to_dict(request.response_headers.headers)
+                )
+            elif phase == "response_body":
+                body = request.response_body
+                decision = attempt.response_body(body.body, body.end_of_stream)
+            elif phase in ("request_trailers", "response_trailers"):
+                resp = pb.ProcessingResponse()
+                getattr(resp, phase).SetInParent()
+                return resp
+            else:
+                return None
+            return build_response(phase, decision)
+        except Exception:
+            log.exception("ext_proc attempt %s failed for %s", phase, attempt.path)
+            self.agent.metrics.stream_errors.inc()
+            if phase in ("request_headers", "request_body"):
+                return build_response(
+                    phase,
+                    Respond(500, [("content-type", "application/json")], _INTERNAL_ERROR.body()),
+                )
+            assert phase is not None
+            return build_response(phase, Continue())
 
     async def _handle(
         self, exchange: Exchange, phase: str | None, request: pb.ProcessingRequest

@@ -140,6 +140,9 @@ class Gateway:
     def metrics(self) -> str:
         return http("GET", f"{self.admin_url}/metrics", timeout=5).body.decode()
 
+    def admin_json(self, path: str) -> Any:
+        return http("GET", f"{self.admin_url}{path}", timeout=5).json()
+
 
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""

@@ -1,8 +1,12 @@
 """Generate the standalone Envoy bootstrap from the agent's config.
 
 One cluster per provider, named after the provider; the route picks the cluster from
-the routing header the agent sets (`cluster_header`). Because the bootstrap is derived
-from the same Config object the agent runs on, the two cannot disagree.
+the routing header the agent sets (`cluster_header`). Models that fail over get one
+"chain" cluster per first target: its targets as endpoints at priorities 0, 1, …, a
+retry policy that moves to the next priority, and the agent as an upstream ext_proc
+filter that translates and authenticates each attempt (docs/failover.md). Because the
+bootstrap is derived from the same Config object the agent runs on, the two cannot
+disagree.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Any
 
 import certifi
 
-from edge_agent.config import Config, Provider
+from edge_agent.attempt import STAGE_METADATA, TARGET_ATTRIBUTE
+from edge_agent.config import Config, Provider, TargetSpec, failover_chains
 
 EXT_PROC_CLUSTER = "edge_agent_ext_proc"
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -50,6 +55,121 @@ def _circuit_breakers(limit: int) -> dict[str, Any]:
     }
 
 
+def _tls_socket(provider: Provider) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": provider.host,
+            "common_tls_context": {
+                "alpn_protocols": ["http/1.1"],
+                "validation_context": {
+                    "trusted_ca": {"filename": certifi.where()},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": provider.host}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def chain_cluster(
+    config: Config, name: str, specs: list[TargetSpec], buffer_limit: int, limit: int
+) -> dict[str, Any]:
+    """Targets in attempt order as priority levels; the agent filters every attempt."""
+    providers = [config.provider(spec.provider) for spec in specs]
+    endpoints = []
+    for priority, (spec, provider) in enumerate(zip(specs, providers, strict=True)):
+        endpoints.append(
+            {
+                "priority": priority,
+                "lb_endpoints": [
+                    {
+                        "endpoint": {
+                            "address": _socket(provider.host, provider.port),
+                            "hostname": provider.authority,  # Host, per attempt
+                        },
+                        "metadata": {
+                            "filter_metadata": {
+                                "edge_agent": {"target": spec.target},
+                                "envoy.transport_socket_match": {"provider": provider.name},
+                            }
+                        },
+                    }
+                ],
+            }
+        )
+    tls = {p.name: p for p in providers if p.tls}
+    cluster: dict[str, Any] = {
+        "name": name,
+        "circuit_breakers": _circuit_breakers(limit),
+        "type": "STATIC" if all(_is_ip(p.host) for p in providers) else "STRICT_DNS",
+        "connect_timeout": _duration(max(p.connect_timeout_s for p in providers)),
+        "lb_policy": "ROUND_ROBIN",
+        "per_connection_buffer_limit_bytes": buffer_limit,
+        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
+        "typed_extension_protocol_options": {
+            _HTTP_PROTOCOL_OPTIONS: {
+                "@type": _TYPE + _HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    upstream_ext_proc_filter(config),
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {
+                            "@type": _TYPE
+                            + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                        },
+                    },
+                ],
+            }
+        },
+    }
+    if cluster["type"] == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if tls:
+        cluster["transport_socket_matches"] = [
+            {
+                "name": f"tls-{p.name}",
+                "match": {"provider": p.name},
+                "transport_socket": _tls_socket(p),
+            }
+            for p in tls.values()
+        ]
+    return cluster
+
+
+def upstream_ext_proc_filter(config: Config) -> dict[str, Any]:
+    """The agent once per attempt on a chain cluster: translation, credentials, health."""
+    env = config.envoy
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER},
+                "initial_metadata": [{"key": STAGE_METADATA, "value": "upstream"}],
+            },
+            # Without the agent an attempt would reach the provider untranslated and
+            # without credentials: refuse instead (an upstream filter's refusal is final).
+            "failure_mode_allow": False,
+            "status_on_error": {"code": env.status_on_error},
+            "message_timeout": _duration(env.message_timeout_ms / 1000),
+            "allow_mode_override": True,
+            "request_attributes": [TARGET_ATTRIBUTE],
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                "response_body_mode": "NONE",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    }
+
+
 def provider_cluster(provider: Provider, buffer_limit: int, limit: int) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": provider.name,
@@ -78,22 +198,7 @@ def provider_cluster(provider: Provider, buffer_limit: int, limit: int) -> dict[
     if not _is_ip(provider.host):
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if provider.tls:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": provider.host,
-                "common_tls_context": {
-                    "alpn_protocols": ["http/1.1"],
-                    "validation_context": {
-                        "trusted_ca": {"filename": certifi.where()},
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "DNS", "matcher": {"exact": provider.host}}
-                        ],
-                    },
-                },
-            },
-        }
+        cluster["transport_socket"] = _tls_socket(provider)
     return cluster
 
 
@@ -184,7 +289,54 @@ def routes(config: Config) -> list[dict[str, Any]]:
                 {"header": {"key": "content-type", "value": "application/json"}}
             ],
         }
-    return [routed, fallback]
+    chains = []
+    for name, specs in failover_chains(config.models).items():
+        providers = [config.provider(spec.provider) for spec in specs]
+        chains.append(
+            {
+                "match": {
+                    "prefix": "/",
+                    "headers": [{"name": env.routing_header, "string_match": {"exact": name}}],
+                },
+                "route": {
+                    "cluster": name,
+                    "auto_host_rewrite": True,
+                    "timeout": _duration(max(p.timeout_s for p in providers)),
+                    "retry_policy": _failover_policy(len(specs)),
+                },
+            }
+        )
+    return [*chains, routed, fallback]
+
+
+def _failover_policy(targets: int) -> dict[str, Any]:
+    return {
+        # 429 included: a rate-limited provider hands the request to the next one at once
+        # (no rate_limited_retry_back_off: that would wait out the Retry-After instead).
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": [429],
+        # One try per target: past the last priority, previous_priorities starts over.
+        "num_retries": targets - 1,
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.retry.priority.previous_priorities.v3."
+                "PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        },
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": _TYPE + "envoy.extensions.retry.host.previous_hosts.v3."
+                    "PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+        "retry_back_off": {"base_interval": "0.010s", "max_interval": "0.050s"},
+    }
 
 
 # Envoy's own error replies (body over the buffer limit, provider unreachable or timing
@@ -328,6 +480,10 @@ def build_bootstrap(config: Config) -> dict[str, Any]:
                 *(
                     provider_cluster(p, env.max_response_bytes, env.max_connections)
                     for p in config.providers
+                ),
+                *(
+                    chain_cluster(config, name, specs, env.max_response_bytes, env.max_connections)
+                    for name, specs in failover_chains(config.models).items()
                 ),
             ],
         },

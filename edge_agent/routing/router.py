@@ -21,7 +21,7 @@ from typing import Any
 
 from edge_agent.api import errors
 from edge_agent.api.openai import Endpoint, ParsedRequest
-from edge_agent.config import Config, ModelRoute, Provider, read_credential
+from edge_agent.config import Config, ModelRoute, Provider, failover_chains, read_credential
 from edge_agent.providers.base import ProviderAdapter, build_adapter
 from edge_agent.routing.health import TargetHealth
 from edge_agent.routing.strategies import (
@@ -110,8 +110,17 @@ class Router:
         self._clock = clock
         self._health: dict[str, TargetHealth] = {}  # one per provider/model, shared by routes
         self._routes: dict[str, _Route] = {}
+        self._targets: dict[str, Target] = {}  # "provider/model" → target, every usable one
         for route in config.models:
-            self._routes[route.name] = self._build(route, config, adapters, env)
+            built = self._routes[route.name] = self._build(route, config, adapters, env)
+            self._targets.update(built.targets)
+        # (model, first target) → the Envoy cluster that fails over from it.
+        self._chains: dict[tuple[str, str], str] = {}
+        self._chain_order: dict[str, list[str]] = {}  # cluster → target keys, attempt order
+        for cluster, specs in failover_chains(config.models).items():
+            mi, _ = map(int, cluster.removeprefix("edge_agent_chain_").split("_"))
+            self._chains[(config.models[mi].name, specs[0].target)] = cluster
+            self._chain_order[cluster] = [spec.target for spec in specs]
 
     def _build(
         self,
@@ -205,6 +214,17 @@ class Router:
             rejected,
         )
         return route.targets[chosen.key]
+
+    def chain_cluster(self, model: str, target: Target) -> str | None:
+        """The failover cluster that starts with `target`, if the model fails over."""
+        return self._chains.get((model, target.key))
+
+    def chain_order(self, cluster: str) -> list[str]:
+        return self._chain_order.get(cluster, [])
+
+    def target(self, key: str) -> Target | None:
+        """A usable target by its "provider/model" key."""
+        return self._targets.get(key)
 
     def owner(self, model: str) -> str:
         """`owned_by` for /v1/models: the provider of the first target."""

@@ -120,6 +120,13 @@ class Metrics:
             ["model", "provider"],
             registry=r,
         )
+        self.failover_attempts = Counter(
+            "edge_agent_failed_attempts",
+            "Attempts on a failover chain that failed (outcome: HTTP status, or 'connect' "
+            "for refused/reset connections); Envoy retries them on the chain's next target.",
+            ["target", "outcome"],
+            registry=r,
+        )
         self.streams = Gauge(
             "edge_agent_ext_proc_streams", "ext_proc streams open now.", registry=r
         )

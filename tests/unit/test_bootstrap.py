@@ -39,7 +39,8 @@ def test_bootstrap_validates_in_real_envoy(mode: str) -> None:
 def test_one_cluster_per_provider_named_after_it() -> None:
     bootstrap = build_bootstrap(parse_config(config()))
     found = clusters(bootstrap)
-    assert set(found) == {EXT_PROC_CLUSTER, "local", "openai"}
+    chains = {"edge_agent_chain_0_0", "edge_agent_chain_0_1"}  # model m fails over
+    assert set(found) == {EXT_PROC_CLUSTER, "local", "openai", *chains}
     assert "transport_socket" not in found["local"]
     tls = found["openai"]["transport_socket"]["typed_config"]
     assert tls["sni"] == "api.openai.com"
@@ -60,3 +61,44 @@ def test_every_cluster_reference_exists() -> None:
         for route in typed["route_config"]["virtual_hosts"][0]["routes"]:
             cluster = route.get("route", {}).get("cluster")
             assert cluster is None or cluster in names
+
+
+def test_failover_chains_try_each_target_once_with_the_agent_on_every_attempt() -> None:
+    bootstrap = build_bootstrap(parse_config(config()))
+    chain = clusters(bootstrap)["edge_agent_chain_0_1"]  # openai first, then local
+    levels = chain["load_assignment"]["endpoints"]
+    assert [lvl["priority"] for lvl in levels] == [0, 1]
+    targets = [
+        lvl["lb_endpoints"][0]["metadata"]["filter_metadata"]["edge_agent"]["target"]
+        for lvl in levels
+    ]
+    assert targets == ["openai/y", "local/x"]
+    assert [m["match"] for m in chain["transport_socket_matches"]] == [{"provider": "openai"}]
+    options = chain["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    ext_proc, codec = options["http_filters"]
+    assert codec["name"] == "envoy.filters.http.upstream_codec"  # must be last
+    grpc = ext_proc["typed_config"]["grpc_service"]
+    assert grpc["envoy_grpc"]["cluster_name"] == EXT_PROC_CLUSTER
+    assert grpc["initial_metadata"] == [{"key": "x-edge-agent-stage", "value": "upstream"}]
+    routes = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]["route_config"]["virtual_hosts"][0]["routes"]
+    chain_routes = [r for r in routes if r.get("route", {}).get("cluster", "").startswith("edge")]
+    assert [r["route"]["cluster"] for r in chain_routes] == sorted(
+        ["edge_agent_chain_0_0", "edge_agent_chain_0_1"]
+    )
+    assert routes.index(chain_routes[-1]) < len(routes) - 2  # before the cluster_header route
+    policy = chain_routes[0]["route"]["retry_policy"]
+    assert policy["num_retries"] == 1 and policy["retriable_status_codes"] == [429]
+
+
+def test_single_target_and_opted_out_models_get_no_chain() -> None:
+    data = config()
+    data["models"] = [
+        {"name": "one", "targets": ["local/x"]},
+        {"name": "two", "targets": ["local/x", "openai/y"], "failover": False},
+    ]
+    names = set(clusters(build_bootstrap(parse_config(data))))
+    assert not any(n.startswith("edge_agent_chain") for n in names)

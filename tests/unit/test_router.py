@@ -37,7 +37,15 @@ def make_agent(strategy: str, clock: Clock, **model: Any) -> Agent:
                     "models": [{"name": "b1", "input_per_mtok": 1.0, "output_per_mtok": 2.0}],
                 },
             ],
-            "models": [{"name": "m", "targets": ["a/a1", "b/b1"], "strategy": strategy, **model}],
+            "models": [
+                {
+                    "name": "m",
+                    "targets": ["a/a1", "b/b1"],
+                    "strategy": strategy,
+                    "failover": False,  # the agent itself routes; chains have their own tests
+                    **model,
+                }
+            ],
             "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
         }
     )
@@ -138,3 +146,26 @@ def _scrape(agent: Agent) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(agent.metrics.registry).decode()
+
+
+def test_failover_models_route_to_the_chain_that_starts_with_the_chosen_target() -> None:
+    clock = Clock()
+    agent = make_agent("priority", clock, failover=True)
+    ex, cluster = send(agent)
+    assert cluster == "edge_agent_chain_0_0"  # a first, then b
+    decision = ex.response_headers(
+        {
+            ":status": "200",
+            "content-type": "application/json",
+            "x-edge-agent-provider": "b",
+            "x-edge-agent-model": "b1",
+            "x-edge-agent-metered": "1",
+        }
+    )
+    assert "x-edge-agent-metered" in decision.remove_headers
+    assert ex.target is not None and ex.target.key == "b/b1"  # the attempt that answered
+    # The chosen target cooling down moves requests to the chain that starts elsewhere.
+    agent.router.target("a/a1").health.on_failure("rate_limited", 429, 2.0)  # type: ignore[union-attr]
+    assert send(agent)[1] == "edge_agent_chain_0_1"
+    clock.now += 2.1
+    assert send(agent)[1] == "edge_agent_chain_0_0"

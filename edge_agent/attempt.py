@@ -1,0 +1,197 @@
+"""One attempt on a failover chain, sans-IO: the agent as Envoy's *upstream* ext_proc filter.
+
+When a model fails over (config `models[].failover`), the downstream `Exchange` only
+picks the chain cluster; Envoy then tries the chain's targets in order (retry policy with
+`previous_priorities`), and for every attempt runs the upstream filter, which opens one
+`Attempt`: it learns the attempt's target from the endpoint metadata, translates the
+client's request for it, sets its path and credentials, reports the outcome to the
+target's health, and translates the answer back (docs/failover.md).
+
+Envoy keeps header changes across attempts, so every attempt resets every credential
+header before setting its own: a retry never carries the previous provider's key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from edge_agent.api import anthropic, errors
+from edge_agent.api.errors import ApiError
+from edge_agent.api.openai import ENDPOINT_BY_PATH, Endpoint, parse_request
+from edge_agent.exchange import JSON, METERED_HEADER, BodyMode, Continue, Decision, Respond
+from edge_agent.leg import CREDENTIAL_HEADERS, ProviderLeg, client_schema_of, usage_of
+from edge_agent.routing.health import parse_retry_after
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+    from edge_agent.routing.router import Target
+
+log = logging.getLogger("edge_agent.attempt")
+
+#: Endpoint metadata key (filter_metadata['edge_agent']['target']) naming an attempt's target.
+TARGET_ATTRIBUTE = "xds.upstream_host_metadata.filter_metadata['edge_agent']['target']"
+#: gRPC metadata the upstream (per-attempt) filter sends: its streams are Attempts.
+STAGE_METADATA = "x-edge-agent-stage"
+_CONTINUE = Continue()
+
+
+class AttemptLog:
+    """Which targets' attempts reported an answer, per request id (x-request-id).
+
+    Read once by the downstream Exchange when the final answer arrives; bounded, so
+    requests that never finish cannot make it grow.
+    """
+
+    def __init__(self, max_requests: int = 10_000) -> None:
+        self._seen: OrderedDict[str, set[str]] = OrderedDict()
+        self._max = max_requests
+
+    def reported(self, request_id: str, key: str) -> None:
+        if not request_id:
+            return
+        keys = self._seen.get(request_id)
+        if keys is None:
+            keys = self._seen[request_id] = set()
+            if len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+        keys.add(key)
+
+    def pop(self, request_id: str) -> set[str]:
+        return self._seen.pop(request_id, set())
+
+
+class Attempt:
+    __slots__ = (
+        "_leg",
+        "_query",
+        "_sent_at",
+        "_status",
+        "agent",
+        "done",
+        "endpoint",
+        "key",
+        "path",
+        "request_id",
+        "target",
+    )
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.key = ""
+        self.target: Target | None = None
+        self.endpoint: Endpoint | None = None
+        self.path = ""
+        self._query = ""
+        self._leg: ProviderLeg | None = None
+        self._sent_at = 0.0
+        self._status: str | None = None
+        self.request_id = ""
+        self.done = False
+
+    def request_headers(self, headers: Mapping[str, str], target_key: str) -> Decision:
+        self.key = target_key
+        self.request_id = headers.get("x-request-id", "")
+        self.path, _, self._query = headers.get(":path", "").partition("?")
+        self.endpoint = ENDPOINT_BY_PATH.get(self.path)
+        self.target = self.agent.router.target(target_key)
+        if self.target is None or self.endpoint is None:
+            # Only a misconfigured chain gets here (a disabled provider, a hand-written
+            # filter); Envoy does not retry an upstream filter's own answer.
+            log.error("failover attempt to unusable target %r for %s", target_key, self.path)
+            return self._error(
+                errors.service_unavailable(
+                    f"The failover target '{target_key}' is not usable by the edge agent "
+                    "(its provider is disabled or unknown); tell the gateway's operator.",
+                    code="no_available_provider",
+                )
+            )
+        return _CONTINUE
+
+    def request_body(self, body: bytes) -> Decision:
+        assert self.target is not None and self.endpoint is not None
+        try:
+            if self.endpoint is Endpoint.MESSAGES:
+                req = anthropic.parse_request(body)
+            else:
+                req = parse_request(self.endpoint, body)
+            leg = self._leg = ProviderLeg(self.agent, self.target, req, req.model)
+            set_headers, new_body = leg.request_changes(self._query)
+        except ApiError as exc:
+            return self._error(exc)
+        if new_body is None:
+            # Set even when unchanged: an earlier attempt's length may still be there.
+            set_headers.append(("content-length", str(len(body))))
+        injected = {name for name, _ in set_headers}
+        self._sent_at = self.agent.clock()
+        return Continue(
+            set_headers=set_headers,
+            remove_headers=[h for h in CREDENTIAL_HEADERS if h not in injected],
+            body=new_body,
+        )
+
+    def response_headers(self, headers: Mapping[str, str]) -> Decision:
+        status = self._status = headers.get(":status", "")
+        self._report(status, headers)
+        leg = self._leg
+        if leg is None:
+            self.done = True
+            return _CONTINUE
+        set_headers, remove, want = leg.response_headers(status, headers)
+        decision = Continue(set_headers=set_headers, remove_headers=remove)
+        if want is not None:
+            decision.response_body_mode = BodyMode.STREAMED if want else BodyMode.BUFFERED
+            decision.set_headers.append((METERED_HEADER, "1"))
+        elif (
+            status == "200"
+            and headers.get("content-encoding", "identity").lower() == "identity"
+            and headers.get("content-type", "").startswith(JSON)
+        ):
+            decision.response_body_mode = BodyMode.BUFFERED  # read for its usage
+            decision.set_headers.append((METERED_HEADER, "1"))
+        self.done = decision.response_body_mode is None
+        return decision
+
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
+        if end_of_stream:
+            self.done = True
+        leg = self._leg
+        assert leg is not None
+        out = leg.response_body(chunk, end_of_stream, self._status or "")
+        if out is not None:
+            return Continue(body=out, chunk=leg.stream_out is not None)
+        if end_of_stream and self._status == "200":
+            leg.count_usage(usage_of(chunk, client_schema_of(leg.endpoint)))
+        return _CONTINUE
+
+    def close(self) -> None:
+        """The attempt's stream ended. One that got no answer reports nothing: Envoy may
+        cancel it before its first message, so the downstream Exchange, which sees which
+        target finally answered, judges the attempts that never reported (see
+        `Exchange._judge_silent_attempts`)."""
+
+    def _report(self, status: str, headers: Mapping[str, str]) -> None:
+        target = self.target
+        if target is None or not self._sent_at:
+            return
+        self.agent.attempts.reported(self.request_id, target.key)
+        elapsed = self.agent.clock() - self._sent_at
+        self.agent.metrics.upstream_seconds.labels(target.provider.name).observe(elapsed)
+        code = int(status) if status.isascii() and status.isdigit() else 0
+        if code == 429 or code >= 500:
+            kind = "rate_limited" if code == 429 else "status"
+            retry_after = parse_retry_after(headers.get("retry-after"), time.time())
+            target.health.on_failure(kind, code, retry_after)
+            self.agent.metrics.failover_attempts.labels(target.key, str(code)).inc()
+        else:
+            streamed = self._leg is not None and self._leg.request.stream
+            target.health.on_success(elapsed, elapsed if streamed else None)
+
+    def _error(self, exc: ApiError) -> Respond:
+        self.done = True
+        schema = client_schema_of(self.endpoint) if self.endpoint else "openai"
+        body = anthropic.error_body(exc) if schema == "anthropic" else exc.body()
+        return Respond(exc.status, [("content-type", JSON), *exc.headers], body)

@@ -1,0 +1,202 @@
+"""The provider side of one request attempt, sans-IO.
+
+A `ProviderLeg` knows one target: it turns the client's request into what that provider
+takes (path, credentials, body in the provider's schema) and the provider's answer back
+into the client's schema (whole bodies, errors, SSE chunk by chunk), and meters the
+usage it reads. The downstream `Exchange` uses one when it routes a request to a single
+target itself; the upstream `Attempt` (attempt.py) uses one per failover attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import orjson
+
+from edge_agent.api import errors, translate
+from edge_agent.api.openai import Endpoint, ParsedRequest
+from edge_agent.providers.base import CLIENT_ONLY_HEADERS
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+    from edge_agent.routing.router import Target
+
+log = logging.getLogger("edge_agent.leg")
+
+PROVIDER_HEADER = "x-edge-agent-provider"  # who answered: provider name...
+MODEL_HEADER = "x-edge-agent-model"  # ...and the provider's model
+EVENT_STREAM = "text/event-stream"
+JSON = "application/json"
+TOO_DEEP = errors.invalid_request(
+    "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
+)
+# Every header some provider's credentials use: reset on each attempt, so a retry never
+# carries the previous provider's key (Envoy keeps upstream header changes across tries).
+CREDENTIAL_HEADERS = (*CLIENT_ONLY_HEADERS, "x-envoy-original-host")
+
+
+def client_schema_of(endpoint: Endpoint) -> str:
+    return "anthropic" if endpoint is Endpoint.MESSAGES else "openai"
+
+
+class ProviderLeg:
+    __slots__ = (
+        "agent",
+        "client_schema",
+        "endpoint",
+        "label",
+        "request",
+        "stream_out",
+        "target",
+        "translate",
+        "translate_body",
+    )
+
+    def __init__(self, agent: Agent, target: Target, request: ParsedRequest, label: str) -> None:
+        self.agent = agent
+        self.target = target
+        self.request = request
+        self.endpoint = request.endpoint
+        self.client_schema = client_schema_of(request.endpoint)
+        self.label = label  # the client-facing model (metric label)
+        # Set when the provider speaks another schema than the client (api/translate.py):
+        self.translate: str | None = None  # "to_openai" or "to_anthropic" (the answer)
+        self.translate_body = False  # a whole answer (JSON or error) to translate
+        self.stream_out: translate.StreamTranslator | None = None
+
+    # ---- request -----------------------------------------------------------------------
+    def request_changes(self, query: str) -> tuple[list[tuple[str, str]], bytes | None]:
+        """(headers to set, new body or None): path, credentials and the provider's body."""
+        req, target = self.request, self.target
+        adapter = target.adapter
+        endpoint = self.endpoint
+        try:
+            if adapter.schema == self.client_schema:
+                body = (
+                    orjson.dumps({**req.body, "model": target.model})
+                    if target.model != req.model
+                    else None
+                )
+            elif endpoint is Endpoint.CHAT and adapter.schema == "anthropic":
+                body = orjson.dumps(translate.chat_to_messages(req.body, target.model))
+                endpoint, self.translate = Endpoint.MESSAGES, "to_openai"
+            elif endpoint is Endpoint.MESSAGES and adapter.schema == "openai":
+                body = orjson.dumps(translate.messages_to_chat(req.body, target.model))
+                endpoint, self.translate = Endpoint.CHAT, "to_anthropic"
+            else:
+                raise errors.invalid_request(
+                    f"Model '{req.model}' is served by provider '{target.provider.name}' "
+                    f"(type {target.provider.type}), which has no counterpart of "
+                    f"/v1/{self.endpoint.value.replace('.', '/')}. Use a model served by a "
+                    "provider that has one.",
+                    code="unsupported_endpoint",
+                )
+        except orjson.JSONEncodeError:
+            # orjson reads 1024 nesting levels but writes only 254.
+            raise TOO_DEEP from None
+        headers = [
+            (":path", adapter.upstream_path(endpoint, query)),
+            *adapter.auth_headers(target.api_key),
+        ]
+        if self.translate is not None:
+            headers.append(("accept-encoding", "identity"))  # compressed: untranslatable
+        return headers, body
+
+    # ---- answer ------------------------------------------------------------------------
+    def response_headers(
+        self, status: str, headers: Mapping[str, str]
+    ) -> tuple[list[tuple[str, str]], list[str], bool | None]:
+        """(set, remove, body wanted: None = no, False = whole body, True = streamed)."""
+        target = self.target
+        set_headers = [(PROVIDER_HEADER, target.provider.name), (MODEL_HEADER, target.model)]
+        remove: list[str] = []
+        want: bool | None = None
+        identity = headers.get("content-encoding", "identity").lower() == "identity"
+        if self.translate is not None and identity:
+            if status == "200" and headers.get("content-type", "").startswith(EVENT_STREAM):
+                self.stream_out = (
+                    translate.MessagesStreamToChat(target.model, self.request.include_usage)
+                    if self.translate == "to_openai"
+                    else translate.ChatStreamToMessages(target.model)
+                )
+                remove.append("content-length")  # the length changes
+                want = True
+            else:
+                self.translate_body = True  # answers and errors alike
+                want = False
+        return set_headers, remove, want
+
+    def response_body(self, chunk: bytes, end_of_stream: bool, status: str) -> bytes | None:
+        """The chunk as the client must see it (None: unchanged)."""
+        if self.stream_out is not None:
+            out = self.stream_out.feed(chunk)
+            if end_of_stream:
+                self.count_usage(self.stream_out.usage)
+            return out
+        if self.translate_body:
+            return self._translate_whole(chunk, status)
+        return None
+
+    def _translate_whole(self, body: bytes, status: str) -> bytes:
+        to_openai = self.translate == "to_openai"
+        if status != "200":
+            code = int(status) if status.isascii() and status.isdigit() else 502
+            if to_openai:
+                return translate.error_to_openai(code, body)
+            return translate.error_to_anthropic(code, body)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            log.warning("provider %s sent a 200 answer that is not JSON", self.target.provider.name)
+            return body
+        if not isinstance(parsed, dict):
+            return body
+        model = self.target.model
+        if to_openai:
+            out = translate.message_to_completion(parsed, model)
+            self.count_usage(out.get("usage"))
+        else:
+            out = translate.completion_to_message(parsed, model)
+            self.count_usage(parsed.get("usage"))
+        return orjson.dumps(out)
+
+    def count_usage(self, usage: object) -> None:
+        """Tokens and cost of one provider answer, from its OpenAI-shaped usage."""
+        m = self.agent.metrics
+        target = self.target
+        provider = target.provider.name
+        tokens = tokens_of(usage)
+        if tokens is None:
+            m.usage_missing.labels(self.label, provider).inc()
+            return
+        m.tokens.labels(self.label, provider, "input").inc(tokens[0])
+        m.tokens.labels(self.label, provider, "output").inc(tokens[1])
+        price = target.provider.model(target.model)
+        if price is None or (price.input_per_mtok == 0 and price.output_per_mtok == 0):
+            m.usage_unpriced.labels(self.label, provider).inc()
+            return
+        cost = tokens[0] * price.input_per_mtok + tokens[1] * price.output_per_mtok
+        m.cost.labels(self.label, provider).inc(cost / 1_000_000)
+
+
+def tokens_of(usage: object) -> tuple[int, int] | None:
+    """(input, output) from an OpenAI-shaped usage object; None when absent or malformed."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
+        return None
+    return prompt, completion
+
+
+def usage_of(body: bytes, schema: str) -> object:
+    """The usage object of a whole JSON answer, OpenAI-shaped."""
+    try:
+        usage = orjson.loads(body).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if schema == "anthropic" and isinstance(usage, dict):
+        return translate.openai_usage(usage)
+    return usage
