@@ -30,16 +30,16 @@ CONFIG_ENV = "EDGE_AGENT_CONFIG"
 
 # Provider types the config contract knows. Those not implemented yet are refused with a
 # clear message instead of half-working.
-IMPLEMENTED_PROVIDER_TYPES = ("openai", "openai_compatible", "anthropic")
-PLANNED_PROVIDER_TYPES = (
+IMPLEMENTED_PROVIDER_TYPES = (
+    "openai",
+    "openai_compatible",
+    "anthropic",
     "azure_openai",
-    "gemini",
-    "bedrock",
     "mistral",
     "groq",
     "together",
-    "cohere",
 )
+PLANNED_PROVIDER_TYPES = ("gemini", "bedrock", "cohere")
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")
 
@@ -107,6 +107,10 @@ class Provider(_Strict):
     api_key_env: str | None = None
     models: list[ProviderModel] = Field(default_factory=list)
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    # azure_openai only: the data-plane api-version query (default 2024-10-21).
+    api_version: (
+        Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")] | None
+    ) = None
     connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     @field_validator("name")
@@ -157,6 +161,12 @@ class Provider(_Strict):
         if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
             raise ValueError(f"expected an environment variable name, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _api_version_for_azure_only(self) -> Provider:
+        if self.api_version is not None and self.type != "azure_openai":
+            raise ValueError(f"api_version: only azure_openai providers take one ({self.type!r})")
+        return self
 
     @model_validator(mode="after")
     def _unique_models(self) -> Provider:

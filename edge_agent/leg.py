@@ -97,7 +97,7 @@ class ProviderLeg:
             # orjson reads 1024 nesting levels but writes only 254.
             raise TOO_DEEP from None
         headers = [
-            (":path", adapter.upstream_path(endpoint, query)),
+            (":path", adapter.upstream_path(endpoint, target.model, query)),
             *adapter.auth_headers(target.api_key),
         ]
         if self.translate is not None:

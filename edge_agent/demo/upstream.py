@@ -282,6 +282,19 @@ def _mask_key(key: str) -> str:
     return key[:3] + "*" * 8 + key[-4:] if len(key) > 8 else "*" * len(key)
 
 
+_AZURE_PATH = re.compile(r"^/openai/deployments/[^/]+/(chat/completions|completions|embeddings)$")
+
+
+def _azure_endpoint(method: str, path: str) -> str | None:
+    # Azure OpenAI: /openai/deployments/{deployment}/{operation}?api-version=...
+    match = _AZURE_PATH.match(path) if method == "POST" else None
+    if match is None:
+        return None
+    return {"chat/completions": "chat", "completions": "completions"}.get(
+        match.group(1), "embeddings"
+    )
+
+
 def _endpoint(method: str, path: str) -> str | None:
     # Matching on the suffix lets base URLs such as http://host/openai/v1 work unchanged.
     if method == "POST":
@@ -318,8 +331,11 @@ class FakeOpenAI:
         port: int = 0,
         label: str = "demo upstream",
         record: bool = True,
+        azure: bool = False,
     ) -> None:
         self.name = name
+        # Azure OpenAI's wire format: deployment paths, `api-version`, `api-key` header.
+        self.azure = azure
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -459,15 +475,19 @@ class FakeOpenAI:
             self.requests.append(RecordedRequest(method, path, request.query_string, headers, body))
         if self.delay_s > 0:
             await asyncio.sleep(self.delay_s)
-        endpoint = _endpoint(method, path)
+        endpoint = _azure_endpoint(method, path) if self.azure else _endpoint(method, path)
         if endpoint is None:
             return self._error(404, f"Invalid URL ({method} {path})")
+        if self.azure and "api-version" not in request.query:
+            return self._error(404, "Resource not found (the api-version query is required)")
         if self._failures:
             failure = self._take_failure()
             if failure is not None:
                 return self._failure_response(failure)
         if self.api_key is not None:
             given = request.headers.get("Authorization", "")
+            if self.azure:
+                given = f"Bearer {request.headers.get('api-key', '')}"
             if given != f"Bearer {self.api_key}":
                 key = given.removeprefix("Bearer ").strip()
                 return self._error(

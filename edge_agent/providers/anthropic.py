@@ -16,7 +16,7 @@ class AnthropicAdapter:
         # base_url is what you would give the Anthropic SDK: a host, without /v1.
         self._base = provider.base_path.removesuffix("/v1")
 
-    def upstream_path(self, endpoint: Endpoint, query: str = "") -> str:
+    def upstream_path(self, endpoint: Endpoint, model: str, query: str = "") -> str:
         path = f"{self._base}/v1/messages"
         return f"{path}?{query}" if query else path
 

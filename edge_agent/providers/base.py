@@ -37,7 +37,7 @@ class ProviderAdapter(Protocol):
     schema: Schema
     endpoints: frozenset[Endpoint]  # what it serves in its own schema
 
-    def upstream_path(self, endpoint: Endpoint, query: str = "") -> str:
+    def upstream_path(self, endpoint: Endpoint, model: str, query: str = "") -> str:
         """The provider's path for `endpoint` (an endpoint of the provider's schema)."""
         ...
 

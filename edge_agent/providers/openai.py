@@ -22,7 +22,7 @@ class OpenAIAdapter:
         # "http://vllm:8000/v1", ".../v1beta/openai"); a bare host means the usual /v1.
         self._base = provider.base_path or "/v1"
 
-    def upstream_path(self, endpoint: Endpoint, query: str = "") -> str:
+    def upstream_path(self, endpoint: Endpoint, model: str, query: str = "") -> str:
         path = self._base + _PATHS[endpoint]
         return f"{path}?{query}" if query else path
 

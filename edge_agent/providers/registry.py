@@ -6,11 +6,19 @@ from collections.abc import Callable
 
 from edge_agent.config import Provider
 from edge_agent.providers.anthropic import AnthropicAdapter
+from edge_agent.providers.azure_openai import AzureOpenAIAdapter
 from edge_agent.providers.base import ProviderAdapter
 from edge_agent.providers.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, Callable[[Provider], ProviderAdapter]] = {
     "openai": OpenAIAdapter,
     "openai_compatible": OpenAIAdapter,
+    # Hosted APIs that speak OpenAI's chat wire format with Bearer keys; base_url as in
+    # their docs: https://api.mistral.ai/v1, https://api.groq.com/openai/v1,
+    # https://api.together.xyz/v1.
+    "mistral": OpenAIAdapter,
+    "groq": OpenAIAdapter,
+    "together": OpenAIAdapter,
+    "azure_openai": AzureOpenAIAdapter,
     "anthropic": AnthropicAdapter,
 }

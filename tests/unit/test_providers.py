@@ -23,12 +23,12 @@ from edge_agent.providers.base import build_adapter
 )
 def test_base_url_follows_the_openai_sdk_convention(base_url: str, expected: str) -> None:
     adapter = build_adapter(Provider(name="p", type="openai", base_url=base_url))
-    assert adapter.upstream_path(Endpoint.CHAT) == expected
+    assert adapter.upstream_path(Endpoint.CHAT, "m") == expected
 
 
 def test_query_string_is_kept() -> None:
     adapter = build_adapter(Provider(name="p", type="openai", base_url="http://h/v1"))
-    assert adapter.upstream_path(Endpoint.EMBEDDINGS, "a=1&b=2") == ("/v1/embeddings?a=1&b=2")
+    assert adapter.upstream_path(Endpoint.EMBEDDINGS, "m", "a=1&b=2") == ("/v1/embeddings?a=1&b=2")
 
 
 def test_credentials() -> None:
@@ -48,5 +48,5 @@ def test_credentials() -> None:
 def test_anthropic_paths_and_headers(base_url: str, expected: str) -> None:
     adapter = build_adapter(Provider(name="c", type="anthropic", base_url=base_url))
     assert adapter.schema == "anthropic"
-    assert adapter.upstream_path(Endpoint.MESSAGES) == expected
+    assert adapter.upstream_path(Endpoint.MESSAGES, "m") == expected
     assert adapter.auth_headers("k") == [("anthropic-version", "2023-06-01"), ("x-api-key", "k")]

@@ -1,0 +1,120 @@
+"""Every implemented provider type against a fake that speaks its wire format, through
+`edge-agent run` (real Envoy + agent) with the official `openai` SDK: JSON and streams,
+the provider's own path and credential header, and nothing of the client's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.demo.upstream import FakeOpenAIThread
+from tests.fakes.anthropic import FakeAnthropicThread
+from tests.helpers import Gateway, listen_block, running_gateway
+
+openai = pytest.importorskip("openai")
+
+
+@dataclass(frozen=True)
+class Case:
+    type: str
+    base_path: str  # appended to the fake's URL
+    chat_path: str  # what the provider must receive
+    auth: tuple[str, str]  # header the provider must receive (value with {key})
+    extra: dict[str, Any] | None = None
+
+
+CASES = {
+    "openai": Case("openai", "", "/v1/chat/completions", ("authorization", "Bearer {key}")),
+    "openai_compatible": Case(
+        "openai_compatible", "/v1", "/v1/chat/completions", ("authorization", "Bearer {key}")
+    ),
+    "mistral": Case("mistral", "/v1", "/v1/chat/completions", ("authorization", "Bearer {key}")),
+    "groq": Case(
+        "groq", "/openai/v1", "/openai/v1/chat/completions", ("authorization", "Bearer {key}")
+    ),
+    "together": Case("together", "/v1", "/v1/chat/completions", ("authorization", "Bearer {key}")),
+    "azure_openai": Case(
+        "azure_openai",
+        "",
+        "/openai/deployments/dep-1/chat/completions",
+        ("api-key", "{key}"),
+        {"api_version": "2024-10-21"},
+    ),
+    "anthropic": Case("anthropic", "", "/v1/messages", ("x-api-key", "{key}")),
+}
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[dict[str, Any]]:
+    threads: dict[str, Any] = {}
+    for name in CASES:
+        key = f"sk-{name}"
+        if name == "anthropic":
+            threads[name] = FakeAnthropicThread(name=name, api_key=key)
+        else:
+            threads[name] = FakeOpenAIThread(name=name, api_key=key, azure=name == "azure_openai")
+    started = {name: t.start() for name, t in threads.items()}
+    try:
+        yield started
+    finally:
+        for t in threads.values():
+            t.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(fakes: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    providers, models, env = [], [], {}
+    for name, case in CASES.items():
+        model = "dep-1" if name == "azure_openai" else f"{name}-model"
+        providers.append(
+            {
+                "name": name.replace("_", "-"),
+                "type": case.type,
+                "base_url": fakes[name].url + case.base_path,
+                "api_key_env": f"{name.upper()}_KEY",
+                **(case.extra or {}),
+            }
+        )
+        models.append({"name": f"via-{name}", "targets": [f"{name.replace('_', '-')}/{model}"]})
+        env[f"{name.upper()}_KEY"] = f"sk-{name}"
+    config = {
+        "listen": listen_block(),
+        "providers": providers,
+        "models": models,
+        "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
+    }
+    tmp: Path = tmp_path_factory.mktemp("types")
+    with running_gateway(tmp, config, env) as gateway:
+        yield gateway
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_json_and_stream_reach_the_provider_in_its_wire_format(
+    name: str, gw: Gateway, fakes: dict[str, Any]
+) -> None:
+    case = CASES[name]
+    fake = fakes[name]
+    fake.reset()
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="client-key", max_retries=0)
+    messages = [{"role": "user", "content": f"hello from {name}"}]
+    reply = client.chat.completions.create(model=f"via-{name}", messages=messages, max_tokens=40)
+    assert f"hello from {name}" in (reply.choices[0].message.content or "")
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0
+    stream = client.chat.completions.create(
+        model=f"via-{name}", messages=messages, max_tokens=40, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert f"hello from {name}" in streamed
+    assert len(fake.requests) == 2
+    for seen in fake.requests:
+        assert seen.path == case.chat_path
+        header, value = case.auth
+        assert seen.headers[header] == value.format(key=f"sk-{name}")
+        if header != "authorization":
+            assert "authorization" not in seen.headers  # the client's key never leaves
+    if name == "azure_openai":
+        assert "api-version=2024-10-21" in fake.requests[0].query
