@@ -119,7 +119,7 @@ class Attempt:
             else:
                 req = parse_request(self.endpoint, body)
             leg = self._leg = ProviderLeg(self.agent, self.target, req, req.model)
-            set_headers, new_body = leg.request_changes(self._query)
+            set_headers, new_body = leg.request_changes(self._query, body)
         except ApiError as exc:
             return self._error(exc)
         if new_body is None:

@@ -104,6 +104,7 @@ class Exchange:
         "_leg",
         "_metered_upstream",
         "_policy",
+        "_raw",
         "_scope",
         "_semantic",
         "_sent_at",
@@ -149,6 +150,7 @@ class Exchange:
         self._closed = False
         self.client_schema = "openai"
         self._body_bytes = 0
+        self._raw = b""  # the client's body, for providers that sign what they are sent
         self._leg: ProviderLeg | None = None  # the provider side, when routed to one target
         self.chained = ""  # the failover chain routed to: attempts are handled upstream
         self._metered_upstream = False  # usage already counted by a leg or the upstream filter
@@ -194,6 +196,7 @@ class Exchange:
             return self._error(_PARTIAL_BODY)
         try:
             self._body_bytes = len(body)
+            self._raw = body
             if self.endpoint is Endpoint.MESSAGES:
                 req = self.request = anthropic.parse_request(body)
             else:
@@ -266,10 +269,10 @@ class Exchange:
             new_body = None
         else:
             leg = self._leg = ProviderLeg(agent, target, req, self.model)
-            provider_headers, new_body = leg.request_changes(self.query)
+            provider_headers, new_body = leg.request_changes(self.query, self._raw)
             set_headers = [(agent.config.envoy.routing_header, target.provider.name)]
             set_headers += provider_headers
-            if caching and leg.translate is None:
+            if caching and not leg.translating:
                 # A compressed answer could not be parsed for the cache.
                 set_headers.append(("accept-encoding", "identity"))
         injected = {name for name, _ in set_headers}

@@ -50,8 +50,8 @@ class ProviderLeg:
         "request",
         "stream_out",
         "target",
-        "translate",
         "translate_body",
+        "translating",
     )
 
     def __init__(self, agent: Agent, target: Target, request: ParsedRequest, label: str) -> None:
@@ -61,13 +61,14 @@ class ProviderLeg:
         self.endpoint = request.endpoint
         self.client_schema = client_schema_of(request.endpoint)
         self.label = label  # the client-facing model (metric label)
-        # Set when the provider speaks another schema than the client (api/translate.py):
-        self.translate: str | None = None  # "to_openai" or "to_anthropic" (the answer)
+        # The provider speaks another schema than the client: every answer is translated,
+        # through the OpenAI chat format (the pivot) when neither side speaks it.
+        self.translating = False
         self.translate_body = False  # a whole answer (JSON or error) to translate
         self.stream_out: translate.StreamTranslator | None = None
 
     # ---- request -----------------------------------------------------------------------
-    def request_changes(self, query: str) -> tuple[list[tuple[str, str]], bytes | None]:
+    def request_changes(self, query: str, raw: bytes) -> tuple[list[tuple[str, str]], bytes | None]:
         """(headers to set, new body or None): path, credentials and the provider's body."""
         req, target = self.request, self.target
         adapter = target.adapter
@@ -79,12 +80,17 @@ class ProviderLeg:
                     if target.model != req.model
                     else None
                 )
-            elif endpoint is Endpoint.CHAT and adapter.schema == "anthropic":
-                body = orjson.dumps(translate.chat_to_messages(req.body, target.model))
-                endpoint, self.translate = Endpoint.MESSAGES, "to_openai"
-            elif endpoint is Endpoint.MESSAGES and adapter.schema == "openai":
-                body = orjson.dumps(translate.messages_to_chat(req.body, target.model))
-                endpoint, self.translate = Endpoint.CHAT, "to_anthropic"
+            elif endpoint in (Endpoint.CHAT, Endpoint.MESSAGES):
+                chat = (
+                    req.body
+                    if self.client_schema == "openai"
+                    else translate.messages_to_chat(req.body, target.model)
+                )
+                if adapter.codec is None:
+                    body = orjson.dumps({**chat, "model": target.model})
+                else:
+                    body = orjson.dumps(adapter.codec.request_from_chat(chat, target.model))
+                endpoint, self.translating = Endpoint.CHAT, True
             else:
                 raise errors.invalid_request(
                     f"Model '{req.model}' is served by provider '{target.provider.name}' "
@@ -96,11 +102,12 @@ class ProviderLeg:
         except orjson.JSONEncodeError:
             # orjson reads 1024 nesting levels but writes only 254.
             raise TOO_DEEP from None
+        path = adapter.upstream_path(endpoint, target.model, query, req.stream)
         headers = [
-            (":path", adapter.upstream_path(endpoint, target.model, query)),
-            *adapter.auth_headers(target.api_key),
+            (":path", path),
+            *adapter.auth_headers(target.api_key, path=path, body=raw if body is None else body),
         ]
-        if self.translate is not None:
+        if self.translating:
             headers.append(("accept-encoding", "identity"))  # compressed: untranslatable
         return headers, body
 
@@ -114,25 +121,36 @@ class ProviderLeg:
         remove: list[str] = []
         want: bool | None = None
         identity = headers.get("content-encoding", "identity").lower() == "identity"
-        if self.translate is not None and identity:
-            if status == "200" and headers.get("content-type", "").startswith(EVENT_STREAM):
-                self.stream_out = (
-                    translate.MessagesStreamToChat(target.model, self.request.include_usage)
-                    if self.translate == "to_openai"
-                    else translate.ChatStreamToMessages(target.model)
-                )
+        if self.translating and identity:
+            content_type = headers.get("content-type", "")
+            if status == "200" and self.request.stream and not content_type.startswith(JSON):
+                self.stream_out = self._stream_translator()
                 remove.append("content-length")  # the length changes
+                set_headers.append(("content-type", EVENT_STREAM))
                 want = True
             else:
                 self.translate_body = True  # answers and errors alike
                 want = False
         return set_headers, remove, want
 
+    def _stream_translator(self) -> translate.StreamTranslator:
+        model = self.target.model
+        codec = self.target.adapter.codec
+        to_client = self.client_schema == "anthropic"
+        if codec is None:
+            return translate.ChatStreamToMessages(model)  # an OpenAI stream, anthropic client
+        # The Messages events need the usage chunk: ask for it when the client is anthropic.
+        to_chat = codec.stream_to_chat(model, to_client or self.request.include_usage)
+        if to_client:
+            return translate.Chain(to_chat, translate.ChatStreamToMessages(model))
+        return to_chat
+
     def response_body(self, chunk: bytes, end_of_stream: bool, status: str) -> bytes | None:
         """The chunk as the client must see it (None: unchanged)."""
         if self.stream_out is not None:
             out = self.stream_out.feed(chunk)
             if end_of_stream:
+                out += self.stream_out.finish()
                 self.count_usage(self.stream_out.usage)
             return out
         if self.translate_body:
@@ -140,12 +158,12 @@ class ProviderLeg:
         return None
 
     def _translate_whole(self, body: bytes, status: str) -> bytes:
-        to_openai = self.translate == "to_openai"
+        codec = self.target.adapter.codec
+        to_client = self.client_schema == "anthropic"
         if status != "200":
             code = int(status) if status.isascii() and status.isdigit() else 502
-            if to_openai:
-                return translate.error_to_openai(code, body)
-            return translate.error_to_anthropic(code, body)
+            error = codec.error_to_chat(code, body) if codec is not None else body
+            return translate.error_to_anthropic(code, error) if to_client else error
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -154,12 +172,9 @@ class ProviderLeg:
         if not isinstance(parsed, dict):
             return body
         model = self.target.model
-        if to_openai:
-            out = translate.message_to_completion(parsed, model)
-            self.count_usage(out.get("usage"))
-        else:
-            out = translate.completion_to_message(parsed, model)
-            self.count_usage(parsed.get("usage"))
+        chat = codec.response_to_chat(parsed, model) if codec is not None else parsed
+        self.count_usage(chat.get("usage"))
+        out = translate.completion_to_message(chat, model) if to_client else chat
         return orjson.dumps(out)
 
     def count_usage(self, usage: object) -> None:

@@ -579,7 +579,10 @@ def _error_parts(body: bytes, *, anthropic: bool) -> tuple[str, str | None]:
 
 
 class StreamTranslator:
-    """Provider SSE bytes in, client SSE bytes out, chunk by chunk (no buffering)."""
+    """Provider stream bytes in, client SSE bytes out, chunk by chunk (no buffering).
+
+    Subclasses implement `_event` for SSE sources, or override `feed` for others.
+    """
 
     def __init__(self) -> None:
         self._parser = SSEParser()
@@ -591,6 +594,11 @@ class StreamTranslator:
         for event in self._parser.feed(chunk):
             out += self._event(event.event, event.data)
         return bytes(out)
+
+    def finish(self) -> bytes:
+        """Bytes owed at the end of the provider's stream (for schemas that end a stream
+        by closing it rather than with a final event)."""
+        return b""
 
     def _event(self, name: str | None, data: str) -> bytes:
         raise NotImplementedError
@@ -815,3 +823,25 @@ class ChatStreamToMessages(StreamTranslator):
         )
         out += self._ev("message_stop", {})
         return bytes(out)
+
+
+class Chain(StreamTranslator):
+    """Two translators in a row: provider → OpenAI chunks → the client's schema."""
+
+    def __init__(self, first: StreamTranslator, second: StreamTranslator) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = self.second.feed(self.first.feed(chunk))
+        self._sync()
+        return out
+
+    def finish(self) -> bytes:
+        out = self.second.feed(self.first.finish()) + self.second.finish()
+        self._sync()
+        return out
+
+    def _sync(self) -> None:
+        self.usage = self.first.usage  # OpenAI-shaped: the pivot's
+        self.finished = self.second.finished

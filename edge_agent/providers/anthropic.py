@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from edge_agent.api import translate
 from edge_agent.api.anthropic import ANTHROPIC_VERSION
 from edge_agent.api.openai import Endpoint
+from edge_agent.api.translate import StreamTranslator
 from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
+
+
+class AnthropicCodec:
+    """Messages ⇄ OpenAI chat (the mapping itself is in api/translate.py)."""
+
+    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
+        return translate.chat_to_messages(chat, model)
+
+    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return translate.message_to_completion(body, model)
+
+    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator:
+        return translate.MessagesStreamToChat(model, include_usage)
+
+    def error_to_chat(self, status: int, body: bytes) -> bytes:
+        return translate.error_to_openai(status, body)
 
 
 class AnthropicAdapter:
     schema: Schema = "anthropic"
     endpoints = frozenset({Endpoint.MESSAGES})
+    codec = AnthropicCodec()
 
     def __init__(self, provider: Provider) -> None:
         # base_url is what you would give the Anthropic SDK: a host, without /v1.
         self._base = provider.base_path.removesuffix("/v1")
 
-    def upstream_path(self, endpoint: Endpoint, model: str, query: str = "") -> str:
+    def upstream_path(
+        self, endpoint: Endpoint, model: str, query: str = "", stream: bool = False
+    ) -> str:
         path = f"{self._base}/v1/messages"
         return f"{path}?{query}" if query else path
 
-    def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]:
+    def auth_headers(
+        self, api_key: str | None, *, path: str = "", body: bytes = b""
+    ) -> list[tuple[str, str]]:
         headers = [("anthropic-version", ANTHROPIC_VERSION)]
         if api_key:
             headers.append(("x-api-key", api_key))

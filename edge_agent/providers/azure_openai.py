@@ -23,6 +23,7 @@ _OPERATIONS = {
 
 class AzureOpenAIAdapter:
     schema: Schema = "openai"
+    codec = None
     endpoints = frozenset(_OPERATIONS)
 
     def __init__(self, provider: Provider) -> None:
@@ -30,10 +31,14 @@ class AzureOpenAIAdapter:
         self._base = provider.base_path.removesuffix("/openai")
         self._version = provider.api_version or DEFAULT_API_VERSION
 
-    def upstream_path(self, endpoint: Endpoint, model: str, query: str = "") -> str:
+    def upstream_path(
+        self, endpoint: Endpoint, model: str, query: str = "", stream: bool = False
+    ) -> str:
         path = f"{self._base}/openai/deployments/{quote(model, safe='')}/{_OPERATIONS[endpoint]}"
         extra = f"&{query}" if query else ""
         return f"{path}?api-version={quote(self._version, safe='')}{extra}"
 
-    def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]:
+    def auth_headers(
+        self, api_key: str | None, *, path: str = "", body: bytes = b""
+    ) -> list[tuple[str, str]]:
         return [("api-key", api_key)] if api_key else []

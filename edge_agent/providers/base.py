@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Any, Protocol
 
 from edge_agent.api.openai import Endpoint
+from edge_agent.api.translate import StreamTranslator
 from edge_agent.config import Provider
 
-#: The wire schemas the agent translates between (api/translate.py).
-Schema = Literal["openai", "anthropic"]
+#: The wire schemas: "openai" is the pivot every other one translates to and from.
+Schema = str
 
 # What a client may send that must never reach a provider under the gateway's key:
 # credentials, and headers that pick the account the key is billed to.
@@ -31,17 +32,40 @@ PROVIDER_ONLY_HEADERS = (
 )
 
 
+class ProviderCodec(Protocol):
+    """A provider schema ⇄ the OpenAI chat format (the pivot), sans-IO.
+
+    Requests that cannot be expressed raise `ApiError` (400, naming the field); answers
+    and streams come back as OpenAI chat completions / chunks with usage.
+    """
+
+    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]: ...
+
+    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]: ...
+
+    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator: ...
+
+    def error_to_chat(self, status: int, body: bytes) -> bytes: ...
+
+
 class ProviderAdapter(Protocol):
     """How to address one provider: its schema, paths and credentials."""
 
     schema: Schema
-    endpoints: frozenset[Endpoint]  # what it serves in its own schema
+    endpoints: frozenset[Endpoint]  # what it serves in its own schema, untranslated
+    codec: ProviderCodec | None  # None for the pivot schema (openai)
 
-    def upstream_path(self, endpoint: Endpoint, model: str, query: str = "") -> str:
-        """The provider's path for `endpoint` (an endpoint of the provider's schema)."""
+    def upstream_path(
+        self, endpoint: Endpoint, model: str, query: str = "", stream: bool = False
+    ) -> str:
+        """The provider's path for `endpoint` (chat for codec providers)."""
         ...
 
-    def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]: ...
+    def auth_headers(
+        self, api_key: str | None, *, path: str = "", body: bytes = b""
+    ) -> list[tuple[str, str]]:
+        """Credential headers; signing schemes see the final path and body."""
+        ...
 
 
 def build_adapter(provider: Provider) -> ProviderAdapter:

@@ -15,6 +15,7 @@ _PATHS = {
 
 class OpenAIAdapter:
     schema: Schema = "openai"
+    codec = None
     endpoints = frozenset(_PATHS)
 
     def __init__(self, provider: Provider) -> None:
@@ -22,9 +23,13 @@ class OpenAIAdapter:
         # "http://vllm:8000/v1", ".../v1beta/openai"); a bare host means the usual /v1.
         self._base = provider.base_path or "/v1"
 
-    def upstream_path(self, endpoint: Endpoint, model: str, query: str = "") -> str:
+    def upstream_path(
+        self, endpoint: Endpoint, model: str, query: str = "", stream: bool = False
+    ) -> str:
         path = self._base + _PATHS[endpoint]
         return f"{path}?{query}" if query else path
 
-    def auth_headers(self, api_key: str | None) -> list[tuple[str, str]]:
+    def auth_headers(
+        self, api_key: str | None, *, path: str = "", body: bytes = b""
+    ) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {api_key}")] if api_key else []

@@ -88,6 +88,16 @@ def clean(fakes: dict[str, Any]) -> None:
         fake.reset()
 
 
+def wait_until_available(gw: Gateway, key: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = gw.admin_json("/admin/routing")["targets"][key]
+        if state["state"] == "closed" and not state["cooldown_remaining_s"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{key} did not become available: {state}")
+
+
 def ask(gw: Gateway, model: str, text: str, **extra: Any) -> Any:
     body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
     return post_json(f"{gw.url}/v1/chat/completions", body, {"authorization": "Bearer client"})
@@ -139,6 +149,8 @@ def test_429_with_retry_after_pauses_the_primary_then_it_gets_traffic_again(
     gw: Gateway, fakes: dict[str, Any]
 ) -> None:
     primary: FakeOpenAI = fakes["primary"]
+    wait_until_available(gw, "primary/p-chat")  # earlier tests may have left it cooling
+    primary.reset()
     primary.fail_next(429, headers={"retry-after": "2"})
     started = time.monotonic()
     first = ask(gw, "pair", "rate limited")
