@@ -111,6 +111,12 @@ class Provider(_Strict):
     api_version: (
         Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")] | None
     ) = None
+    # bedrock only: the AWS region (default: the one in base_url's host) and SigV4
+    # credentials by environment variable (api_key_env may instead hold a Bedrock API key).
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")] | None = None
+    aws_access_key_id_env: str | None = None
+    aws_secret_access_key_env: str | None = None
+    aws_session_token_env: str | None = None
     connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     @field_validator("name")
@@ -166,6 +172,28 @@ class Provider(_Strict):
     def _api_version_for_azure_only(self) -> Provider:
         if self.api_version is not None and self.type != "azure_openai":
             raise ValueError(f"api_version: only azure_openai providers take one ({self.type!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _aws_for_bedrock_only(self) -> Provider:
+        aws = (
+            "region",
+            "aws_access_key_id_env",
+            "aws_secret_access_key_env",
+            "aws_session_token_env",
+        )
+        for key in aws:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if self.type != "bedrock":
+                raise ValueError(f"{key}: only bedrock providers take one ({self.type!r})")
+            if key.endswith("_env") and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+                raise ValueError(f"{key}: expected an environment variable name, got {value!r}")
+        if (self.aws_access_key_id_env is None) != (self.aws_secret_access_key_env is None):
+            raise ValueError(
+                "aws_access_key_id_env and aws_secret_access_key_env go together: set both"
+            )
         return self
 
     @model_validator(mode="after")

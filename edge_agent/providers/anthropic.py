@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from edge_agent.api import translate
@@ -33,7 +34,7 @@ class AnthropicAdapter:
     endpoints = frozenset({Endpoint.MESSAGES})
     codec = AnthropicCodec()
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
         # base_url is what you would give the Anthropic SDK: a host, without /v1.
         self._base = provider.base_path.removesuffix("/v1")
 

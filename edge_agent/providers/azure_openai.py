@@ -6,6 +6,7 @@ go to `{base}/openai/deployments/{deployment}/{operation}?api-version=...`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from edge_agent.api.openai import Endpoint
@@ -26,7 +27,7 @@ class AzureOpenAIAdapter:
     codec = None
     endpoints = frozenset(_OPERATIONS)
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
         # base_url is the resource endpoint, https://<resource>.openai.azure.com
         self._base = provider.base_path.removesuffix("/openai")
         self._version = provider.api_version or DEFAULT_API_VERSION

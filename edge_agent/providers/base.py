@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from edge_agent.api.openai import Endpoint
@@ -68,7 +69,8 @@ class ProviderAdapter(Protocol):
         ...
 
 
-def build_adapter(provider: Provider) -> ProviderAdapter:
+def build_adapter(provider: Provider, environ: Mapping[str, str] | None = None) -> ProviderAdapter:
+    """The adapter for a provider; `environ` holds secrets beyond `api_key_env` (bedrock)."""
     from edge_agent.providers.registry import ADAPTERS
 
-    return ADAPTERS[provider.type](provider)
+    return ADAPTERS[provider.type](provider, environ or {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from edge_agent.api.openai import Endpoint
 from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
@@ -18,7 +20,7 @@ class OpenAIAdapter:
     codec = None
     endpoints = frozenset(_PATHS)
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
         # base_url is what you would give the OpenAI SDK ("https://api.groq.com/openai/v1",
         # "http://vllm:8000/v1", ".../v1beta/openai"); a bare host means the usual /v1.
         self._base = provider.base_path or "/v1"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from edge_agent.config import Provider
 from edge_agent.providers.anthropic import AnthropicAdapter
@@ -10,7 +10,7 @@ from edge_agent.providers.azure_openai import AzureOpenAIAdapter
 from edge_agent.providers.base import ProviderAdapter
 from edge_agent.providers.openai import OpenAIAdapter
 
-ADAPTERS: dict[str, Callable[[Provider], ProviderAdapter]] = {
+ADAPTERS: dict[str, Callable[[Provider, Mapping[str, str]], ProviderAdapter]] = {
     "openai": OpenAIAdapter,
     "openai_compatible": OpenAIAdapter,
     # Hosted APIs that speak OpenAI's chat wire format with Bearer keys; base_url as in

@@ -106,7 +106,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         env = os.environ if environ is None else environ
-        adapters = {p.name: build_adapter(p) for p in config.providers}
+        adapters = {p.name: build_adapter(p, env) for p in config.providers}
         self._clock = clock
         self._health: dict[str, TargetHealth] = {}  # one per provider/model, shared by routes
         self._routes: dict[str, _Route] = {}
