@@ -435,12 +435,20 @@ class DemoUpstream(_Strict):
         return v
 
 
+class RoutingConfig(_Strict):
+    # Let clients pin a request to one target (x-edge-agent-pin: provider or provider/model)
+    # or keep it off some providers (x-edge-agent-exclude: a,b). Off by default: which
+    # provider sees a prompt (and is paid for it) is the operator's call.
+    client_overrides: bool = False
+
+
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
     providers: Annotated[list[Provider], Field(min_length=1)]
     models: Annotated[list[ModelRoute], Field(min_length=1)]
     cache: CacheConfig = Field(default_factory=CacheConfig)
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -41,6 +41,9 @@ CACHE_HEADER = "x-edge-agent-cache"
 SCORE_HEADER = "x-edge-agent-cache-score"
 # Set by the upstream filter when it counted the answer's usage itself (stripped here).
 METERED_HEADER = "x-edge-agent-metered"
+# Client routing overrides (config routing.client_overrides).
+PIN_HEADER = "x-edge-agent-pin"
+EXCLUDE_HEADER = "x-edge-agent-exclude"
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 
@@ -252,13 +255,16 @@ class Exchange:
         agent = self.agent
         endpoint = self.endpoint
         assert endpoint is not None
-        target = self.target = agent.router.pick(
-            req.model, endpoint, needs_of(req, self._body_bytes)
+        pin, exclude = self._overrides()
+        choice = agent.router.pick(
+            req.model, endpoint, needs_of(req, self._body_bytes), pin, exclude
         )
+        target = self.target = choice.target
+        agent.metrics.routing_decisions.labels(self.model, target.key, choice.reason).inc()
         if self._shadow_hit is not None:
             self._count_shadow_savings(self._shadow_hit, target)
         caching = self.key is not None and self._policy is not None and self._policy.store
-        chain = agent.router.chain_cluster(req.model, target)
+        chain = agent.router.chain_cluster(req.model, target) if choice.chain else None
         if chain is not None:
             # Failover: Envoy tries the chain's targets in order; the upstream filter
             # (attempt.py) translates and authenticates each attempt. Nothing of the
@@ -279,10 +285,28 @@ class Exchange:
         self._sent_at = agent.clock()
         return Continue(
             set_headers=set_headers,
-            remove_headers=[h for h in CLIENT_ONLY_HEADERS if h not in injected],
+            remove_headers=[
+                *(h for h in CLIENT_ONLY_HEADERS if h not in injected),
+                PIN_HEADER,
+                EXCLUDE_HEADER,
+            ],
             body=new_body,
             clear_route_cache=True,
         )
+
+    def _overrides(self) -> tuple[str | None, frozenset[str]]:
+        """The client's pin / exclude headers, when the config lets clients steer."""
+        pin = self.req_headers.get(PIN_HEADER, "").strip() or None
+        raw = self.req_headers.get(EXCLUDE_HEADER, "")
+        exclude = frozenset(p.strip() for p in raw.split(",") if p.strip())
+        if (pin or exclude) and not self.agent.config.routing.client_overrides:
+            raise errors.invalid_request(
+                f"The headers {PIN_HEADER} / {EXCLUDE_HEADER} are not enabled on this "
+                "gateway (routing.client_overrides: false); remove them, or ask the "
+                "gateway's operator to enable them.",
+                code="routing_override_disabled",
+            )
+        return pin, exclude
 
     def _lookup(self, req: ParsedRequest) -> Respond | None:
         agent = self.agent

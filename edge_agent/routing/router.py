@@ -35,8 +35,10 @@ from edge_agent.routing.strategies import (
 
 log = logging.getLogger("edge_agent.routing")
 
-# Client endpoints a provider schema can serve through translation (api/translate.py).
-_TRANSLATABLE = {("openai", Endpoint.MESSAGES), ("anthropic", Endpoint.CHAT)}
+# Chat-style client endpoints translate to any chat provider through the OpenAI pivot.
+_CHAT_ENDPOINTS = (Endpoint.CHAT, Endpoint.MESSAGES)
+# Provider schemas without a JSON output mode to translate response_format to.
+_NO_JSON_MODE = frozenset({"anthropic", "bedrock"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,20 @@ class Target:
 
 
 def serves(adapter: ProviderAdapter, endpoint: Endpoint) -> bool:
-    return endpoint in adapter.endpoints or (adapter.schema, endpoint) in _TRANSLATABLE
+    if endpoint in adapter.endpoints:
+        return True
+    chat = adapter.codec is not None or Endpoint.CHAT in adapter.endpoints
+    return chat and endpoint in _CHAT_ENDPOINTS
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A routing decision: the target, why it was chosen, and whether the request may
+    fail over along the model's chain (not when the client pinned or excluded targets)."""
+
+    target: Target
+    reason: str
+    chain: bool
 
 
 def needs_of(req: ParsedRequest, body_bytes: int) -> Needs:
@@ -167,8 +182,19 @@ class Router:
     def knows(self, model: str) -> bool:
         return model in self._routes
 
-    def pick(self, model: str, endpoint: Endpoint, needs: Needs) -> Target:
-        """The target for one request; raises ApiError when none can serve it."""
+    def pick(
+        self,
+        model: str,
+        endpoint: Endpoint,
+        needs: Needs,
+        pin: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Choice:
+        """The target for one request; raises ApiError when none can serve it.
+
+        `pin` (a provider or provider/model) and `exclude` (providers or provider/models)
+        come from the client's headers when the config allows them.
+        """
         route = self._routes.get(model)
         if route is None:
             raise errors.model_not_found(model, self._routes)
@@ -180,11 +206,17 @@ class Router:
         rejected: dict[str, str] = {}
         fitting = []
         for cand in route.candidates:
-            adapter = route.targets[cand.key].adapter
-            if not serves(adapter, endpoint):
+            target = route.targets[cand.key]
+            adapter = target.adapter
+            names = {cand.key, target.provider.name}
+            if pin is not None and pin not in names:
+                rejected[cand.key] = f"not the pinned target '{pin}'"
+            elif names & exclude:
+                rejected[cand.key] = "excluded by the request"
+            elif not serves(adapter, endpoint):
                 rejected[cand.key] = f"its provider type has no counterpart of {endpoint}"
-            elif needs.json and adapter.schema == "anthropic":
-                rejected[cand.key] = "JSON mode (response_format) has no Anthropic counterpart"
+            elif needs.json and adapter.schema in _NO_JSON_MODE:
+                rejected[cand.key] = f"JSON mode (response_format) has no {adapter.schema} form"
             else:
                 fitting.append(cand)
         kept, more = capability_filter(fitting, needs)
@@ -196,9 +228,10 @@ class Router:
                 code="no_capable_target",
             )
         ordered = route.strategy.order(kept, needs)
+        reason = "pinned" if pin is not None else route.strategy.name
         chosen = next((c for c in ordered if c.health.available()), None)
         if chosen is None:
-            chosen = ordered[0]
+            chosen, reason = ordered[0], "all_unhealthy"
             log.warning(
                 "model %s: every target is unhealthy; trying %s anyway (%s)",
                 model,
@@ -213,7 +246,8 @@ class Router:
             [c.key for c in ordered],
             rejected,
         )
-        return route.targets[chosen.key]
+        overridden = pin is not None or bool(exclude)
+        return Choice(route.targets[chosen.key], reason, chain=not overridden)
 
     def chain_cluster(self, model: str, target: Target) -> str | None:
         """The failover cluster that starts with `target`, if the model fails over."""

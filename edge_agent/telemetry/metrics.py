@@ -120,6 +120,13 @@ class Metrics:
             ["model", "provider"],
             registry=r,
         )
+        self.routing_decisions = Counter(
+            "edge_agent_routing_decisions",
+            "Targets chosen for requests, and why: the model's strategy, 'pinned' (client "
+            "header), or 'all_unhealthy' (every eligible target unhealthy: best one tried).",
+            ["model", "target", "reason"],
+            registry=r,
+        )
         self.failover_attempts = Counter(
             "edge_agent_failed_attempts",
             "Attempts on a failover chain that failed (outcome: HTTP status, or 'connect' "

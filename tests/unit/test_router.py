@@ -169,3 +169,35 @@ def test_failover_models_route_to_the_chain_that_starts_with_the_chosen_target()
     assert send(agent)[1] == "edge_agent_chain_0_1"
     clock.now += 2.1
     assert send(agent)[1] == "edge_agent_chain_0_0"
+
+
+def test_client_overrides_are_refused_unless_enabled() -> None:
+    agent = make_agent("priority", Clock())
+    ex = agent.exchange()
+    ex.request_headers(
+        {":method": "POST", ":path": "/v1/chat/completions", "x-edge-agent-pin": "b"}, False
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    refused = ex.request_body(orjson.dumps(body))
+    assert isinstance(refused, Respond) and refused.status == 400
+    assert b"routing.client_overrides" in refused.body
+
+
+def test_pin_and_exclude_steer_the_request_and_disable_failover() -> None:
+    config = make_agent("priority", Clock(), failover=True).config.model_dump()
+    config["routing"] = {"client_overrides": True}
+    agent = Agent(parse_config(config), environ={}, clock=Clock())
+
+    def route(headers: dict[str, str]) -> str:
+        ex = agent.exchange()
+        ex.request_headers({":method": "POST", ":path": "/v1/chat/completions", **headers}, False)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        decision = ex.request_body(orjson.dumps(body))
+        assert isinstance(decision, Continue), decision
+        assert "x-edge-agent-pin" in decision.remove_headers
+        return dict(decision.set_headers)["x-edge-agent-cluster"]
+
+    assert route({}) == "edge_agent_chain_0_0"  # failover chain by default
+    assert route({"x-edge-agent-pin": "b"}) == "b"  # pinned: that target only
+    assert route({"x-edge-agent-pin": "b/b1"}) == "b"
+    assert route({"x-edge-agent-exclude": "a"}) == "b"
