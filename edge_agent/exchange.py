@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from edge_agent.api import anthropic, errors
+from edge_agent.api import anthropic, errors, translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
 from edge_agent.api.sse import StreamAssembler, replay_stream
 from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
-from edge_agent.leg import MODEL_HEADER, PROVIDER_HEADER, ProviderLeg, usage_of
+from edge_agent.leg import MODEL_HEADER, PROVIDER_HEADER, ProviderLeg, tokens_of, usage_of
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
 from edge_agent.routing.health import parse_retry_after
 from edge_agent.routing.router import needs_of
@@ -147,7 +147,7 @@ class Exchange:
         self._semantic: LookupResult | None = None
         self._shadow_hit: SemanticHit | None = None
         self._sent_at = 0.0
-        self._assembler: StreamAssembler | None = None
+        self._assembler: StreamAssembler | anthropic.MessagesAssembler | None = None
         self._captured: list[bytes] | None = None
         self._capture_bytes = 0
         self._closed = False
@@ -312,8 +312,6 @@ class Exchange:
         agent = self.agent
         if agent.cache is None and agent.semantic is None:
             return None
-        if req.endpoint is Endpoint.MESSAGES:
-            return None  # not cached yet: replay as Messages events is still to be built
         policy = self._policy = cache_policy(
             req, self.req_headers, allow_nonzero_temperature=agent.allow_nonzero_temperature
         )
@@ -355,7 +353,7 @@ class Exchange:
         # Priced at the model's first target: the one a miss would normally have used.
         target = self.agent.router.first_target(self.model)
         price = target.provider.model(target.model) if target is not None else None
-        usage = _usage(stored)
+        usage = tokens_of(usage_of(stored, self.client_schema))
         if price is None or usage is None:
             return
         saved = usage[0] * price.input_per_mtok + usage[1] * price.output_per_mtok
@@ -364,7 +362,10 @@ class Exchange:
     def _replay(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         if req.stream:
             try:
-                body = replay_stream(req.endpoint, orjson.loads(stored), req.include_usage)
+                if req.endpoint is Endpoint.MESSAGES:
+                    body = anthropic.replay_stream(orjson.loads(stored))
+                else:
+                    body = replay_stream(req.endpoint, orjson.loads(stored), req.include_usage)
             except ValueError:
                 return None
             self.cache_result = result
@@ -375,7 +376,7 @@ class Exchange:
     def _count_shadow_savings(self, hit: SemanticHit, target: Target) -> None:
         # What serving the would-be hit would have saved: its usage at this target's prices.
         price = target.provider.model(target.model)
-        usage = _usage(hit.entry.body)
+        usage = tokens_of(usage_of(hit.entry.body, self.client_schema))
         saved = 0.0
         if price is not None and usage is not None:
             saved = (usage[0] * price.input_per_mtok + usage[1] * price.output_per_mtok) / 1_000_000
@@ -481,9 +482,12 @@ class Exchange:
             return None
         content_type = headers.get("content-type", "")
         if content_type.startswith(EVENT_STREAM):
-            if self.endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+            if self.endpoint is Endpoint.MESSAGES:
+                self._assembler = anthropic.MessagesAssembler()
+            elif self.endpoint in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+                self._assembler = StreamAssembler(self.endpoint)
+            else:
                 return None
-            self._assembler = StreamAssembler(self.endpoint)
             return BodyMode.STREAMED
         if not content_type.startswith(JSON):
             return None
@@ -557,7 +561,10 @@ class Exchange:
         assert assembler is not None
         result = assembler.result()
         if not self._metered_upstream:
-            self._count_usage(result.get("usage") if result is not None else None)
+            usage = result.get("usage") if result is not None else None
+            if self.client_schema == "anthropic" and isinstance(usage, dict):
+                usage = translate.openai_usage(usage)
+            self._count_usage(usage)
         if result is None:
             self._count_store("incomplete")
             return
@@ -571,7 +578,12 @@ class Exchange:
             self._count_store("invalid")
             return
         assert self.endpoint is not None
-        if not is_complete_response(self.endpoint, parsed):
+        complete = (
+            anthropic.is_complete_message(parsed)
+            if self.endpoint is Endpoint.MESSAGES
+            else is_complete_response(self.endpoint, parsed)
+        )
+        if not complete:
             self._count_store("incomplete")
             return
         self._put(body)
@@ -642,14 +654,6 @@ class Exchange:
         log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
         body = anthropic.error_body(exc) if self.client_schema == "anthropic" else exc.body()
         return self._respond(exc.status, body, JSON, "bypass", extra=exc.headers)
-
-
-def _usage(body: bytes) -> tuple[int, int] | None:
-    try:
-        usage = orjson.loads(body).get("usage") or {}
-        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return None
 
 
 _last_warning = [float("-inf")]

@@ -152,3 +152,151 @@ def parse_request(raw: bytes) -> ParsedRequest:
         temperature=None if temperature is None else float(temperature),
         n=1,
     )
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def is_complete_message(body: Any) -> bool:
+    """A whole Messages answer that may be cached: a message that stopped on purpose."""
+    return (
+        isinstance(body, dict)
+        and body.get("type") == "message"
+        and isinstance(body.get("content"), list)
+        and body.get("stop_reason") in ("end_turn", "stop_sequence", "max_tokens", "tool_use")
+    )
+
+
+class MessagesAssembler:
+    """Rebuilds the Message a Messages event stream delivers (for the cache).
+
+    `result()` is None unless the stream ended properly (message_stop) with every block
+    well-formed: a cut or failed stream must never be stored as if it were whole.
+    """
+
+    __slots__ = ("_blocks", "_broken", "_json", "_message", "_parser", "_stopped")
+
+    def __init__(self) -> None:
+        from edge_agent.api.sse import SSEParser  # sse imports nothing of ours: no cycle
+
+        self._parser = SSEParser()
+        self._message: dict[str, Any] | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._json: dict[int, list[str]] = {}  # partial tool input per block
+        self._stopped = False
+        self._broken = False
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._parser.feed(chunk):
+            try:
+                data = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                self._broken = True
+                continue
+            if isinstance(data, dict):
+                self._event(data)
+
+    def _event(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "message_start" and isinstance(data.get("message"), dict):
+            self._message = dict(data["message"])
+        elif kind == "content_block_start" and isinstance(data.get("content_block"), dict):
+            self._blocks[data.get("index", 0)] = dict(data["content_block"])
+        elif kind == "content_block_delta":
+            block = self._blocks.get(data.get("index", 0))
+            delta = data.get("delta") or {}
+            if block is None:
+                self._broken = True
+                return
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif dtype == "input_json_delta":
+                self._json.setdefault(data.get("index", 0), []).append(
+                    delta.get("partial_json", "")
+                )
+            elif dtype == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif dtype == "signature_delta":
+                block["signature"] = delta.get("signature", "")
+            else:
+                self._broken = True  # a delta kind we would not replay faithfully
+        elif kind == "message_delta" and self._message is not None:
+            self._message.update(data.get("delta") or {})
+            usage = {**(self._message.get("usage") or {}), **(data.get("usage") or {})}
+            self._message["usage"] = usage
+        elif kind == "message_stop":
+            self._stopped = True
+        elif kind == "error":
+            self._broken = True
+
+    def result(self) -> dict[str, Any] | None:
+        if self._broken or not self._stopped or self._message is None:
+            return None
+        content = []
+        for index in sorted(self._blocks):
+            block = self._blocks[index]
+            if index in self._json:
+                raw = "".join(self._json[index]) or "{}"
+                try:
+                    block["input"] = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    return None
+            content.append(block)
+        message = {**self._message, "content": content}
+        return message if is_complete_message(message) else None
+
+
+def replay_stream(message: dict[str, Any]) -> bytes:
+    """A cached Message as the event stream the Messages API would have sent."""
+    from edge_agent.api.sse import encode_event
+
+    def event(name: str, body: dict[str, Any]) -> bytes:
+        return encode_event(orjson.dumps({"type": name, **body}), name)
+
+    if not is_complete_message(message):
+        raise ValueError("not a complete Message")
+    usage = dict(message.get("usage") or {})
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    start["usage"] = {**usage, "output_tokens": 0}
+    out = [event("message_start", {"message": start})]
+    for index, block in enumerate(message["content"]):
+        kind = block.get("type")
+        if kind == "text":
+            out.append(
+                event(
+                    "content_block_start", {"index": index, "content_block": {**block, "text": ""}}
+                )
+            )
+            delta = {"type": "text_delta", "text": block.get("text", "")}
+        elif kind == "tool_use":
+            empty = {**block, "input": {}}
+            out.append(event("content_block_start", {"index": index, "content_block": empty}))
+            partial = orjson.dumps(block.get("input", {})).decode()
+            delta = {"type": "input_json_delta", "partial_json": partial}
+        elif kind == "thinking":
+            empty = {**block, "thinking": "", "signature": ""}
+            out.append(event("content_block_start", {"index": index, "content_block": empty}))
+            out.append(
+                event(
+                    "content_block_delta",
+                    {
+                        "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": block.get("thinking", "")},
+                    },
+                )
+            )
+            delta = {"type": "signature_delta", "signature": block.get("signature", "")}
+        else:
+            raise ValueError(f"cannot replay a {kind!r} block")
+        out.append(event("content_block_delta", {"index": index, "delta": delta}))
+        out.append(event("content_block_stop", {"index": index}))
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": message.get("stop_sequence")}
+    out.append(
+        event(
+            "message_delta",
+            {"delta": stop, "usage": {"output_tokens": usage.get("output_tokens", 0)}},
+        )
+    )
+    out.append(event("message_stop", {}))
+    return b"".join(out)

@@ -51,7 +51,7 @@ def _normalize_messages(messages: list[Any]) -> list[Any]:
 
 def cache_key(tenant: str, req: ParsedRequest) -> str:
     fields = {k: v for k, v in req.body.items() if k not in _NEUTRAL_FIELDS}
-    if req.endpoint is Endpoint.CHAT:
+    if req.endpoint in (Endpoint.CHAT, Endpoint.MESSAGES):
         fields["messages"] = _normalize_messages(fields["messages"])
     material = orjson.dumps(
         [tenant, str(req.endpoint), fields], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
@@ -115,7 +115,7 @@ def semantic_scope(
     (model, instructions, tools, parameters and, with history="partition", the earlier
     turns) must be identical, so it goes into the partition hash.
     """
-    if req.endpoint is not Endpoint.CHAT:
+    if req.endpoint not in (Endpoint.CHAT, Endpoint.MESSAGES):
         return None
     messages = req.body["messages"]
     text = _user_text(messages[-1])

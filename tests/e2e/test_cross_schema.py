@@ -219,3 +219,22 @@ def test_anthropic_sdk_gets_anthropic_errors(an: anthropic.Anthropic) -> None:
         )
     with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
         an.messages.create(model="fast", max_tokens=0, messages=[{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("model", ["smart", "fast"])  # Anthropic passthrough, translated
+def test_anthropic_sdk_answers_are_cached_and_replayed_as_events(
+    an: anthropic.Anthropic, model: str, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    question = [{"role": "user", "content": f"cache me via {model}"}]
+    with an.messages.stream(model=model, max_tokens=64, messages=question) as stream:
+        first = stream.get_final_message()
+    claude, gpt = fakes
+    seen = len(claude.requests) + len(gpt.requests)
+    raw = an.messages.with_raw_response.create(model=model, max_tokens=64, messages=question)
+    assert raw.headers["x-edge-agent-cache"] == "hit"
+    assert raw.parse().content[0].text == first.content[0].text
+    with an.messages.stream(model=model, max_tokens=64, messages=question) as stream:
+        replayed = stream.get_final_message()
+    assert replayed.content[0].text == first.content[0].text
+    assert replayed.stop_reason == first.stop_reason
+    assert len(claude.requests) + len(gpt.requests) == seen  # no provider was asked again
