@@ -152,6 +152,8 @@ class ProviderLeg:
             if end_of_stream:
                 out += self.stream_out.finish()
                 self.count_usage(self.stream_out.usage)
+                if not self.stream_out.finished:
+                    self.agent.metrics.broken_streams.labels(self.target.key).inc()
             return out
         if self.translate_body:
             return self._translate_whole(chunk, status)

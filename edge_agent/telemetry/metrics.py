@@ -127,6 +127,13 @@ class Metrics:
             ["model", "target", "reason"],
             registry=r,
         )
+        self.broken_streams = Counter(
+            "edge_agent_broken_streams",
+            "Translated answer streams that ended before their proper end (provider cut or "
+            "error event). Bytes already reached the client, so they are never retried.",
+            ["target"],
+            registry=r,
+        )
         self.failover_attempts = Counter(
             "edge_agent_failed_attempts",
             "Attempts on a failover chain that failed (outcome: HTTP status, or 'connect' "

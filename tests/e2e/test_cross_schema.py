@@ -238,3 +238,19 @@ def test_anthropic_sdk_answers_are_cached_and_replayed_as_events(
     assert replayed.content[0].text == first.content[0].text
     assert replayed.stop_reason == first.stop_reason
     assert len(claude.requests) + len(gpt.requests) == seen  # no provider was asked again
+
+
+def test_a_broken_translated_stream_reaches_the_client_as_an_error_and_is_counted(
+    oa: openai.OpenAI, fakes: tuple[FakeAnthropic, FakeOpenAI], gw: Gateway
+) -> None:
+    claude, _ = fakes
+    before = metric_value(gw.metrics(), "edge_agent_broken_streams_total", target="claude/claude-x")
+    claude.break_next_stream(after_events=4)
+    stream = oa.chat.completions.create(
+        model="smart", messages=[{"role": "user", "content": "break this stream"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="Overloaded"):
+        for _ in stream:
+            pass
+    after = metric_value(gw.metrics(), "edge_agent_broken_streams_total", target="claude/claude-x")
+    assert after == before + 1
