@@ -38,8 +38,9 @@ IMPLEMENTED_PROVIDER_TYPES = (
     "mistral",
     "groq",
     "together",
+    "cohere",
 )
-PLANNED_PROVIDER_TYPES = ("gemini", "bedrock", "cohere")
+PLANNED_PROVIDER_TYPES = ("gemini", "bedrock")
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")
 

@@ -8,6 +8,7 @@ from edge_agent.config import Provider
 from edge_agent.providers.anthropic import AnthropicAdapter
 from edge_agent.providers.azure_openai import AzureOpenAIAdapter
 from edge_agent.providers.base import ProviderAdapter
+from edge_agent.providers.cohere import CohereAdapter
 from edge_agent.providers.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, Callable[[Provider, Mapping[str, str]], ProviderAdapter]] = {
@@ -21,4 +22,5 @@ ADAPTERS: dict[str, Callable[[Provider, Mapping[str, str]], ProviderAdapter]] = 
     "together": OpenAIAdapter,
     "azure_openai": AzureOpenAIAdapter,
     "anthropic": AnthropicAdapter,
+    "cohere": CohereAdapter,
 }

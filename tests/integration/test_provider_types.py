@@ -13,6 +13,7 @@ import pytest
 
 from edge_agent.demo.upstream import FakeOpenAIThread
 from tests.fakes.anthropic import FakeAnthropicThread
+from tests.fakes.cohere import FakeCohereThread
 from tests.helpers import Gateway, listen_block, running_gateway
 
 openai = pytest.importorskip("openai")
@@ -45,6 +46,7 @@ CASES = {
         {"api_version": "2024-10-21"},
     ),
     "anthropic": Case("anthropic", "", "/v1/messages", ("x-api-key", "{key}")),
+    "cohere": Case("cohere", "", "/v2/chat", ("authorization", "Bearer {key}")),
 }
 
 
@@ -55,6 +57,8 @@ def fakes() -> Iterator[dict[str, Any]]:
         key = f"sk-{name}"
         if name == "anthropic":
             threads[name] = FakeAnthropicThread(name=name, api_key=key)
+        elif name == "cohere":
+            threads[name] = FakeCohereThread(name=name, api_key=key)
         else:
             threads[name] = FakeOpenAIThread(name=name, api_key=key, azure=name == "azure_openai")
     started = {name: t.start() for name, t in threads.items()}
@@ -118,3 +122,22 @@ def test_json_and_stream_reach_the_provider_in_its_wire_format(
             assert "authorization" not in seen.headers  # the client's key never leaves
     if name == "azure_openai":
         assert "api-version=2024-10-21" in fake.requests[0].query
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_anthropic_clients_reach_every_provider_type(
+    name: str, gw: Gateway, fakes: dict[str, Any]
+) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    fake = fakes[name]
+    fake.reset()
+    client = anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0)
+    messages = [{"role": "user", "content": f"messages client to {name}"}]
+    reply = client.messages.create(model=f"via-{name}", max_tokens=40, messages=messages)
+    assert reply.type == "message" and f"messages client to {name}" in reply.content[0].text
+    assert reply.usage.output_tokens > 0
+    with client.messages.stream(model=f"via-{name}", max_tokens=40, messages=messages) as stream:
+        final = stream.get_final_message()
+    assert f"messages client to {name}" in final.content[0].text
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert [r.path for r in fake.requests] == [CASES[name].chat_path] * 2
