@@ -39,8 +39,9 @@ IMPLEMENTED_PROVIDER_TYPES = (
     "groq",
     "together",
     "cohere",
+    "gemini",
 )
-PLANNED_PROVIDER_TYPES = ("gemini", "bedrock")
+PLANNED_PROVIDER_TYPES = ("bedrock",)
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")
 

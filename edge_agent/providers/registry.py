@@ -9,6 +9,7 @@ from edge_agent.providers.anthropic import AnthropicAdapter
 from edge_agent.providers.azure_openai import AzureOpenAIAdapter
 from edge_agent.providers.base import ProviderAdapter
 from edge_agent.providers.cohere import CohereAdapter
+from edge_agent.providers.gemini import GeminiAdapter
 from edge_agent.providers.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, Callable[[Provider, Mapping[str, str]], ProviderAdapter]] = {
@@ -23,4 +24,5 @@ ADAPTERS: dict[str, Callable[[Provider, Mapping[str, str]], ProviderAdapter]] = 
     "azure_openai": AzureOpenAIAdapter,
     "anthropic": AnthropicAdapter,
     "cohere": CohereAdapter,
+    "gemini": GeminiAdapter,
 }

@@ -14,6 +14,7 @@ import pytest
 from edge_agent.demo.upstream import FakeOpenAIThread
 from tests.fakes.anthropic import FakeAnthropicThread
 from tests.fakes.cohere import FakeCohereThread
+from tests.fakes.gemini import FakeGeminiThread
 from tests.helpers import Gateway, listen_block, running_gateway
 
 openai = pytest.importorskip("openai")
@@ -26,6 +27,12 @@ class Case:
     chat_path: str  # what the provider must receive
     auth: tuple[str, str]  # header the provider must receive (value with {key})
     extra: dict[str, Any] | None = None
+    stream_path: str | None = None  # when streams go elsewhere
+
+    @property
+    def paths(self) -> list[str]:
+        """What the provider must receive for one JSON request, then one stream."""
+        return [self.chat_path, self.stream_path or self.chat_path]
 
 
 CASES = {
@@ -47,6 +54,13 @@ CASES = {
     ),
     "anthropic": Case("anthropic", "", "/v1/messages", ("x-api-key", "{key}")),
     "cohere": Case("cohere", "", "/v2/chat", ("authorization", "Bearer {key}")),
+    "gemini": Case(
+        "gemini",
+        "",
+        "/v1beta/models/gemini-model:generateContent",
+        ("x-goog-api-key", "{key}"),
+        stream_path="/v1beta/models/gemini-model:streamGenerateContent",
+    ),
 }
 
 
@@ -59,6 +73,8 @@ def fakes() -> Iterator[dict[str, Any]]:
             threads[name] = FakeAnthropicThread(name=name, api_key=key)
         elif name == "cohere":
             threads[name] = FakeCohereThread(name=name, api_key=key)
+        elif name == "gemini":
+            threads[name] = FakeGeminiThread(name=name, api_key=key)
         else:
             threads[name] = FakeOpenAIThread(name=name, api_key=key, azure=name == "azure_openai")
     started = {name: t.start() for name, t in threads.items()}
@@ -113,9 +129,8 @@ def test_json_and_stream_reach_the_provider_in_its_wire_format(
     )
     streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert f"hello from {name}" in streamed
-    assert len(fake.requests) == 2
+    assert [seen.path for seen in fake.requests] == case.paths
     for seen in fake.requests:
-        assert seen.path == case.chat_path
         header, value = case.auth
         assert seen.headers[header] == value.format(key=f"sk-{name}")
         if header != "authorization":
@@ -140,4 +155,4 @@ def test_anthropic_clients_reach_every_provider_type(
         final = stream.get_final_message()
     assert f"messages client to {name}" in final.content[0].text
     assert final.stop_reason in ("end_turn", "max_tokens")
-    assert [r.path for r in fake.requests] == [CASES[name].chat_path] * 2
+    assert [r.path for r in fake.requests] == CASES[name].paths

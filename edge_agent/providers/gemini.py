@@ -1,0 +1,702 @@
+"""Google's Gemini API, native `generateContent` (generativelanguage.googleapis.com).
+
+Not the OpenAI-compatibility endpoint: the native API is the one with every feature
+(thought signatures, usage details, safety feedback) and the one Google documents first.
+Clients reach it only through the OpenAI chat pivot; the mapping lives here, sans-IO.
+
+Choices worth knowing (each refuses with a 400 rather than silently changing an answer):
+- `n > 1`, logprobs, logit_bias, audio output, predicted outputs, `reasoning_effort`
+  (model-dependent on Gemini) and `parallel_tool_calls: false` have no counterpart;
+- JSON schemas (response_format and tool parameters) must fit Gemini's Schema subset;
+  `additionalProperties: false` is accepted (Gemini only ever emits declared
+  properties), local `$ref`s into `$defs` are inlined, anything else is refused;
+- an https image URL becomes `fileData` (Gemini fetches public and signed URLs) when the
+  URL's extension names the image type, because `fileData.mimeType` is required;
+- thought signatures ride in `tool_calls[].extra_content.google.thought_signature`
+  (the convention of Google's own OpenAI layer); calls without one get the documented
+  `skip_thought_signature_validator` sentinel so Gemini 3 accepts foreign histories.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from edge_agent.api import translate
+from edge_agent.api.errors import ApiError
+from edge_agent.api.openai import Endpoint
+from edge_agent.api.sse import encode_event
+from edge_agent.api.translate import StreamTranslator
+from edge_agent.config import Provider
+from edge_agent.providers.base import Schema
+
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+}
+# OpenAI chat fields with no Gemini counterpart that change the answer.
+_OPENAI_ONLY: dict[str, Callable[[Any], bool]] = {
+    "n": lambda v: v not in (None, 1),
+    "logprobs": lambda v: bool(v),
+    "top_logprobs": lambda v: v is not None,
+    "logit_bias": lambda v: bool(v),
+    "audio": lambda v: v is not None,
+    "modalities": lambda v: v not in (None, ["text"]),
+    "prediction": lambda v: v is not None,
+    "functions": lambda v: v is not None,
+    "function_call": lambda v: v is not None,
+    "web_search_options": lambda v: v is not None,
+    "reasoning_effort": lambda v: v is not None,
+    "verbosity": lambda v: v is not None,
+}
+# Gemini's Schema: a subset of OpenAPI 3.0 (https://ai.google.dev/api/caching#Schema).
+_SCHEMA_KEYS = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
+        "maximum",
+    }
+)
+_SCHEMA_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
+_FORMATS = {
+    "string": {"enum", "date-time"},
+    "number": {"float", "double"},
+    "integer": {"int32", "int64"},
+}
+_IMAGE_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "heic": "image/heic",
+    "heif": "image/heif",
+}
+_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+# Google's status strings → OpenAI's error types (the HTTP status stays unchanged).
+_ERROR_TYPES = {
+    "INVALID_ARGUMENT": "invalid_request_error",
+    "FAILED_PRECONDITION": "invalid_request_error",
+    "OUT_OF_RANGE": "invalid_request_error",
+    "UNAUTHENTICATED": "authentication_error",
+    "PERMISSION_DENIED": "permission_error",
+    "NOT_FOUND": "not_found_error",
+    "RESOURCE_EXHAUSTED": "rate_limit_error",
+}
+
+# ...and by HTTP status when the body names none.
+_STATUS_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def _refuse(field: str, why: str = "") -> ApiError:
+    return translate.untranslatable(field, "OpenAI", "Gemini", why)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# =========================================================================== requests
+
+
+def _text_of(content: Any, path: str) -> str:
+    """Text of a system/tool/assistant content (string or text parts)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise _refuse(path, "expected a string or a list of text parts")
+    texts = []
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in ("text", "refusal"):
+            raise _refuse(f"{path}[{i}]", "only text parts are allowed here")
+        texts.append(str(part.get(kind) or ""))
+    return "\n".join(texts)
+
+
+def _data_url(url: str, path: str) -> dict[str, Any]:
+    head, sep, data = url.partition(",")
+    mime = head[5:].split(";")[0]
+    if not sep or ";base64" not in head or not mime:
+        raise _refuse(path, "data URLs must be base64-encoded and name their media type")
+    return {"inlineData": {"mimeType": mime, "data": data}}
+
+
+def _image_part(url: str, path: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        return _data_url(url, path)
+    if url.startswith("https://"):
+        # fileData needs the media type and OpenAI does not send one: the extension decides.
+        ext = urlsplit(url).path.rpartition(".")[2].lower()
+        if ext in _IMAGE_TYPES:
+            return {"fileData": {"mimeType": _IMAGE_TYPES[ext], "fileUri": url}}
+        raise _refuse(
+            path,
+            "Gemini needs the image's media type; use a data: URL, or an https URL "
+            "ending in .png, .jpg, .jpeg, .webp, .gif, .heic or .heif",
+        )
+    raise _refuse(path, "an image URL must be https:// or a base64 data: URL")
+
+
+def _user_parts(content: Any, path: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise _refuse(path, "expected a string or a list of content parts")
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        where = f"{path}[{i}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            text = str(part.get("text") or "")
+            if text:
+                parts.append({"text": text})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise _refuse(f"{where}.image_url.url", "expected a URL string")
+            parts.append(_image_part(url, f"{where}.image_url.url"))
+        elif kind == "input_audio":
+            audio = part.get("input_audio") or {}
+            mime = _AUDIO_TYPES.get(str(audio.get("format")))
+            if mime is None or not isinstance(audio.get("data"), str):
+                raise _refuse(f"{where}.input_audio", "expected base64 data in wav or mp3")
+            parts.append({"inlineData": {"mimeType": mime, "data": audio["data"]}})
+        elif kind == "file":
+            data = (part.get("file") or {}).get("file_data")
+            if not isinstance(data, str) or not data.startswith("data:"):
+                raise _refuse(f"{where}.file", "only inline file_data (a data: URL) translates")
+            parts.append(_data_url(data, f"{where}.file.file_data"))
+        else:
+            raise _refuse(where, f"content part type {kind!r} has no Gemini counterpart")
+    return parts
+
+
+def _signature(call: dict[str, Any]) -> str | None:
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    sig = google.get("thought_signature") if isinstance(google, dict) else None
+    return sig if isinstance(sig, str) and sig else None
+
+
+def _call_parts(calls: Any, path: str, names: dict[str, str]) -> list[dict[str, Any]]:
+    if not isinstance(calls, list):
+        raise _refuse(path, "expected a list of tool calls")
+    parts: list[dict[str, Any]] = []
+    for i, call in enumerate(calls):
+        where = f"{path}[{i}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _refuse(where, "only function tool calls translate")
+        try:
+            args = orjson.loads(function.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            raise _refuse(
+                f"{where}.function.arguments", "the arguments are not valid JSON"
+            ) from None
+        if not isinstance(args, dict):
+            raise _refuse(f"{where}.function.arguments", "the arguments must be a JSON object")
+        names[str(call.get("id", ""))] = function["name"]
+        part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
+        sig = _signature(call)
+        if sig is not None:
+            part["thoughtSignature"] = sig
+        parts.append(part)
+    # Gemini 3 rejects a call turn without a signature; histories from elsewhere have none.
+    if parts and not any("thoughtSignature" in p for p in parts):
+        parts[0]["thoughtSignature"] = SKIP_SIGNATURE
+    return parts
+
+
+def _tool_response(content: Any, path: str) -> Any:
+    text = _text_of(content, path)
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return parsed if isinstance(parsed, dict) else text
+
+
+def _contents(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    if not isinstance(messages, list):
+        raise _refuse("messages", "expected a list of messages")
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool_call_id → function name, the latest call wins
+
+    def append(role: str, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            return  # an empty message carries nothing, and Gemini refuses empty parts
+        # Gemini wants one content per turn: consecutive same-role messages are merged.
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for i, message in enumerate(messages):
+        path = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _refuse(path, "expected a message object")
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = _text_of(content, f"{path}.content")
+            if text:
+                system.append(text)
+        elif role == "user":
+            append("user", _user_parts(content, f"{path}.content"))
+        elif role == "assistant":
+            if message.get("function_call"):
+                raise _refuse(f"{path}.function_call", "use tool_calls")
+            text = _text_of(content, f"{path}.content")
+            parts = [{"text": text}] if text else []
+            if message.get("tool_calls"):
+                parts += _call_parts(message["tool_calls"], f"{path}.tool_calls", names)
+            append("model", parts)
+        elif role == "tool":
+            call_id = str(message.get("tool_call_id", ""))
+            if call_id not in names:
+                raise _refuse(
+                    f"{path}.tool_call_id",
+                    "Gemini names tool results by function: the id must match an earlier "
+                    "assistant tool call",
+                )
+            response = {"output": _tool_response(content, f"{path}.content")}
+            append("user", [{"functionResponse": {"name": names[call_id], "response": response}}])
+        else:
+            raise _refuse(f"{path}.role", f"role {role!r} has no Gemini counterpart")
+    if not contents:
+        raise _refuse("messages", "Gemini needs at least one non-empty user or assistant message")
+    return system, contents
+
+
+def _schema(node: Any, path: str, defs: Mapping[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """A JSON schema in Gemini's Schema subset, or a 400 naming the first construct it lacks."""
+    if not isinstance(node, dict):
+        raise _refuse(path, "expected a schema object")
+    if "$ref" in node:
+        ref = node["$ref"]
+        name = ref.removeprefix("#/$defs/").removeprefix("#/definitions/")
+        if not isinstance(ref, str) or name == ref or name not in defs:
+            raise _refuse(f"{path}.$ref", "only local references into $defs are inlined")
+        if name in seen:
+            raise _refuse(f"{path}.$ref", "Gemini schemas cannot be recursive")
+        # Siblings of $ref (a description, say) refine the referenced schema.
+        merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
+        return _schema(merged, path, defs, (*seen, name))
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        where = f"{path}.{key}"
+        if key in ("$defs", "definitions", "$schema", "strict"):
+            continue  # consumed by $ref, or annotations with no effect on the output
+        if key == "additionalProperties":
+            if value is not False:
+                raise _refuse(where, "Gemini objects have only their declared properties")
+            continue  # false is what Gemini does anyway
+        if key not in _SCHEMA_KEYS:
+            raise _refuse(where, "not in Gemini's schema subset")
+        if key == "type":
+            types = value if isinstance(value, list) else [value]
+            if not types or any(t not in _SCHEMA_TYPES for t in types):
+                raise _refuse(where, "expected a JSON schema type")
+            real = [t for t in types if t != "null"]
+            if len(real) > 1:
+                raise _refuse(where, "use anyOf for values of several types")
+            if len(real) < len(types):
+                out["nullable"] = True
+            out["type"] = real[0] if real else "null"
+        elif key == "properties":
+            if not isinstance(value, dict):
+                raise _refuse(where, "expected an object")
+            out[key] = {k: _schema(v, f"{where}.{k}", defs, seen) for k, v in value.items()}
+        elif key == "items":
+            out[key] = _schema(value, where, defs, seen)
+        elif key == "anyOf":
+            if not isinstance(value, list):
+                raise _refuse(where, "expected a list")
+            out[key] = [_schema(v, f"{where}[{j}]", defs, seen) for j, v in enumerate(value)]
+        elif key == "enum":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _refuse(where, "Gemini enums hold strings only")
+            out[key] = value
+        else:
+            out[key] = value
+    fmt = out.get("format")
+    if fmt is not None and fmt not in _FORMATS.get(out.get("type", ""), ()):
+        raise _refuse(f"{path}.format", f"Gemini does not support format {fmt!r} here")
+    return out
+
+
+def _root_schema(schema: Any, path: str) -> Any:
+    defs = (schema.get("$defs") or schema.get("definitions")) if isinstance(schema, dict) else None
+    return _schema(schema, path, defs if isinstance(defs, dict) else {})
+
+
+def _function(tool: Any, path: str) -> dict[str, Any]:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise _refuse(path, "only function tools translate")
+    function = tool.get("function") or {}
+    if not isinstance(function.get("name"), str):
+        raise _refuse(f"{path}.function.name", "expected the function's name")
+    out: dict[str, Any] = {"name": function["name"]}
+    if function.get("description"):
+        out["description"] = str(function["description"])
+    params = function.get("parameters")
+    if params is not None:
+        converted = _root_schema(params, f"{path}.function.parameters")
+        # Gemini refuses an OBJECT without properties: a function without parameters
+        # declares none at all.
+        if converted.get("type") != "object" or converted.get("properties"):
+            out["parameters"] = converted
+    return out
+
+
+def _tool_config(choice: Any, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    if choice is None or choice == "auto":
+        return {"mode": "AUTO"}
+    if choice == "none":
+        return {"mode": "NONE"}
+    if choice == "required":
+        return {"mode": "ANY"}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str) or name not in {t["name"] for t in tools}:
+            raise _refuse("tool_choice.function.name", "name one of the declared tools")
+        return {"mode": "ANY", "allowedFunctionNames": [name]}
+    raise _refuse("tool_choice")
+
+
+def chat_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat request as a Gemini GenerateContentRequest (the model is in the path)."""
+    for field, present in _OPENAI_ONLY.items():
+        value = body.get(field)
+        if value is not None and present(value):
+            raise _refuse(field)
+    system, contents = _contents(body.get("messages"))
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": [{"text": t} for t in system]}
+
+    config: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
+        if body.get(ours) is not None:
+            config[theirs] = body[ours]
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        if fmt["type"] == "json_object":
+            config["responseMimeType"] = "application/json"
+        elif fmt["type"] == "json_schema":
+            spec = fmt.get("json_schema") or {}
+            config["responseMimeType"] = "application/json"
+            if spec.get("schema") is not None:
+                config["responseSchema"] = _root_schema(
+                    spec["schema"], "response_format.json_schema.schema"
+                )
+        else:
+            raise _refuse("response_format.type")
+    if config:
+        out["generationConfig"] = config
+
+    tools = body.get("tools")
+    if tools:
+        declarations = [_function(t, f"tools[{i}]") for i, t in enumerate(tools)]
+        out["tools"] = [{"functionDeclarations": declarations}]
+        choice = body.get("tool_choice")
+        calling = _tool_config(choice, declarations)
+        if body.get("parallel_tool_calls") is False and calling["mode"] != "NONE":
+            raise _refuse("parallel_tool_calls", "Gemini cannot be told to call one tool at a time")
+        if choice is not None:
+            out["toolConfig"] = {"functionCallingConfig": calling}
+    return out
+
+
+# =========================================================================== responses
+
+
+def gemini_usage(meta: Any) -> dict[str, Any] | None:
+    """usageMetadata → OpenAI usage (thinking counts as completion, as OpenAI bills it)."""
+    if not isinstance(meta, dict):
+        return None
+    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
+    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    completion = int(meta.get("candidatesTokenCount") or 0) + thoughts
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,  # OpenAI clients expect the sum
+    }
+    cached = int(meta.get("cachedContentTokenCount") or 0)
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if thoughts:
+        out["completion_tokens_details"] = {"reasoning_tokens": thoughts}
+    return out
+
+
+def _tool_call(call: dict[str, Any], part: dict[str, Any], index: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": str(call.get("id") or f"call_{index}"),
+        "type": "function",
+        "function": {"name": call.get("name"), "arguments": _dumps(call.get("args") or {})},
+    }
+    if isinstance(part.get("thoughtSignature"), str):
+        out["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+    return out
+
+
+def _finish(reason: Any, calls: bool) -> str:
+    mapped = _FINISH.get(str(reason), "stop")
+    return "tool_calls" if calls and mapped == "stop" else mapped
+
+
+def gemini_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A GenerateContentResponse as an OpenAI chat completion."""
+    candidates = body.get("candidates") or []
+    candidate = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("functionCall"), dict):
+            calls.append(_tool_call(part["functionCall"], part, len(calls)))
+        elif isinstance(part.get("text"), str):
+            (thoughts if part.get("thought") else texts).append(part["text"])
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
+    if candidate:
+        finish = _finish(candidate.get("finishReason"), bool(calls))
+    else:
+        # No candidate: the prompt itself was blocked (promptFeedback.blockReason).
+        blocked = (body.get("promptFeedback") or {}).get("blockReason")
+        finish = "content_filter" if blocked else "stop"
+        message["content"] = ""
+    out: dict[str, Any] = {
+        "id": f"chatcmpl-{body.get('responseId', '')}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+    }
+    usage = gemini_usage(body.get("usageMetadata"))
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+# =========================================================================== errors
+
+
+def _google_error(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(parsed, list) and parsed:  # streamGenerateContent without alt=sse
+        parsed = parsed[0]
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) and isinstance(error.get("message"), str) else None
+
+
+def _openai_error(error: dict[str, Any] | None, status: int, body: bytes) -> dict[str, Any]:
+    if error is None:
+        text = body[:500].decode("utf-8", "replace").strip()
+        message = f"The provider answered: {text}" if text else "The provider answered an error."
+        return {"message": message, "type": "api_error", "param": None, "code": None}
+    google = str(error.get("status") or "")
+    reasons = {d.get("reason") for d in error.get("details") or [] if isinstance(d, dict)}
+    kind = _ERROR_TYPES.get(google) or _STATUS_TYPES.get(status)
+    kind = kind or ("api_error" if status >= 500 else "invalid_request_error")
+    code: str | None = google.lower() or None
+    if "API_KEY_INVALID" in reasons:  # Google answers 400 for a wrong key
+        kind, code = "authentication_error", "invalid_api_key"
+    return {"message": error["message"], "type": kind, "param": None, "code": code}
+
+
+def error_to_chat(status: int, body: bytes) -> bytes:
+    """Gemini's {"error": {code, message, status}} as OpenAI's envelope (status unchanged)."""
+    return orjson.dumps({"error": _openai_error(_google_error(body), status, body)})
+
+
+# =========================================================================== streams
+
+
+class GeminiStreamToChat(StreamTranslator):
+    """streamGenerateContent?alt=sse events → OpenAI chat.completion.chunk events.
+
+    Each Gemini event is a partial GenerateContentResponse; the stream ends by closing, so
+    the usage chunk and `[DONE]` come from `finish()`, and only after a finishReason.
+    """
+
+    def __init__(self, model: str, include_usage: bool, now: Callable[[], float] = time.time):
+        super().__init__()
+        self._model = model
+        self._include_usage = include_usage
+        self._created = int(now())
+        self._id = "chatcmpl-"
+        self._started = False
+        self._calls = 0
+        self._finish: str | None = None
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": choices,
+            **extra,
+        }
+        return encode_event(orjson.dumps(body))
+
+    def _delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return self._chunk(
+            [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+        )
+
+    def _event(self, name: str | None, data: str) -> bytes:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return b""
+        if not isinstance(event, dict):
+            return b""
+        if isinstance(event.get("error"), dict):
+            error = _openai_error(event["error"], int(event["error"].get("code") or 500), b"")
+            return encode_event(orjson.dumps({"error": error}))
+        out = bytearray()
+        if not self._started:
+            self._started = True
+            self._id = f"chatcmpl-{event.get('responseId', '')}"
+            out += self._delta({"role": "assistant", "content": ""})
+        if "usageMetadata" in event:
+            self.usage = gemini_usage(event["usageMetadata"])
+        candidates = event.get("candidates") or []
+        candidate = next(
+            (c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), None
+        )
+        if candidate is None:
+            if (event.get("promptFeedback") or {}).get("blockReason") and self._finish is None:
+                self._finish = "content_filter"
+                out += self._delta({}, self._finish)
+            return bytes(out)
+        for part in (candidate.get("content") or {}).get("parts") or []:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("functionCall"), dict):
+                # Gemini sends a call whole, in one part: one delta carries all of it.
+                call = _tool_call(part["functionCall"], part, self._calls)
+                out += self._delta({"tool_calls": [{"index": self._calls, **call}]})
+                self._calls += 1
+            elif isinstance(part.get("text"), str) and part["text"]:
+                key = "reasoning_content" if part.get("thought") else "content"
+                out += self._delta({key: part["text"]})
+        if candidate.get("finishReason") and self._finish is None:
+            self._finish = _finish(candidate["finishReason"], self._calls > 0)
+            out += self._delta({}, self._finish)
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        if self._finish is None or self.finished:
+            return b""  # a stream cut before its finishReason must not look complete
+        self.finished = True
+        out = b""
+        if self._include_usage and self.usage is not None:
+            out += self._chunk([], usage=self.usage)
+        return out + encode_event("[DONE]")
+
+
+# =========================================================================== provider
+
+
+class GeminiCodec:
+    """GenerateContent ⇄ OpenAI chat."""
+
+    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
+        return chat_to_gemini(chat)
+
+    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return gemini_to_completion(body, model)
+
+    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator:
+        return GeminiStreamToChat(model, include_usage)
+
+    def error_to_chat(self, status: int, body: bytes) -> bytes:
+        return error_to_chat(status, body)
+
+
+class GeminiAdapter:
+    schema: Schema = "gemini"
+    endpoints: frozenset[Endpoint] = frozenset()  # clients reach it only through translation
+    codec = GeminiCodec()
+
+    def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
+        # base_url as Google's docs give it (a host), optionally with a prefix or /v1beta.
+        self._base = provider.base_path.removesuffix("/v1beta")
+
+    def upstream_path(
+        self, endpoint: Endpoint, model: str, query: str = "", stream: bool = False
+    ) -> str:
+        # The client's query is not forwarded: Gemini's only query parameters are `alt`
+        # and `key`, and a client must never choose the credential.
+        name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+        path = f"{self._base}/v1beta/{quote(name, safe='/')}"
+        return f"{path}:streamGenerateContent?alt=sse" if stream else f"{path}:generateContent"
+
+    def auth_headers(
+        self, api_key: str | None, *, path: str = "", body: bytes = b""
+    ) -> list[tuple[str, str]]:
+        return [("x-goog-api-key", api_key)] if api_key else []
