@@ -40,8 +40,9 @@ IMPLEMENTED_PROVIDER_TYPES = (
     "together",
     "cohere",
     "gemini",
+    "bedrock",
 )
-PLANNED_PROVIDER_TYPES = ("bedrock",)
+PLANNED_PROVIDER_TYPES: tuple[str, ...] = ()
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")
 
@@ -89,6 +90,9 @@ class Listen(_Strict):
 
 
 CAPABILITIES = ("tools", "vision", "json")
+_BEDROCK_HOST = re.compile(
+    r"(?:^|\.)bedrock-runtime(?:-fips)?\.[a-z]{2}(?:-[a-z]+)+-\d+\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
+)
 STRATEGIES = ("round_robin", "weighted", "priority", "least_latency", "lowest_cost")
 
 
@@ -196,6 +200,19 @@ class Provider(_Strict):
             raise ValueError(
                 "aws_access_key_id_env and aws_secret_access_key_env go together: set both"
             )
+        if self.type == "bedrock":
+            sigv4 = self.aws_access_key_id_env is not None
+            if sigv4 == (self.api_key_env is not None):
+                raise ValueError(
+                    "a bedrock provider takes either api_key_env (a Bedrock API key) or "
+                    "aws_access_key_id_env + aws_secret_access_key_env (SigV4), not both "
+                    "and not neither"
+                )
+            if sigv4 and self.region is None and not _BEDROCK_HOST.search(self.host):
+                raise ValueError(
+                    "region: required for SigV4 when base_url's host does not name one "
+                    "(bedrock-runtime.<region>.amazonaws.com)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -646,13 +663,30 @@ def read_credential(
     """
     var = provider.api_key_env
     if var is None:
-        return None, None
+        return None, _aws_problem(provider, environ)
     value = (environ.get(var) or "").strip()
     if not value:
         return None, f"its key variable {var} is not set"
     if not _HEADER_VALUE_RE.fullmatch(value):
         return None, f"the value of {var} contains characters not allowed in an HTTP header"
     return value, None
+
+
+def _aws_problem(provider: Provider, environ: Mapping[str, str]) -> str | None:
+    """Why a bedrock provider's SigV4 credential variables are unusable, if they are."""
+    for var in (
+        provider.aws_access_key_id_env,
+        provider.aws_secret_access_key_env,
+        provider.aws_session_token_env,
+    ):
+        if var is None:
+            continue
+        value = (environ.get(var) or "").strip()
+        if not value:
+            return f"its AWS variable {var} is not set"
+        if not _HEADER_VALUE_RE.fullmatch(value):
+            return f"the value of {var} contains characters not allowed in an HTTP header"
+    return None
 
 
 def credential_problems(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, str]:

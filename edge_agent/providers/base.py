@@ -22,6 +22,9 @@ CLIENT_ONLY_HEADERS = (
     "openai-organization",
     "openai-project",
     "anthropic-version",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
     "cookie",
 )
 # What a provider answers about the gateway's account that clients have no business seeing.

@@ -8,6 +8,7 @@ from edge_agent.config import Provider
 from edge_agent.providers.anthropic import AnthropicAdapter
 from edge_agent.providers.azure_openai import AzureOpenAIAdapter
 from edge_agent.providers.base import ProviderAdapter
+from edge_agent.providers.bedrock import BedrockAdapter
 from edge_agent.providers.cohere import CohereAdapter
 from edge_agent.providers.gemini import GeminiAdapter
 from edge_agent.providers.openai import OpenAIAdapter
@@ -25,4 +26,5 @@ ADAPTERS: dict[str, Callable[[Provider, Mapping[str, str]], ProviderAdapter]] = 
     "anthropic": AnthropicAdapter,
     "cohere": CohereAdapter,
     "gemini": GeminiAdapter,
+    "bedrock": BedrockAdapter,
 }

@@ -13,6 +13,7 @@ import pytest
 
 from edge_agent.demo.upstream import FakeOpenAIThread
 from tests.fakes.anthropic import FakeAnthropicThread
+from tests.fakes.bedrock import FakeBedrockThread
 from tests.fakes.cohere import FakeCohereThread
 from tests.fakes.gemini import FakeGeminiThread
 from tests.helpers import Gateway, listen_block, running_gateway
@@ -61,6 +62,22 @@ CASES = {
         ("x-goog-api-key", "{key}"),
         stream_path="/v1beta/models/gemini-model:streamGenerateContent",
     ),
+    "bedrock": Case(
+        "bedrock",
+        "",
+        "/model/bedrock-model/converse",
+        ("authorization", "Bearer {key}"),
+        stream_path="/model/bedrock-model/converse-stream",
+    ),
+    # SigV4 instead of a Bedrock API key: the fake verifies the signature.
+    "bedrock_sigv4": Case(
+        "bedrock",
+        "",
+        "/model/bedrock_sigv4-model/converse",
+        ("x-amz-date", ""),
+        {"region": "us-east-1"},
+        stream_path="/model/bedrock_sigv4-model/converse-stream",
+    ),
 }
 
 
@@ -75,6 +92,12 @@ def fakes() -> Iterator[dict[str, Any]]:
             threads[name] = FakeCohereThread(name=name, api_key=key)
         elif name == "gemini":
             threads[name] = FakeGeminiThread(name=name, api_key=key)
+        elif name == "bedrock":
+            threads[name] = FakeBedrockThread(name=name, api_key=key)
+        elif name == "bedrock_sigv4":
+            threads[name] = FakeBedrockThread(
+                name=name, access_key_id="AKIDEXAMPLE", secret_access_key=key, region="us-east-1"
+            )
         else:
             threads[name] = FakeOpenAIThread(name=name, api_key=key, azure=name == "azure_openai")
     started = {name: t.start() for name, t in threads.items()}
@@ -90,12 +113,19 @@ def gw(fakes: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
     providers, models, env = [], [], {}
     for name, case in CASES.items():
         model = "dep-1" if name == "azure_openai" else f"{name}-model"
+        credentials: dict[str, str] = {"api_key_env": f"{name.upper()}_KEY"}
+        if name == "bedrock_sigv4":
+            credentials = {
+                "aws_access_key_id_env": "SIGV4_ID",
+                "aws_secret_access_key_env": f"{name.upper()}_KEY",
+            }
+            env["SIGV4_ID"] = "AKIDEXAMPLE"
         providers.append(
             {
                 "name": name.replace("_", "-"),
                 "type": case.type,
                 "base_url": fakes[name].url + case.base_path,
-                "api_key_env": f"{name.upper()}_KEY",
+                **credentials,
                 **(case.extra or {}),
             }
         )
@@ -132,8 +162,13 @@ def test_json_and_stream_reach_the_provider_in_its_wire_format(
     assert [seen.path for seen in fake.requests] == case.paths
     for seen in fake.requests:
         header, value = case.auth
-        assert seen.headers[header] == value.format(key=f"sk-{name}")
-        if header != "authorization":
+        if value:
+            assert seen.headers[header] == value.format(key=f"sk-{name}")
+        else:
+            assert seen.headers[header]  # signed: the fake checked the signature itself
+        if name == "bedrock_sigv4":
+            assert seen.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+        elif header != "authorization":
             assert "authorization" not in seen.headers  # the client's key never leaves
     if name == "azure_openai":
         assert "api-version=2024-10-21" in fake.requests[0].query

@@ -96,10 +96,30 @@ def test_duplicates_and_port_clashes() -> None:
 
 def test_unimplemented_features_are_refused_clearly() -> None:
     data = base(cache={"redis": {"url": "redis://x"}})
-    data["providers"][0]["type"] = "gemini"
+    data["providers"][0]["type"] = "watsonx"
     found = issues(data)
-    assert "not implemented in this version" in found["providers[0].type"]
+    assert "unknown provider type 'watsonx'" in found["providers[0].type"]
     assert "cache.redis.url" in found
+
+
+def test_bedrock_credentials_and_region() -> None:
+    bedrock = {"name": "b", "type": "bedrock", "base_url": "https://bedrock.example.com"}
+    data = base()
+    data["providers"].append({**bedrock})
+    assert "not both and not neither" in issues(data)["providers[1]"]
+    data["providers"][1] = {
+        **bedrock,
+        "aws_access_key_id_env": "A",
+        "aws_secret_access_key_env": "S",
+    }
+    assert "required for SigV4" in issues(data)["providers[1].region"]
+    data["providers"][1]["region"] = "eu-west-1"
+    data["models"].append({"name": "b", "targets": ["b/m"]})
+    cfg = parse_config(data)
+    assert "AWS variable A is not set" in credential_problems(cfg, {"OPENAI_API_KEY": "k"})["b"]
+    assert credential_problems(cfg, {"OPENAI_API_KEY": "k", "A": "id", "S": "secret"}) == {}
+    data["providers"][0]["region"] = "eu-west-1"
+    assert "only bedrock providers" in issues(data)["providers[0].region"]
 
 
 def test_semantic_config_checks() -> None:

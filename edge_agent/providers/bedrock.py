@@ -1,0 +1,725 @@
+"""Amazon Bedrock's Converse API (bedrock-runtime), reached through the OpenAI chat pivot.
+
+Requests go to `{base}/model/{modelId}/converse` (JSON answer) or `/converse-stream`
+(an `application/vnd.amazon.eventstream` answer of binary frames). Credentials are either a
+Bedrock API key (`api_key_env`, sent as `Authorization: Bearer`) or IAM credentials
+(`aws_access_key_id_env` / `aws_secret_access_key_env` / `aws_session_token_env`) that sign
+every request with SigV4 (service `bedrock`). The region is `region`, or the one in a
+`bedrock-runtime.<region>.amazonaws.com` host.
+
+What Converse cannot express is refused with a 400 (`untranslatable`), as in
+api/translate.py. One deliberate choice: `tool_choice: "none"` has no Converse counterpart,
+so the tools are left out of the request (the model then cannot call one, which is what
+"none" asks); when the conversation already holds tool calls or results, Bedrock demands
+`toolConfig`, and the request is refused instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer, ParserError
+
+from edge_agent.api.anthropic import error_type_for
+from edge_agent.api.errors import ApiError
+from edge_agent.api.openai import Endpoint
+from edge_agent.api.sse import encode_event
+from edge_agent.api.translate import StreamTranslator, untranslatable
+from edge_agent.config import Provider
+from edge_agent.providers.base import Schema
+
+#: SigV4 signing name of bedrock-runtime (its endpoint prefix differs: bedrock-runtime).
+SERVICE = "bedrock"
+SIGV4_ALGORITHM = "AWS4-HMAC-SHA256"
+_AMZ_DATE = "%Y%m%dT%H%M%SZ"
+# bedrock-runtime[-fips].<region>.amazonaws.com[.cn], also behind a VPC endpoint.
+_HOST_REGION = re.compile(
+    r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d+)\."
+    r"(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
+)
+
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+# OpenAI chat fields that change the answer and that Converse cannot carry.
+_OPENAI_ONLY: dict[str, Callable[[Any], bool]] = {
+    "n": lambda v: v not in (None, 1),
+    "logprobs": lambda v: bool(v),
+    "top_logprobs": lambda v: v is not None,
+    "frequency_penalty": lambda v: v not in (None, 0),
+    "presence_penalty": lambda v: v not in (None, 0),
+    "logit_bias": lambda v: bool(v),
+    "audio": lambda v: v is not None,
+    "modalities": lambda v: v not in (None, ["text"]),
+    "prediction": lambda v: v is not None,
+    "functions": lambda v: v is not None,
+    "function_call": lambda v: v is not None,
+    "web_search_options": lambda v: v is not None,
+    "reasoning_effort": lambda v: v is not None,
+    "parallel_tool_calls": lambda v: v is False,
+    "response_format": lambda v: not (isinstance(v, dict) and v.get("type") == "text"),
+}
+
+
+def _refuse(field: str, why: str = "") -> ApiError:
+    return untranslatable(field, "OpenAI", "Amazon Bedrock Converse", why)
+
+
+def _new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+# =========================================================================== requests
+
+
+def _text_parts(content: Any, path: str) -> list[str]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise _refuse(path, "expected a string or a list of text parts")
+    texts = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text":
+            raise _refuse(f"{path}[{i}]", "only text parts are allowed here")
+        texts.append(str(part.get("text", "")))
+    return texts
+
+
+def _image(url: str, path: str) -> dict[str, Any]:
+    if not url.startswith("data:"):
+        # Converse takes image bytes (or S3 objects), never a URL it would fetch.
+        raise _refuse(path, "Bedrock takes images inline: send a base64 data: URL")
+    head, sep, data = url.partition(",")
+    media = head[5:].split(";")[0].lower()
+    if not sep or ";base64" not in head:
+        raise _refuse(path, "image data URLs must be base64-encoded")
+    image_format = _IMAGE_FORMATS.get(media)
+    if image_format is None:
+        raise _refuse(path, f"image type {media!r}: Bedrock takes png, jpeg, gif or webp")
+    # A blob in Bedrock's JSON protocol is a base64 string: the data passes unchanged.
+    return {"image": {"format": image_format, "source": {"bytes": data}}}
+
+
+def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise _refuse(path, "expected a string or a list of content parts")
+    blocks: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        where = f"{path}[{i}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            text = str(part.get("text", ""))
+            if text:  # Bedrock refuses blank text blocks
+                blocks.append({"text": text})
+        elif kind == "image_url":
+            image = part.get("image_url") or {}
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise _refuse(f"{where}.image_url.url", "expected a URL string")
+            blocks.append(_image(url, f"{where}.image_url.url"))
+        else:
+            raise _refuse(where, f"content part type {kind!r} has no Converse counterpart")
+    return blocks
+
+
+def _tool_uses(calls: Any, path: str) -> list[dict[str, Any]]:
+    blocks = []
+    for i, call in enumerate(calls or []):
+        where = f"{path}[{i}]"
+        if not isinstance(call, dict) or call.get("type", "function") != "function":
+            raise _refuse(where, "only function tool calls translate")
+        function = call.get("function") or {}
+        try:
+            arguments = orjson.loads(function.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            raise _refuse(
+                f"{where}.function.arguments", "the arguments are not valid JSON"
+            ) from None
+        if not isinstance(arguments, dict):
+            raise _refuse(f"{where}.function.arguments", "the arguments must be a JSON object")
+        blocks.append(
+            {
+                "toolUse": {
+                    "toolUseId": str(call.get("id", "")),
+                    "name": str(function.get("name", "")),
+                    "input": arguments,
+                }
+            }
+        )
+    return blocks
+
+
+def _tool_spec(tool: Any, path: str) -> dict[str, Any]:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise _refuse(path, "only function tools translate")
+    function = tool.get("function") or {}
+    spec: dict[str, Any] = {
+        "name": function.get("name"),
+        "inputSchema": {"json": function.get("parameters") or {"type": "object", "properties": {}}},
+    }
+    if function.get("description"):
+        spec["description"] = function["description"]
+    return {"toolSpec": spec}
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None  # Bedrock's default is auto
+    if choice == "auto":
+        return {"auto": {}}
+    if choice == "required":
+        return {"any": {}}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            return {"tool": {"name": name}}
+    raise _refuse("tool_choice")
+
+
+def chat_to_converse(chat: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat request as a Converse request body (the model goes in the path)."""
+    for field, present in _OPENAI_ONLY.items():
+        value = chat.get(field)
+        if value is not None and present(value):
+            raise _refuse(field)
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    history_has_tools = False
+
+    def append(role: str, blocks: list[dict[str, Any]]) -> None:
+        # Converse wants alternating turns: same-role neighbours merge, and tool results
+        # (OpenAI's "tool" role) join the user turn.
+        if not blocks:
+            return  # an empty turn would be refused (blank content)
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+
+    raw_messages = chat.get("messages")
+    if not isinstance(raw_messages, list):
+        raise ApiError(400, "'messages' must be a list.", param="messages")
+    for i, message in enumerate(raw_messages):
+        path = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ApiError(400, f"'{path}' must be an object.", param=path)
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system += [{"text": t} for t in _text_parts(content, f"{path}.content") if t]
+        elif role == "user":
+            append("user", _user_blocks(content, f"{path}.content"))
+        elif role == "assistant":
+            if message.get("function_call"):
+                raise _refuse(f"{path}.function_call", "use tool_calls")
+            blocks = [{"text": t} for t in _text_parts(content, f"{path}.content") if t]
+            uses = _tool_uses(message.get("tool_calls"), f"{path}.tool_calls")
+            history_has_tools = history_has_tools or bool(uses)
+            append("assistant", blocks + uses)
+        elif role == "tool":
+            history_has_tools = True
+            text = "\n".join(_text_parts(content, f"{path}.content"))
+            result = {
+                "toolUseId": str(message.get("tool_call_id", "")),
+                # Converse refuses blank text, and a tool may well return nothing.
+                "content": [{"text": text}] if text else [{"json": {}}],
+            }
+            append("user", [{"toolResult": result}])
+        else:
+            raise _refuse(f"{path}.role", f"role {role!r} has no Converse counterpart")
+
+    out: dict[str, Any] = {"messages": messages}
+    if system:
+        out["system"] = system
+
+    config: dict[str, Any] = {}
+    max_tokens = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+        config["maxTokens"] = max_tokens
+    temperature = chat.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, int | float) and temperature > 1:
+            raise _refuse("temperature", "Bedrock accepts 0 to 1")
+        config["temperature"] = temperature
+    if chat.get("top_p") is not None:
+        config["topP"] = chat["top_p"]
+    stop = chat.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if config:
+        out["inferenceConfig"] = config
+
+    tools = chat.get("tools")
+    choice = chat.get("tool_choice")
+    if choice == "none":
+        if history_has_tools:
+            raise _refuse(
+                "tool_choice",
+                "Converse has no 'none' choice, and a conversation with tool calls must "
+                "declare its tools, which would let the model call them",
+            )
+        tools = None  # without tools the model cannot call one: what "none" means
+    if tools:
+        if not isinstance(tools, list):
+            raise _refuse("tools", "expected a list")
+        tool_config: dict[str, Any] = {
+            "tools": [_tool_spec(t, f"tools[{i}]") for i, t in enumerate(tools)]
+        }
+        converse_choice = _tool_choice(choice)
+        if converse_choice is not None:
+            tool_config["toolChoice"] = converse_choice
+        out["toolConfig"] = tool_config
+    elif choice not in (None, "none", "auto"):
+        raise ApiError(400, "'tool_choice' needs 'tools'.", param="tool_choice")
+    return out
+
+
+# =========================================================================== answers
+
+
+def openai_usage(usage: Any) -> dict[str, Any] | None:
+    """Converse usage → OpenAI usage (prompt tokens count cache reads and writes too)."""
+    if not isinstance(usage, dict):
+        return None
+    cached = int(usage.get("cacheReadInputTokens") or 0)
+    prompt = int(usage.get("inputTokens") or 0) + cached
+    prompt += int(usage.get("cacheWriteInputTokens") or 0)
+    completion = int(usage.get("outputTokens") or 0)
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+def converse_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A Converse answer as an OpenAI chat completion."""
+    output = body.get("output")
+    message = output.get("message") if isinstance(output, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            calls.append(
+                {
+                    "id": use.get("toolUseId"),
+                    "type": "function",
+                    "function": {
+                        "name": use.get("name"),
+                        "arguments": orjson.dumps(use.get("input", {})).decode(),
+                    },
+                }
+            )
+        elif isinstance(block.get("reasoningContent"), dict):
+            text = (block["reasoningContent"].get("reasoningText") or {}).get("text")
+            if isinstance(text, str):
+                reasoning.append(text)
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        reply["tool_calls"] = calls
+    if reasoning:
+        reply["reasoning_content"] = "".join(reasoning)  # the field vLLM/DeepSeek use
+    out: dict[str, Any] = {
+        "id": _new_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "finish_reason": _FINISH.get(str(body.get("stopReason") or ""), "stop"),
+                "logprobs": None,
+            }
+        ],
+    }
+    usage = openai_usage(body.get("usage"))
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def error_to_openai(status: int, body: bytes) -> bytes:
+    """Bedrock's `{"message": ...}` error body (the type is in a header) as OpenAI's."""
+    message: str | None = None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        for key in ("message", "Message"):
+            if isinstance(parsed.get(key), str) and parsed[key]:
+                message = parsed[key]
+                break
+        error = parsed.get("error")
+        if message is None and isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+    if message is None:
+        text = body[:500].decode("utf-8", "replace").strip()
+        message = f"The provider answered: {text}" if text else "The provider answered an error."
+    error_body = {"message": message, "type": error_type_for(status), "param": None, "code": None}
+    return orjson.dumps({"error": error_body})
+
+
+# =========================================================================== streams
+
+_EXCEPTION_STATUS = {
+    "validationException": 400,
+    "throttlingException": 429,
+    "modelStreamErrorException": 424,
+    "internalServerException": 500,
+    "serviceUnavailableException": 503,
+}
+
+
+class ConverseStreamToChat(StreamTranslator):
+    """Converse-stream event frames (binary) → OpenAI chat.completion.chunk SSE events.
+
+    Frames are decoded by botocore's `EventStreamBuffer`, which keeps partial frames
+    between feeds and checks both CRCs.
+    """
+
+    def __init__(
+        self, model: str, include_usage: bool, now: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__()
+        self._model = model
+        self._include_usage = include_usage
+        self._created = int(now())
+        self._id = _new_id()
+        self._frames = EventStreamBuffer()
+        self._tools: dict[int, int] = {}  # Converse block index → OpenAI tool index
+        self._stopped = False
+        self._broken = False  # a corrupt frame: nothing after it can be trusted
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        return encode_event(orjson.dumps(body))
+
+    @staticmethod
+    def _error(message: str, status: int, code: str | None) -> bytes:
+        error = {"message": message, "type": error_type_for(status), "param": None, "code": code}
+        return encode_event(orjson.dumps({"error": error}))
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._broken or self.finished:
+            return b""
+        self._frames.add_data(chunk)
+        out = bytearray()
+        try:
+            for frame in self._frames:
+                out += self._frame(frame.headers, frame.payload)
+        except ParserError as exc:
+            self._broken = True
+            out += self._error(f"The provider's event stream is corrupt: {exc}", 502, None)
+        return bytes(out)
+
+    def _frame(self, headers: Mapping[str, Any], payload: bytes) -> bytes:
+        kind = headers.get(":message-type", "event")
+        try:
+            data = orjson.loads(payload) if payload else {}
+        except orjson.JSONDecodeError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        if kind == "exception":
+            name = str(headers.get(":exception-type", ""))
+            message = data.get("message") or data.get("Message") or "The provider's stream failed."
+            return self._error(str(message), _EXCEPTION_STATUS.get(name, 500), name or None)
+        if kind == "error":
+            code = str(headers.get(":error-code", "")) or None
+            message = str(headers.get(":error-message", "")) or "The provider's stream failed."
+            return self._error(message, 500, code)
+        return self._event(str(headers.get(":event-type", "")), data)
+
+    def _event(self, name: str | None, data: Any) -> bytes:
+        if name == "messageStart":
+            return self._chunk({"role": "assistant", "content": ""})
+        if name == "contentBlockStart":
+            use = (data.get("start") or {}).get("toolUse")
+            if not isinstance(use, dict):
+                return b""
+            index = self._tools[data.get("contentBlockIndex", 0)] = len(self._tools)
+            call = {
+                "index": index,
+                "id": use.get("toolUseId"),
+                "type": "function",
+                "function": {"name": use.get("name"), "arguments": ""},
+            }
+            return self._chunk({"tool_calls": [call]})
+        if name == "contentBlockDelta":
+            delta = data.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                return self._chunk({"content": delta["text"]})
+            use = delta.get("toolUse")
+            if isinstance(use, dict):
+                index = self._tools.get(data.get("contentBlockIndex", 0))
+                if index is None:
+                    return b""  # input for a tool that never started: nothing to attach it to
+                call = {"index": index, "function": {"arguments": str(use.get("input", ""))}}
+                return self._chunk({"tool_calls": [call]})
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
+                return self._chunk({"reasoning_content": reasoning["text"]})
+            return b""
+        if name == "messageStop":
+            self._stopped = True
+            finish = _FINISH.get(str(data.get("stopReason") or ""), "stop")
+            return self._chunk({}, finish)
+        if name == "metadata":
+            self.usage = openai_usage(data.get("usage"))
+            if not self._stopped:
+                return b""  # metadata always follows messageStop; without it, no end
+            self.finished = True
+            out = b""
+            if self._include_usage and self.usage is not None:
+                body = {
+                    "id": self._id,
+                    "object": "chat.completion.chunk",
+                    "created": self._created,
+                    "model": self._model,
+                    "choices": [],
+                    "usage": self.usage,
+                }
+                out += encode_event(orjson.dumps(body))
+            return out + encode_event("[DONE]")
+        return b""  # contentBlockStop and future event types
+
+
+# =========================================================================== codec
+
+
+class BedrockCodec:
+    """Converse ⇄ OpenAI chat."""
+
+    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
+        return chat_to_converse(chat)
+
+    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return converse_to_completion(body, model)
+
+    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator:
+        return ConverseStreamToChat(model, include_usage)
+
+    def error_to_chat(self, status: int, body: bytes) -> bytes:
+        return error_to_openai(status, body)
+
+
+def region_of(provider: Provider) -> str | None:
+    """The provider's AWS region: configured, or read from a bedrock-runtime host."""
+    if provider.region:
+        return provider.region
+    match = _HOST_REGION.search(provider.host.lower())
+    return match.group(1) if match else None
+
+
+def _env(environ: Mapping[str, str], var: str | None) -> str | None:
+    if var is None:
+        return None
+    return (environ.get(var) or "").strip() or None  # mounted secrets often end in "\n"
+
+
+class BedrockAdapter:
+    schema: Schema = "bedrock"
+    endpoints: frozenset[Endpoint] = frozenset()  # every request is translated
+    codec = BedrockCodec()
+
+    def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
+        env = environ or {}
+        # base_url is the bedrock-runtime endpoint, https://bedrock-runtime.<region>.amazonaws.com
+        self._base = provider.base_path
+        self._scheme = urlsplit(provider.base_url).scheme
+        # The signature covers Host: the value Envoy sends (auto_host_rewrite → authority).
+        self._authority = provider.authority
+        self.region = region_of(provider)
+        self.credentials: Credentials | None = None
+        #: why SigV4 credentials are configured but unusable (None: fine or not configured)
+        self.problem: str | None = None
+        if provider.aws_access_key_id_env is not None:
+            key_id = _env(env, provider.aws_access_key_id_env)
+            secret = _env(env, provider.aws_secret_access_key_env)
+            token = _env(env, provider.aws_session_token_env)
+            missing = [
+                var
+                for var, value in (
+                    (provider.aws_access_key_id_env, key_id),
+                    (provider.aws_secret_access_key_env, secret),
+                    (provider.aws_session_token_env, token),
+                )
+                if var is not None and value is None
+            ]
+            if missing:
+                self.problem = f"its AWS variable(s) {', '.join(missing)} are not set"
+            elif self.region is None:
+                raise ValueError(
+                    f"providers.{provider.name}: SigV4 needs the AWS region: set 'region', or "
+                    "use a base_url host of the form bedrock-runtime.<region>.amazonaws.com "
+                    f"(got {provider.host!r})"
+                )
+            else:
+                self.credentials = Credentials(key_id, secret, token)
+
+    def upstream_path(
+        self, endpoint: Endpoint, model: str, query: str = "", stream: bool = False
+    ) -> str:
+        # The client's query string belongs to the OpenAI API; Converse takes none (and a
+        # query would have to be signed too), so it is not forwarded.
+        operation = "converse-stream" if stream else "converse"
+        return f"{self._base}/model/{quote(model, safe='')}/{operation}"
+
+    def auth_headers(
+        self, api_key: str | None, *, path: str = "", body: bytes = b""
+    ) -> list[tuple[str, str]]:
+        if api_key:
+            return [("authorization", f"Bearer {api_key}")]
+        if self.credentials is None or self.region is None:
+            return []
+        return self.sign(path, body)
+
+    def sign(self, path: str, body: bytes) -> list[tuple[str, str]]:
+        """SigV4 headers for `POST path` with `body`, as Envoy will send it upstream.
+
+        Only `host` and the `x-amz-*` headers are signed (all SigV4 requires): a header
+        that Envoy or the client may still change would break the signature.
+        """
+        if self.credentials is None or self.region is None:
+            raise RuntimeError("no SigV4 credentials or region for this provider")
+        request = AWSRequest(
+            method="POST",
+            url=f"{self._scheme}://{self._authority}{path}",
+            data=body,
+            headers={"host": self._authority},
+        )
+        SigV4Auth(self.credentials, SERVICE, self.region).add_auth(request)
+        headers = [
+            ("authorization", request.headers["Authorization"]),
+            ("x-amz-date", request.headers["X-Amz-Date"]),
+        ]
+        token = request.headers.get("X-Amz-Security-Token")
+        if token:
+            headers.append(("x-amz-security-token", token))
+        return headers
+
+    @staticmethod
+    def verify_sigv4(
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        access_key_id: str,
+        secret_access_key: str,
+        region: str,
+        service: str = SERVICE,
+        session_token: str | None = None,
+        now: dt.datetime | None = None,
+        max_skew: dt.timedelta = dt.timedelta(minutes=5),
+    ) -> str | None:
+        """Why a received request's SigV4 signature is invalid, or None when it is valid.
+
+        `path` is the raw request target (percent-encoding as sent, query included) and
+        `headers` the received headers; the signature is recomputed with botocore over
+        exactly the headers the request says it signed.
+        """
+        lower = {k.lower(): v for k, v in headers.items()}
+        auth = lower.get("authorization", "")
+        scheme, _, rest = auth.partition(" ")
+        if scheme != SIGV4_ALGORITHM:
+            return "the Authorization header is not AWS4-HMAC-SHA256"
+        fields = {}
+        for item in rest.split(","):
+            key, _, value = item.strip().partition("=")
+            fields[key] = value
+        credential = fields.get("Credential", "").split("/")
+        signed = [h for h in fields.get("SignedHeaders", "").split(";") if h]
+        given = fields.get("Signature", "")
+        if len(credential) != 5 or credential[4] != "aws4_request" or not signed or not given:
+            return "the Authorization header is malformed"
+        key_id, day, scope_region, scope_service, _ = credential
+        if key_id != access_key_id:
+            return "unknown access key"
+        if scope_region != region:
+            return f"credential scoped to region {scope_region!r}, expected {region!r}"
+        if scope_service != service:
+            return f"credential scoped to service {scope_service!r}, expected {service!r}"
+        if "host" not in signed:
+            return "the host header is not signed"
+        amz_date = lower.get("x-amz-date", "")
+        try:
+            when = dt.datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=dt.UTC)
+        except ValueError:
+            return "missing or malformed x-amz-date"
+        if "x-amz-date" not in signed:
+            return "x-amz-date is not signed"
+        if day != amz_date[:8]:
+            return "the credential date differs from x-amz-date"
+        current = now or dt.datetime.now(dt.UTC)
+        if abs(current - when) > max_skew:
+            return "the signature has expired (x-amz-date too far from now)"
+        if session_token is not None:
+            if lower.get("x-amz-security-token") != session_token:
+                return "missing or wrong x-amz-security-token"
+            if "x-amz-security-token" not in signed:
+                return "x-amz-security-token is not signed"
+        absent = [h for h in signed if h not in lower]
+        if absent:
+            return f"signed headers not in the request: {', '.join(absent)}"
+        request = AWSRequest(
+            method=method,
+            url=f"https://{lower['host']}{path}",
+            data=body,
+            headers={h: lower[h] for h in signed},
+        )
+        request.context["timestamp"] = amz_date
+        signer = SigV4Auth(
+            Credentials(access_key_id, secret_access_key, session_token), service, region
+        )
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
+        if not hmac.compare_digest(expected, given):
+            return "the signature does not match"
+        return None
