@@ -568,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ],
             ),
             "**Index search** (k = 4, one query at a time, random unit vectors of "
-            f"dimension {DIM}; faiss with its default {os.cpu_count()} threads). "
+            f"dimension {DIM}; faiss on one OpenMP thread per search, as the agent runs it). "
             "`PartitionIndex` is the agent's own index (edge_agent/cache/semantic.py), "
             "filled through its `add()`.",
             table(["index", "entries", "p50 ms", "p99 ms", "build"], index_rows),
