@@ -205,9 +205,9 @@ class SemanticTier:
         self._counts: dict[str, int] = {}  # live entries per partition
         self.max_bytes = max_bytes
         self.bytes = 0  # answer bytes referenced by entries
-        # One query per search: OpenMP's fork/join across cores costs more than it saves
-        # and widens the tail (p99 1.3 -> 1.1 ms at 100k, docs/semantic-cache.md). The
-        # setting is per thread, so graph builds below still use every core.
+        # One query per search: OpenMP's fork/join across cores buys nothing for it and
+        # can widen the tail (docs/semantic-cache.md). The setting is per thread, so
+        # graph builds below still use every core.
         self._worker = ThreadPoolExecutor(
             1,
             thread_name_prefix="edge-agent-faiss",
