@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
-from edge_agent.attempt import Attempt, AttemptLog
+from edge_agent.attempt import Attempt
+from edge_agent.attempt_log import AttemptLog
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
 from edge_agent.config import Config

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from edge_agent.api import anthropic, errors
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import ENDPOINT_BY_PATH, Endpoint, parse_request
+from edge_agent.attempt_log import ATTEMPT_KEY_HEADER
 from edge_agent.exchange import JSON, METERED_HEADER, BodyMode, Continue, Decision, Respond
 from edge_agent.leg import CREDENTIAL_HEADERS, ProviderLeg, client_schema_of, usage_of
 from edge_agent.routing.health import parse_retry_after
@@ -39,31 +39,6 @@ STAGE_METADATA = "x-edge-agent-stage"
 _CONTINUE = Continue()
 
 
-class AttemptLog:
-    """Which targets' attempts reported an answer, per request id (x-request-id).
-
-    Read once by the downstream Exchange when the final answer arrives; bounded, so
-    requests that never finish cannot make it grow.
-    """
-
-    def __init__(self, max_requests: int = 10_000) -> None:
-        self._seen: OrderedDict[str, set[str]] = OrderedDict()
-        self._max = max_requests
-
-    def reported(self, request_id: str, key: str) -> None:
-        if not request_id:
-            return
-        keys = self._seen.get(request_id)
-        if keys is None:
-            keys = self._seen[request_id] = set()
-            if len(self._seen) > self._max:
-                self._seen.popitem(last=False)
-        keys.add(key)
-
-    def pop(self, request_id: str) -> set[str]:
-        return self._seen.pop(request_id, set())
-
-
 class Attempt:
     __slots__ = (
         "_leg",
@@ -75,7 +50,7 @@ class Attempt:
         "endpoint",
         "key",
         "path",
-        "request_id",
+        "request_key",
         "target",
     )
 
@@ -89,15 +64,20 @@ class Attempt:
         self._leg: ProviderLeg | None = None
         self._sent_at = 0.0
         self._status: str | None = None
-        self.request_id = ""
+        self.request_key = ""
         self.done = False
 
     def request_headers(self, headers: Mapping[str, str], target_key: str) -> Decision:
         self.key = target_key
-        self.request_id = headers.get("x-request-id", "")
-        self.path, _, self._query = headers.get(":path", "").partition("?")
+        self.request_key = headers.get(ATTEMPT_KEY_HEADER, "")
+        chained = self.agent.attempts.get(self.request_key)
+        if chained is not None:
+            self.path, self._query = chained.path, chained.query
+        else:  # not begun by our Exchange (a hand-written route): the path is the client's
+            self.path, _, self._query = headers.get(":path", "").partition("?")
         self.endpoint = ENDPOINT_BY_PATH.get(self.path)
         self.target = self.agent.router.target(target_key)
+        self.agent.attempts.note(self.request_key, target_key, "started")
         if self.target is None or self.endpoint is None:
             # Only a misconfigured chain gets here (a disabled provider, a hand-written
             # filter); Envoy does not retry an upstream filter's own answer.
@@ -177,7 +157,7 @@ class Attempt:
         target = self.target
         if target is None or not self._sent_at:
             return
-        self.agent.attempts.reported(self.request_id, target.key)
+        self.agent.attempts.note(self.request_key, target.key, "answered")
         elapsed = self.agent.clock() - self._sent_at
         self.agent.metrics.upstream_seconds.labels(target.provider.name).observe(elapsed)
         code = int(status) if status.isascii() and status.isdigit() else 0
@@ -192,6 +172,8 @@ class Attempt:
 
     def _error(self, exc: ApiError) -> Respond:
         self.done = True
+        # Our own refusal, not the provider's failure: the Exchange must not charge it.
+        self.agent.attempts.note(self.request_key, self.key, "refused")
         schema = client_schema_of(self.endpoint) if self.endpoint else "openai"
         body = anthropic.error_body(exc) if schema == "anthropic" else exc.body()
         return Respond(exc.status, [("content-type", JSON), *exc.headers], body)

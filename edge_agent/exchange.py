@@ -24,6 +24,7 @@ from edge_agent.api import anthropic, errors, translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
 from edge_agent.api.sse import StreamAssembler, replay_stream
+from edge_agent.attempt_log import ATTEMPT_COUNT_HEADER, ATTEMPT_KEY_HEADER
 from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
 from edge_agent.leg import MODEL_HEADER, PROVIDER_HEADER, ProviderLeg, tokens_of, usage_of
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
@@ -100,6 +101,7 @@ _PARTIAL_BODY = ApiError(
 class Exchange:
     __slots__ = (
         "_assembler",
+        "_attempt_key",
         "_body_bytes",
         "_capture_bytes",
         "_captured",
@@ -156,6 +158,7 @@ class Exchange:
         self._raw = b""  # the client's body, for providers that sign what they are sent
         self._leg: ProviderLeg | None = None  # the provider side, when routed to one target
         self.chained = ""  # the failover chain routed to: attempts are handled upstream
+        self._attempt_key = ""  # its AttemptLog entry
         self._metered_upstream = False  # usage already counted by a leg or the upstream filter
 
     # ---- request headers -------------------------------------------------------------
@@ -270,7 +273,11 @@ class Exchange:
             # (attempt.py) translates and authenticates each attempt. Nothing of the
             # provider's is set here.
             self.chained = chain
-            set_headers = [(agent.config.envoy.routing_header, chain)]
+            self._attempt_key = agent.attempts.begin(self.path, self.query)
+            set_headers = [
+                (agent.config.envoy.routing_header, chain),
+                (ATTEMPT_KEY_HEADER, self._attempt_key),  # overwrites any client value
+            ]
             set_headers.append(("accept-encoding", "identity"))  # any attempt may translate
             new_body = None
         else:
@@ -386,14 +393,19 @@ class Exchange:
     def response_headers(self, headers: Mapping[str, str]) -> Decision:
         agent = self.agent
         status = headers.get(":status", "")
+        if self.chained:
+            # Attempts measured and judged themselves; name the target that answered
+            # before counting the request, and judge the attempts that never could.
+            self._judge_silent_attempts(self._adopt_answering_target(headers), headers)
         self._finish(status)
-        if self.target is not None and self._sent_at:
+        if self.target is not None and self._sent_at and not self.chained:
             elapsed = agent.clock() - self._sent_at
             agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(elapsed)
             self._report_health(status, headers, elapsed)
+        self._sent_at = 0.0
         decision = Continue(
             set_headers=[(CACHE_HEADER, self.cache_result)],
-            remove_headers=list(PROVIDER_ONLY_HEADERS),
+            remove_headers=[*PROVIDER_ONLY_HEADERS, ATTEMPT_COUNT_HEADER],
         )
         target = self.target
         if target is None:
@@ -408,8 +420,6 @@ class Exchange:
             if want is not None:
                 translating = True
                 decision.response_body_mode = BodyMode.STREAMED if want else BodyMode.BUFFERED
-        elif self.chained:
-            self._judge_silent_attempts(self._adopt_answering_target(headers))
         metered_upstream = headers.get(METERED_HEADER) is not None
         if metered_upstream:
             decision.remove_headers.append(METERED_HEADER)
@@ -443,19 +453,26 @@ class Exchange:
         self.target = answered
         return key
 
-    def _judge_silent_attempts(self, answered: str | None) -> None:
-        # Envoy tries the chain in order: every target before the one that answered was
-        # tried and failed. Those whose attempt reported nothing never got an answer from
-        # their provider (connection refused or reset, or a timeout): they count as such.
+    def _judge_silent_attempts(self, answered: str | None, headers: Mapping[str, str]) -> None:
+        # Envoy walks the chain in order, one target per attempt, and says how many
+        # attempts it made. A tried target whose attempt never saw an answer (refused or
+        # reset connection, timeout; Envoy may cancel such an attempt before it reaches
+        # the agent) counts as a connect failure. Targets not reached, attempts the agent
+        # itself refused, and answers (judged by their attempt) are not charged.
         agent = self.agent
         order = agent.router.chain_order(self.chained)
-        tried = order[: order.index(answered)] if answered in order else order
-        reported = agent.attempts.pop(self.req_headers.get("x-request-id", ""))
+        states = agent.attempts.finish(self._attempt_key)
+        count = headers.get(ATTEMPT_COUNT_HEADER, "")
+        if count.isascii() and count.isdigit():
+            tried = order[: int(count)]
+        else:
+            tried = [key for key in order if key in states]
         for key in tried:
             target = agent.router.target(key)
-            if key not in reported and target is not None:
-                target.health.on_failure("connect")
-                agent.metrics.failover_attempts.labels(key, "connect").inc()
+            if key == answered or states.get(key) in ("answered", "refused") or target is None:
+                continue
+            target.health.on_failure("connect")
+            agent.metrics.failover_attempts.labels(key, "connect").inc()
 
     def _report_health(self, status: str, headers: Mapping[str, str], elapsed: float) -> None:
         assert self.target is not None

@@ -240,6 +240,9 @@ def ext_proc_filter(config: Config) -> dict[str, Any]:
             "message_timeout": _duration(env.message_timeout_ms / 1000),
             # The agent asks for the response body only when it needs it (cache capture).
             "allow_mode_override": True,
+            # Lets the agent strip x-envoy-attempt-count (which it reads for failover
+            # accounting) from answers; Envoy ignores x-envoy-* mutations otherwise.
+            "mutation_rules": {"allow_envoy": True},
             "processing_mode": {
                 "request_header_mode": "SEND",
                 # Not BUFFERED_PARTIAL: with it, Envoy 1.40 sometimes picks the route
@@ -431,7 +434,16 @@ def build_bootstrap(config: Config) -> dict[str, Any]:
         "local_reply_config": local_reply_config(config),
         "route_config": {
             "name": "llm",
-            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes(config)}],
+            "virtual_hosts": [
+                {
+                    "name": "llm",
+                    "domains": ["*"],
+                    "routes": routes(config),
+                    # x-envoy-attempt-count on answers: the agent learns how far along a
+                    # failover chain Envoy went (it strips the header for clients).
+                    "include_attempt_count_in_response": True,
+                }
+            ],
         },
         "http_filters": [
             ext_proc_filter(config),

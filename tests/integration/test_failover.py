@@ -74,6 +74,11 @@ def gw(fakes: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "targets": ["primary/p-chat", "claude/claude-x"],
             },
             {"name": "refused", "strategy": "priority", "targets": ["dead/d", "secondary/s-chat"]},
+            {
+                "name": "claude-first",
+                "strategy": "priority",
+                "targets": ["claude/claude-x", "secondary/s-chat"],
+            },
         ],
         "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
     }
@@ -196,3 +201,28 @@ def test_streams_fail_over_too(gw: Gateway, fakes: dict[str, Any]) -> None:
         "stream please" in "".join(line for line in text.splitlines() if '"content"' in line)
         or "stream" in text
     )
+
+
+def test_failover_from_a_provider_with_another_path_reaches_the_next_one(
+    gw: Gateway, fakes: dict[str, Any]
+) -> None:
+    # The first attempt rewrote :path to /v1/messages; Envoy keeps it for the second
+    # attempt, which must still translate from the client's chat request.
+    claude: FakeAnthropic = fakes["claude"]
+    claude.fail_next(500)
+    reply = ask(gw, "claude-first", "from claude to openai", max_tokens=30)
+    assert reply.status == 200, reply.body
+    assert reply.headers["x-edge-agent-provider"] == "secondary"
+    assert "from claude to openai" in reply.json()["choices"][0]["message"]["content"]
+    seen = fakes["secondary"].requests[-1]
+    assert seen.path == "/v1/chat/completions" and "x-api-key" not in seen.headers
+    assert "x-envoy-attempt-count" not in reply.headers
+
+
+def test_the_agents_own_refusal_charges_no_target(gw: Gateway) -> None:
+    before = gw.admin_json("/admin/routing")["targets"]
+    reply = ask(gw, "cross", "two answers please", n=2)  # claude cannot do n=2
+    assert reply.status in (200, 400)
+    after = gw.admin_json("/admin/routing")["targets"]
+    for key in ("claude/claude-x",):
+        assert after[key]["failures"] == before[key]["failures"], (before[key], after[key])

@@ -69,13 +69,21 @@ def test_same_schema_attempt_still_sets_content_length() -> None:
 
 def test_failed_attempts_feed_health_and_the_attempt_log() -> None:
     a = agent()
-    attempt = a.attempt()
-    attempt.request_headers({":path": "/v1/chat/completions", "x-request-id": "r9"}, "gpt/g")
-    attempt.request_body(BODY)
-    attempt.response_headers({":status": "429", "retry-after": "5"})
+    key = a.attempts.begin("/v1/chat/completions", "")
+    first = a.attempt()
+    first.request_headers({":path": "/v1/chat/completions", "x-edge-agent-attempt": key}, "gpt/g")
+    first.request_body(BODY)
+    first.response_headers({":status": "429", "retry-after": "5"})
     target = a.router.target("gpt/g")
     assert target is not None and not target.health.peek()
-    assert a.attempts.pop("r9") == {"gpt/g"}
+    # The next attempt sees the first one's provider path: it must use the client's.
+    second = a.attempt()
+    second.request_headers({":path": "/v1/messages", "x-edge-agent-attempt": key}, "claude/c")
+    decision = second.request_body(BODY)
+    assert isinstance(decision, Continue)
+    assert dict(decision.set_headers)[":path"] == "/v1/messages"
+    assert orjson.loads(decision.body or b"")["max_tokens"] == 4096  # translated from chat
+    assert a.attempts.finish(key) == {"gpt/g": "answered", "claude/c": "started"}
 
 
 def test_a_disabled_target_in_a_chain_is_refused_clearly() -> None:
