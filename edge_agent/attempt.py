@@ -22,7 +22,15 @@ from edge_agent.api import anthropic, errors
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import ENDPOINT_BY_PATH, Endpoint, parse_request
 from edge_agent.attempt_log import ATTEMPT_KEY_HEADER
-from edge_agent.exchange import JSON, METERED_HEADER, BodyMode, Continue, Decision, Respond
+from edge_agent.exchange import (
+    JSON,
+    METERED_HEADER,
+    TARGET_FAULTS,
+    BodyMode,
+    Continue,
+    Decision,
+    Respond,
+)
 from edge_agent.leg import CREDENTIAL_HEADERS, ProviderLeg, client_schema_of, usage_of
 from edge_agent.routing.health import parse_retry_after
 
@@ -142,6 +150,8 @@ class Attempt:
         assert leg is not None
         out = leg.response_body(chunk, end_of_stream, self._status or "")
         if out is not None:
+            if leg.failed and leg.stream_out is None:
+                return Continue(body=out, set_headers=[(":status", "502")])
             return Continue(body=out, chunk=leg.stream_out is not None)
         if end_of_stream and self._status == "200":
             leg.count_usage(usage_of(chunk, client_schema_of(leg.endpoint)))
@@ -161,7 +171,7 @@ class Attempt:
         elapsed = self.agent.clock() - self._sent_at
         self.agent.metrics.upstream_seconds.labels(target.provider.name).observe(elapsed)
         code = int(status) if status.isascii() and status.isdigit() else 0
-        if code == 429 or code >= 500:
+        if code == 429 or code >= 500 or code in TARGET_FAULTS:
             kind = "rate_limited" if code == 429 else "status"
             retry_after = parse_retry_after(headers.get("retry-after"), time.time())
             target.health.on_failure(kind, code, retry_after)

@@ -294,19 +294,26 @@ class ModelRoute(_Strict):
         return v
 
 
-def failover_chains(models: list[ModelRoute]) -> dict[str, list[TargetSpec]]:
+def failover_chains(
+    config: Config, environ: Mapping[str, str] | None = None
+) -> dict[str, list[TargetSpec]]:
     """Envoy cluster name → targets in attempt order, for every model that fails over.
 
     One chain per (model, first target): the router's strategy picks the first target per
-    request, the chain then tries the others in their configured order. The bootstrap and
-    the router both derive the names from here, so they always agree.
+    request, the chain then tries the others in their configured order. Targets whose
+    provider is disabled (its credential is missing) are left out: an attempt on one
+    could only be refused, and Envoy does not retry past a refusal. The bootstrap and the
+    router both derive the chains from here, with the same environment, so they agree.
     """
+    env = os.environ if environ is None else environ
+    usable = {p.name for p in config.providers if read_credential(p, env)[1] is None}
     chains: dict[str, list[TargetSpec]] = {}
-    for mi, route in enumerate(models):
-        if not route.failover or len(route.targets) < 2:
+    for mi, route in enumerate(config.models):
+        specs = [(ti, t) for ti, t in enumerate(route.targets) if t.provider in usable]
+        if not route.failover or len(specs) < 2:
             continue
-        for ti, first in enumerate(route.targets):
-            rest = [t for j, t in enumerate(route.targets) if j != ti]
+        for ti, first in specs:
+            rest = [t for j, t in specs if j != ti]
             chains[f"edge_agent_chain_{mi}_{ti}"] = [first, *rest]
     return chains
 

@@ -42,6 +42,9 @@ CACHE_HEADER = "x-edge-agent-cache"
 SCORE_HEADER = "x-edge-agent-cache-score"
 # Set by the upstream filter when it counted the answer's usage itself (stripped here).
 METERED_HEADER = "x-edge-agent-metered"
+# Answers that say the target itself is broken (a revoked key, a wrong model or
+# deployment name), unlike other 4xx, which are about the request.
+TARGET_FAULTS = frozenset({401, 403, 404})
 # Client routing overrides (config routing.client_overrides).
 PIN_HEADER = "x-edge-agent-pin"
 EXCLUDE_HEADER = "x-edge-agent-exclude"
@@ -282,7 +285,11 @@ class Exchange:
             new_body = None
         else:
             leg = self._leg = ProviderLeg(agent, target, req, self.model)
-            provider_headers, new_body = leg.request_changes(self.query, self._raw)
+            try:
+                provider_headers, new_body = leg.request_changes(self.query, self._raw)
+            except ApiError:
+                target.health.on_cancel()  # never sent: release a half-open probe it took
+                raise
             set_headers = [(agent.config.envoy.routing_header, target.provider.name)]
             set_headers += provider_headers
             if caching and not leg.translating:
@@ -480,7 +487,7 @@ class Exchange:
             return  # each attempt reports its own outcome (attempt.py)
         health = self.target.health
         code = int(status) if status.isascii() and status.isdigit() else 0
-        if code == 429 or code >= 500:
+        if code == 429 or code >= 500 or code in TARGET_FAULTS:
             retry_after = parse_retry_after(headers.get("retry-after"), time.time())
             kind = "rate_limited" if code == 429 else "status"
             health.on_failure(kind, code, retry_after)
@@ -537,8 +544,12 @@ class Exchange:
             self._count_usage(usage_of(whole, self.client_schema))
         self._capture(chunk, end_of_stream)
         if out is not None:
-            streamed = self._leg is not None and self._leg.stream_out is not None
-            return Continue(body=out, chunk=streamed)
+            leg = self._leg
+            assert leg is not None
+            if leg.failed and leg.stream_out is None:
+                # Headers are still held (buffered body): the error gets its own status.
+                return Continue(body=out, set_headers=[(":status", "502")])
+            return Continue(body=out, chunk=leg.stream_out is not None)
         return _CONTINUE
 
     def _count_usage(self, usage: object) -> None:

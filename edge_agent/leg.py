@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from edge_agent.api import errors, translate
+from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS
 
@@ -46,6 +47,7 @@ class ProviderLeg:
         "agent",
         "client_schema",
         "endpoint",
+        "failed",
         "label",
         "request",
         "stream_out",
@@ -66,6 +68,7 @@ class ProviderLeg:
         self.translating = False
         self.translate_body = False  # a whole answer (JSON or error) to translate
         self.stream_out: translate.StreamTranslator | None = None
+        self.failed = False  # the answer could not be translated: the client got an error
 
     # ---- request -----------------------------------------------------------------------
     def request_changes(self, query: str, raw: bytes) -> tuple[list[tuple[str, str]], bytes | None]:
@@ -99,9 +102,15 @@ class ProviderLeg:
                     "provider that has one.",
                     code="unsupported_endpoint",
                 )
-        except orjson.JSONEncodeError:
-            # orjson reads 1024 nesting levels but writes only 254.
-            raise TOO_DEEP from None
+        except orjson.JSONEncodeError as exc:
+            if "recursion" in str(exc).lower():
+                # orjson reads 1024 nesting levels but writes only 254.
+                raise TOO_DEEP from None
+            raise self._malformed(exc) from None
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+            # Shallow validation let through a field of the wrong shape (a string where
+            # the API wants an object, ...): refuse it, never fail the request with a 500.
+            raise self._malformed(exc) from None
         path = adapter.upstream_path(endpoint, target.model, query, req.stream)
         headers = [
             (":path", path),
@@ -110,6 +119,15 @@ class ProviderLeg:
         if self.translating:
             headers.append(("accept-encoding", "identity"))  # compressed: untranslatable
         return headers, body
+
+    def _malformed(self, exc: Exception) -> ApiError:
+        log.info("cannot translate a request for %s: %r", self.target.key, exc)
+        return errors.invalid_request(
+            f"The request cannot be translated for provider '{self.target.provider.name}' "
+            f"(type {self.target.provider.type}): a field has the wrong shape ({exc}). "
+            "Check the request against the API reference.",
+            code="malformed_request",
+        )
 
     # ---- answer ------------------------------------------------------------------------
     def response_headers(
@@ -148,16 +166,57 @@ class ProviderLeg:
     def response_body(self, chunk: bytes, end_of_stream: bool, status: str) -> bytes | None:
         """The chunk as the client must see it (None: unchanged)."""
         if self.stream_out is not None:
-            out = self.stream_out.feed(chunk)
-            if end_of_stream:
-                out += self.stream_out.finish()
-                self.count_usage(self.stream_out.usage)
-                if not self.stream_out.finished:
+            if self.failed:
+                return b""  # the stream already ended with an error event
+            try:
+                out = self.stream_out.feed(chunk)
+                if end_of_stream:
+                    out += self.stream_out.finish()
+            except Exception as exc:  # a provider's malformed stream must not crash us
+                log.warning(
+                    "provider %s sent a stream the agent cannot translate: %r", self.target.key, exc
+                )
+                self.failed = True
+                out = self._stream_error()
+            if end_of_stream or self.failed:
+                self.count_usage(self.stream_out.usage if not self.failed else None)
+                if self.failed or not self.stream_out.finished:
                     self.agent.metrics.broken_streams.labels(self.target.key).inc()
             return out
         if self.translate_body:
-            return self._translate_whole(chunk, status)
+            try:
+                return self._translate_whole(chunk, status)
+            except Exception as exc:  # a provider's malformed answer must not crash us
+                log.warning(
+                    "provider %s sent an answer the agent cannot translate: %r",
+                    self.target.key,
+                    exc,
+                )
+                self.failed = True
+                return self._error_body()
         return None
+
+    def _error_body(self) -> bytes:
+        exc = ApiError(
+            502,
+            f"The provider '{self.target.provider.name}' sent an answer the gateway cannot "
+            "translate to this API; retry, or use another model.",
+            type="api_error",
+            code="bad_provider_answer",
+        )
+        if self.client_schema == "anthropic":
+            from edge_agent.api.anthropic import error_body
+
+            return error_body(exc)
+        return exc.body()
+
+    def _stream_error(self) -> bytes:
+        from edge_agent.api.sse import encode_event
+
+        body = self._error_body()
+        if self.client_schema == "anthropic":
+            return encode_event(body, "error")
+        return encode_event(body)
 
     def _translate_whole(self, body: bytes, status: str) -> bytes:
         codec = self.target.adapter.codec

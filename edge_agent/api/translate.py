@@ -29,7 +29,6 @@ _FINISH_FROM_ANTHROPIC = {
     "stop_sequence": "stop",
     "max_tokens": "length",
     "tool_use": "tool_calls",
-    "pause_turn": "stop",
     "refusal": "content_filter",
 }
 _STOP_FROM_OPENAI = {
@@ -82,6 +81,10 @@ def _to_a(field: str, why: str = "") -> ApiError:
 
 def _to_o(field: str, why: str = "") -> ApiError:
     return untranslatable(field, "Anthropic", "OpenAI", why)
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _dumps(value: Any) -> str:
@@ -431,10 +434,15 @@ def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     """Anthropic usage → OpenAI usage (input counts every prompt token, cached included)."""
     if not isinstance(usage, dict):
         return None
-    cached = int(usage.get("cache_read_input_tokens") or 0)
-    prompt = int(usage.get("input_tokens") or 0) + cached
-    prompt += int(usage.get("cache_creation_input_tokens") or 0)
-    completion = int(usage.get("output_tokens") or 0)
+    cached = count(usage.get("cache_read_input_tokens"))
+    base = count(usage.get("input_tokens"))
+    written = count(usage.get("cache_creation_input_tokens"))
+    completion = count(usage.get("output_tokens"))
+    if None in (cached, base, written, completion):
+        return None  # a provider's malformed usage is unknown usage, never a crash
+    assert cached is not None and base is not None and written is not None
+    assert completion is not None
+    prompt = base + cached + written
     out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -445,14 +453,25 @@ def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
+def count(value: object) -> int | None:
+    """A token count as providers send it: absent/null is 0; anything but a sane
+    non-negative integer is None (unknown)."""
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value < 1 << 53:
+        return None
+    return value
+
+
 def _anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    cached = int((details or {}).get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    prompt = int(usage.get("prompt_tokens") or 0)
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    prompt = count(usage.get("prompt_tokens")) or 0
+    cached = min(cached or 0, prompt)
     return {
-        "input_tokens": max(prompt - cached, 0),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "input_tokens": prompt - cached,
+        "output_tokens": count(usage.get("completion_tokens")) or 0,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }
@@ -494,7 +513,8 @@ def message_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": _FINISH_FROM_ANTHROPIC.get(body.get("stop_reason") or "", "stop"),
+                # Unknown or missing (pause_turn too): not a finished answer, never cached.
+                "finish_reason": _FINISH_FROM_ANTHROPIC.get(_str(body.get("stop_reason"))),
                 "logprobs": None,
             }
         ],
@@ -538,7 +558,7 @@ def completion_to_message(body: dict[str, Any], model: str) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": _STOP_FROM_OPENAI.get(choice.get("finish_reason") or "", "end_turn"),
+        "stop_reason": _STOP_FROM_OPENAI.get(_str(choice.get("finish_reason"))),
         "stop_sequence": None,
         "usage": _anthropic_usage(body.get("usage")),
     }
@@ -668,7 +688,7 @@ class MessagesStreamToChat(StreamTranslator):
             return b""
         if kind == "message_delta":
             delta = event.get("delta") or {}
-            self._finish = _FINISH_FROM_ANTHROPIC.get(delta.get("stop_reason") or "", "stop")
+            self._finish = _FINISH_FROM_ANTHROPIC.get(_str(delta.get("stop_reason")), "stop")
             usage = {**self._input, **(event.get("usage") or {})}
             self.usage = openai_usage(usage)
             return self._chunk({}, self._finish)
@@ -798,7 +818,7 @@ class ChatStreamToMessages(StreamTranslator):
                         },
                     )
             if choice.get("finish_reason"):
-                self._stop = _STOP_FROM_OPENAI.get(choice["finish_reason"], "end_turn")
+                self._stop = _STOP_FROM_OPENAI.get(_str(choice["finish_reason"]), "end_turn")
         return bytes(out)
 
     def _end(self) -> bytes:

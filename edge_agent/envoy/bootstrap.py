@@ -12,6 +12,7 @@ disagree.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 import certifi
@@ -50,7 +51,14 @@ def _circuit_breakers(limit: int) -> dict[str, Any]:
     # with long-lived LLM streams needs. Bound them by the connection limit instead.
     return {
         "thresholds": [
-            {"max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+            {
+                "max_connections": limit,
+                "max_pending_requests": limit,
+                "max_requests": limit,
+                # Envoy's default allows 3 retries in flight per cluster: during an outage
+                # every request must be able to fail over, not just three at a time.
+                "max_retries": limit,
+            }
         ]
     }
 
@@ -263,7 +271,7 @@ _NOT_ROUTED = (
 )
 
 
-def routes(config: Config) -> list[dict[str, Any]]:
+def routes(config: Config, environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     env = config.envoy
     timeout = _duration(max(p.timeout_s for p in config.providers))
     routed = {
@@ -293,7 +301,7 @@ def routes(config: Config) -> list[dict[str, Any]]:
             ],
         }
     chains = []
-    for name, specs in failover_chains(config.models).items():
+    for name, specs in failover_chains(config, environ).items():
         providers = [config.provider(spec.provider) for spec in specs]
         chains.append(
             {
@@ -304,16 +312,21 @@ def routes(config: Config) -> list[dict[str, Any]]:
                 "route": {
                     "cluster": name,
                     "auto_host_rewrite": True,
-                    "timeout": _duration(max(p.timeout_s for p in providers)),
-                    "retry_policy": _failover_policy(len(specs)),
+                    # Each try gets the longest provider timeout; the whole request room
+                    # for every try, so a provider that hangs is left for the next one.
+                    "timeout": _duration(sum(p.timeout_s for p in providers)),
+                    "retry_policy": _failover_policy(
+                        len(specs), max(p.timeout_s for p in providers)
+                    ),
                 },
             }
         )
     return [*chains, routed, fallback]
 
 
-def _failover_policy(targets: int) -> dict[str, Any]:
+def _failover_policy(targets: int, per_try_s: float) -> dict[str, Any]:
     return {
+        "per_try_timeout": _duration(per_try_s),
         # 429 included: a rate-limited provider hands the request to the next one at once
         # (no rate_limited_retry_back_off: that would wait out the Retry-After instead).
         "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
@@ -407,7 +420,9 @@ def local_reply_config(config: Config) -> dict[str, Any]:
     }
 
 
-def build_bootstrap(config: Config) -> dict[str, Any]:
+def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The bootstrap; `environ` (default: the process environment) decides which
+    providers are usable in failover chains, as it does for the agent's router."""
     env = config.envoy
     envoy_host, envoy_port = config.listen.addr("envoy")
     admin_host, admin_port = config.listen.addr("envoy_admin")
@@ -438,7 +453,7 @@ def build_bootstrap(config: Config) -> dict[str, Any]:
                 {
                     "name": "llm",
                     "domains": ["*"],
-                    "routes": routes(config),
+                    "routes": routes(config, environ),
                     # x-envoy-attempt-count on answers: the agent learns how far along a
                     # failover chain Envoy went (it strips the header for clients).
                     "include_attempt_count_in_response": True,
@@ -495,7 +510,7 @@ def build_bootstrap(config: Config) -> dict[str, Any]:
                 ),
                 *(
                     chain_cluster(config, name, specs, env.max_response_bytes, env.max_connections)
-                    for name, specs in failover_chains(config.models).items()
+                    for name, specs in failover_chains(config, environ).items()
                 ),
             ],
         },

@@ -16,6 +16,7 @@ Schema = str
 # credentials, and headers that pick the account the key is billed to.
 CLIENT_ONLY_HEADERS = (
     "authorization",
+    "proxy-authorization",
     "api-key",
     "x-api-key",
     "x-goog-api-key",

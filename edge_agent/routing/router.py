@@ -132,7 +132,7 @@ class Router:
         # (model, first target) → the Envoy cluster that fails over from it.
         self._chains: dict[tuple[str, str], str] = {}
         self._chain_order: dict[str, list[str]] = {}  # cluster → target keys, attempt order
-        for cluster, specs in failover_chains(config.models).items():
+        for cluster, specs in failover_chains(config, env).items():
             mi, _ = map(int, cluster.removeprefix("edge_agent_chain_").split("_"))
             self._chains[(config.models[mi].name, specs[0].target)] = cluster
             self._chain_order[cluster] = [spec.target for spec in specs]

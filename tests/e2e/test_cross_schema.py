@@ -254,3 +254,17 @@ def test_a_broken_translated_stream_reaches_the_client_as_an_error_and_is_counte
             pass
     after = metric_value(gw.metrics(), "edge_agent_broken_streams_total", target="claude/claude-x")
     assert after == before + 1
+
+
+def test_an_untranslatable_provider_answer_is_a_clean_502(
+    oa: openai.OpenAI, an: anthropic.Anthropic, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    claude, gpt = fakes
+    claude.fail_next(200, body={"type": "message", "content": "not a list", "stop_reason": 7})
+    with pytest.raises(openai.APIStatusError) as err:
+        oa.chat.completions.create(model="smart", messages=[{"role": "user", "content": "x1"}])
+    assert err.value.status_code == 502 and "cannot translate" in str(err.value)
+    gpt.fail_next(200, body=b'{"choices": "nope", "usage": {"prompt_tokens": "x"}}')
+    with pytest.raises(anthropic.APIStatusError) as aerr:
+        an.messages.create(model="fast", max_tokens=5, messages=[{"role": "user", "content": "x2"}])
+    assert aerr.value.status_code == 502

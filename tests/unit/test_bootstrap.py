@@ -36,8 +36,11 @@ def test_bootstrap_validates_in_real_envoy(mode: str) -> None:
     assert ok, output
 
 
+KEYS = {"OPENAI_API_KEY": "sk-test"}
+
+
 def test_one_cluster_per_provider_named_after_it() -> None:
-    bootstrap = build_bootstrap(parse_config(config()))
+    bootstrap = build_bootstrap(parse_config(config()), KEYS)
     found = clusters(bootstrap)
     chains = {"edge_agent_chain_0_0", "edge_agent_chain_0_1"}  # model m fails over
     assert set(found) == {EXT_PROC_CLUSTER, "local", "openai", *chains}
@@ -64,7 +67,7 @@ def test_every_cluster_reference_exists() -> None:
 
 
 def test_failover_chains_try_each_target_once_with_the_agent_on_every_attempt() -> None:
-    bootstrap = build_bootstrap(parse_config(config()))
+    bootstrap = build_bootstrap(parse_config(config()), KEYS)
     chain = clusters(bootstrap)["edge_agent_chain_0_1"]  # openai first, then local
     levels = chain["load_assignment"]["endpoints"]
     assert [lvl["priority"] for lvl in levels] == [0, 1]
@@ -92,6 +95,14 @@ def test_failover_chains_try_each_target_once_with_the_agent_on_every_attempt() 
     assert routes.index(chain_routes[-1]) < len(routes) - 2  # before the cluster_header route
     policy = chain_routes[0]["route"]["retry_policy"]
     assert policy["num_retries"] == 1 and policy["retriable_status_codes"] == [429]
+    assert policy["per_try_timeout"] == "120.000s"  # the longest provider timeout
+    assert chain_routes[0]["route"]["timeout"] == "240.000s"  # room for every try
+    assert chain["circuit_breakers"]["thresholds"][0]["max_retries"] > 3
+
+
+def test_a_disabled_provider_is_left_out_of_failover_chains() -> None:
+    names = set(clusters(build_bootstrap(parse_config(config()), {})))
+    assert not any(n.startswith("edge_agent_chain") for n in names)  # one usable target
 
 
 def test_single_target_and_opted_out_models_get_no_chain() -> None:

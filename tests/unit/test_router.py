@@ -201,3 +201,30 @@ def test_pin_and_exclude_steer_the_request_and_disable_failover() -> None:
     assert route({"x-edge-agent-pin": "b"}) == "b"  # pinned: that target only
     assert route({"x-edge-agent-pin": "b/b1"}) == "b"
     assert route({"x-edge-agent-exclude": "a"}) == "b"
+
+
+def test_a_request_refused_after_routing_releases_the_half_open_probe() -> None:
+    clock = Clock()
+    agent = make_agent("lowest_cost", clock)  # b (anthropic) is the cheaper target
+    b = agent.router.target("b/b1")
+    assert b is not None
+    for _ in range(5):
+        b.health.on_failure("status", 500)
+    clock.now += 31  # past open_s: half-open, one probe allowed
+    _, refused = send(agent, n=2)  # picks b (taking the probe), then n=2 cannot translate
+    assert refused.startswith("refused 400")
+    assert send(agent)[1] == "b"  # the probe was released, not stuck for 30 s
+
+
+def test_malformed_provider_usage_is_unknown_not_a_crash() -> None:
+    from edge_agent.api import translate
+
+    assert translate.openai_usage({"input_tokens": "x", "output_tokens": 1}) is None
+    assert translate.openai_usage({"input_tokens": 10**300}) is None
+    assert translate.openai_usage({"input_tokens": 3, "output_tokens": 4})["total_tokens"] == 7
+
+
+def test_a_malformed_field_the_translator_trips_on_is_a_400() -> None:
+    agent = make_agent("lowest_cost", Clock())  # b: translated to Anthropic
+    _, refused = send(agent, tools=[{"type": "function", "function": "not an object"}])
+    assert refused.startswith("refused 400") and "wrong shape" in refused
