@@ -381,23 +381,40 @@ class SemanticCache(_Strict):
 
 
 class RedisCache(_Strict):
+    """The shared tier and the sync bus between replicas and workers (issue: Redis)."""
+
+    # redis://[user:password@]host:port/db, rediss:// for TLS, unix:///path.sock;
+    # null = no shared tier (each process keeps its own caches).
     url: str | None = None
+    cluster: bool = False  # Redis Cluster: url names any node
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "edge-agent"
+    # Per command: Redis trouble must never add more than this to a request.
+    timeout_ms: Annotated[int, Field(ge=1, le=5000)] = 50
+    stream_maxlen: Annotated[int, Field(ge=100)] = 100_000  # sync events kept (approx.)
+    warm_max_entries: Annotated[int, Field(ge=0)] = 100_000  # loaded at start
+    failure_threshold: Annotated[int, Field(ge=1)] = 3  # consecutive errors → breaker open
+    open_s: Annotated[float, Field(gt=0, le=300)] = 5.0  # breaker open this long
 
     @field_validator("url")
     @classmethod
-    def _not_yet(cls, v: str | None) -> str | None:
-        if v is not None:
-            raise ValueError(
-                "the shared Redis tier is not available in this version; set cache.redis.url "
-                "to null"
-            )
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {v!r}")
         return v
+
+
+class Coalesce(_Strict):
+    """Identical cacheable misses in flight wait for the first instead of asking again."""
+
+    enabled: bool = True
+    max_wait_s: Annotated[float, Field(gt=0, le=600)] = 30.0  # then fall through upstream
 
 
 class CacheConfig(_Strict):
     exact: ExactCache = Field(default_factory=ExactCache)
     semantic: SemanticCache = Field(default_factory=SemanticCache)
     redis: RedisCache = Field(default_factory=RedisCache)
+    coalesce: Coalesce = Field(default_factory=Coalesce)
     # Sampling with temperature > 0 asks for varied answers; serving them from cache
     # changes the semantics, so it is opt-in.
     allow_nonzero_temperature: bool = False
@@ -475,6 +492,8 @@ class Config(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    # Agent processes sharing the gRPC port (SO_REUSEPORT); `--workers` overrides.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
