@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
 from edge_agent.attempt import Attempt
 from edge_agent.attempt_log import AttemptLog
+from edge_agent.cache.coalesce import Flights
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
 from edge_agent.config import Config
@@ -31,6 +32,7 @@ class Agent:
         self.metrics = metrics or Metrics()
         self.router = Router(config, environ, clock)
         self.attempts = AttemptLog()
+        self.flights: Flights | None = Flights() if config.cache.coalesce.enabled else None
         self.endpoints = ENDPOINT_BY_PATH
         exact = config.cache.exact
         self.cache: ExactCache | None = (

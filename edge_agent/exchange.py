@@ -25,6 +25,7 @@ from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response, parse_request
 from edge_agent.api.sse import StreamAssembler, replay_stream
 from edge_agent.attempt_log import ATTEMPT_COUNT_HEADER, ATTEMPT_KEY_HEADER
+from edge_agent.cache.coalesce import Flight
 from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
 from edge_agent.leg import MODEL_HEADER, PROVIDER_HEADER, ProviderLeg, tokens_of, usage_of
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
@@ -87,7 +88,16 @@ class Respond:
     body: bytes
 
 
-Decision = Continue | Respond  # SemanticLookup only ever comes from request_body
+@dataclass(frozen=True, slots=True)
+class WaitFor:
+    """Ask the server to wait (up to `timeout_s`) for an identical request in flight, then
+    call `coalesced` with its stored answer (or None)."""
+
+    flight: Flight
+    timeout_s: float
+
+
+Decision = Continue | Respond  # SemanticLookup and WaitFor only come from request_body
 _CONTINUE = Continue()  # shared: decisions are never mutated after being returned
 _TOO_DEEP = errors.invalid_request(
     "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
@@ -109,6 +119,7 @@ class Exchange:
         "_capture_bytes",
         "_captured",
         "_closed",
+        "_flight",
         "_leg",
         "_metered_upstream",
         "_policy",
@@ -156,6 +167,7 @@ class Exchange:
         self._captured: list[bytes] | None = None
         self._capture_bytes = 0
         self._closed = False
+        self._flight: Flight | None = None  # leading identical requests in flight
         self.client_schema = "openai"
         self._body_bytes = 0
         self._raw = b""  # the client's body, for providers that sign what they are sent
@@ -195,7 +207,9 @@ class Exchange:
         return _CONTINUE
 
     # ---- request body ----------------------------------------------------------------
-    def request_body(self, body: bytes, end_of_stream: bool = True) -> Decision | SemanticLookup:
+    def request_body(
+        self, body: bytes, end_of_stream: bool = True
+    ) -> Decision | SemanticLookup | WaitFor:
         agent = self.agent
         assert self.endpoint is not None, "request_body before request_headers"
         if not end_of_stream:
@@ -216,11 +230,42 @@ class Exchange:
             hit = self._lookup(req)
             if hit is not None:
                 return hit
-            if self._scope is not None:
-                return SemanticLookup(*self._scope)  # the server embeds and searches
-            return self._route(req)
+            flights, policy = agent.flights, self._policy
+            if flights is not None and self.key is not None and policy and policy.lookup:
+                # Requests that may be answered from cache may wait for an identical one.
+                flight, leader = flights.join(self.key)
+                if not leader:
+                    return WaitFor(flight, agent.config.cache.coalesce.max_wait_s)
+                self._flight = flight
+            return self._after_exact_miss(req)
         except ApiError as exc:
             return self._error(exc)
+
+    def _after_exact_miss(self, req: ParsedRequest) -> Decision | SemanticLookup:
+        if self._scope is not None:
+            return SemanticLookup(*self._scope)  # the server embeds and searches
+        return self._route(req)
+
+    def coalesced(self, body: bytes | None) -> Decision | SemanticLookup:
+        """Continue after waiting for an identical request: its answer, or go on alone."""
+        req = self.request
+        assert req is not None
+        if body is not None:
+            reply = self._serve(req, body, "coalesced")
+            if reply is not None:
+                self.agent.metrics.coalesced.labels("served").inc()
+                return reply
+        self.agent.metrics.coalesced.labels("fell_through").inc()
+        try:
+            return self._after_exact_miss(req)
+        except ApiError as exc:
+            return self._error(exc)
+
+    def _land(self, body: bytes | None) -> None:
+        """As a leader: hand the stored answer (or None) to the requests waiting for it."""
+        flight, self._flight = self._flight, None
+        if flight is not None and self.agent.flights is not None:
+            self.agent.flights.land(flight, body)
 
     def semantic_result(self, result: LookupResult) -> Decision:
         """Continue after the semantic lookup that `request_body` asked for."""
@@ -358,9 +403,11 @@ class Exchange:
 
     def _serve(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         """A cached answer as the client asked for it (JSON, or replayed SSE)."""
+        self._land(stored)  # a leader answered from cache: so are its followers
         reply = self._replay(req, stored, result)
         if reply is not None:
-            self._count_saved(stored, "exact" if result == "hit" else "semantic")
+            tier = {"hit": "exact", "semantic-hit": "semantic"}.get(result, result)
+            self._count_saved(stored, tier)
         return reply
 
     def _count_saved(self, stored: bytes, tier: str) -> None:
@@ -448,6 +495,8 @@ class Exchange:
         if decision.response_body_mode is None and status == "200" and not metered_upstream:
             self._count_usage(None)  # a stream nobody reads: its usage stays unknown
         self.done = decision.response_body_mode is None
+        if self._assembler is None and self._captured is None:
+            self._land(None)  # nothing will be stored: followers go on their own
         return decision
 
     def _adopt_answering_target(self, headers: Mapping[str, str]) -> str | None:
@@ -617,6 +666,7 @@ class Exchange:
         self._put(body)
 
     def _put(self, body: bytes) -> None:
+        self._land(body)
         agent = self.agent
         assert self.key is not None
         stored = True
@@ -636,11 +686,14 @@ class Exchange:
         self._count_store("stored" if stored else "too_large")
 
     def _count_store(self, outcome: str) -> None:
+        if outcome != "stored":
+            self._land(None)
         self.agent.metrics.cache_stores.labels(str(self.endpoint), outcome).inc()
 
     # ---- end of the stream -------------------------------------------------------------
     def close(self) -> None:
         """The ext_proc stream ended: count a request that never got a status as aborted."""
+        self._land(None)
         if self.status is None:
             self._finish("aborted")
         if self.target is not None and self._sent_at:
@@ -673,6 +726,7 @@ class Exchange:
     ) -> Respond:
         self._finish(str(status))
         self.done = True
+        self._land(None)  # a no-op when a cached answer already landed
         headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
         if stream:
             headers.append(("cache-control", "no-cache"))

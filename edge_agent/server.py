@@ -6,6 +6,7 @@ place (`resp.request_headers.response...`): assigning a sub-message copies it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from time import perf_counter
@@ -26,6 +27,7 @@ from edge_agent.exchange import (
     Exchange,
     Respond,
     SemanticLookup,
+    WaitFor,
 )
 
 if TYPE_CHECKING:
@@ -93,6 +95,12 @@ def _immediate(resp: pb.ProcessingResponse, decision: Respond) -> None:
     imm.details = "edge_agent"
 
 
+def extend_timeout(seconds: float) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    resp.override_message_timeout.FromNanoseconds(int(seconds * 1e9))
+    return resp
+
+
 def build_response(phase: str, decision: Decision) -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
     if isinstance(decision, Respond):
@@ -150,6 +158,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 resp = await self._handle(exchange, phase, request)
                 if resp is None:
                     continue
+                if isinstance(resp, WaitFor):
+                    # Keep Envoy waiting past its message timeout (bounded by the filter's
+                    # max_message_timeout) while an identical request is in flight.
+                    yield extend_timeout(resp.timeout_s + 1.0)
+                    resp = await self._coalesce(exchange, resp)
+                    started = perf_counter()  # the phase histogram measures our work only
                 self._observe[phase](perf_counter() - started)
                 yield resp
                 if exchange.done:
@@ -221,9 +235,43 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             assert phase is not None
             return build_response(phase, Continue())
 
+    async def finish_request_body(
+        self, exchange: Exchange, step: Decision | SemanticLookup
+    ) -> pb.ProcessingResponse:
+        if isinstance(step, SemanticLookup):
+            # The I/O the core asks for: embedding + vector search.
+            assert self.agent.semantic is not None
+            result = await self.agent.semantic.lookup(step.partition, step.text)
+            step = exchange.semantic_result(result)
+        return build_response("request_body", step)
+
+    async def _coalesce(self, exchange: Exchange, wait: WaitFor) -> pb.ProcessingResponse:
+        """Wait (bounded) for an identical request's answer, then answer this one."""
+        loop = asyncio.get_running_loop()
+        landed: asyncio.Future[bytes | None] = loop.create_future()
+
+        def on_land(body: bytes | None) -> None:
+            if not landed.done():
+                landed.set_result(body)
+
+        wait.flight.add_waiter(on_land)
+        try:
+            body = await asyncio.wait_for(landed, wait.timeout_s)
+        except TimeoutError:
+            body = None
+        try:
+            return await self.finish_request_body(exchange, exchange.coalesced(body))
+        except Exception:
+            log.exception("ext_proc request_body failed after coalescing for %s", exchange.path)
+            self.agent.metrics.stream_errors.inc()
+            return build_response(
+                "request_body",
+                Respond(500, [("content-type", "application/json")], _INTERNAL_ERROR.body()),
+            )
+
     async def _handle(
         self, exchange: Exchange, phase: str | None, request: pb.ProcessingRequest
-    ) -> pb.ProcessingResponse | None:
+    ) -> pb.ProcessingResponse | WaitFor | None:
         try:
             if phase == "request_headers":
                 msg = request.request_headers
@@ -231,12 +279,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             elif phase == "request_body":
                 body = request.request_body
                 step = exchange.request_body(body.body, body.end_of_stream)
-                if isinstance(step, SemanticLookup):
-                    # The only I/O the core asks for: embedding + vector search.
-                    assert self.agent.semantic is not None
-                    result = await self.agent.semantic.lookup(step.partition, step.text)
-                    step = exchange.semantic_result(result)
-                decision = step
+                if isinstance(step, WaitFor):
+                    return step  # Process waits, then calls finish_request_body
+                return await self.finish_request_body(exchange, step)
             elif phase == "response_headers":
                 decision = exchange.response_headers(
                     headers_to_dict(request.response_headers.headers)

@@ -127,6 +127,13 @@ class Metrics:
             ["model", "target", "reason"],
             registry=r,
         )
+        self.coalesced = Counter(
+            "edge_agent_coalesced",
+            "Requests that waited for an identical request in flight: 'served' from its "
+            "answer, or 'fell_through' (no cacheable answer, or the wait ran out).",
+            ["outcome"],
+            registry=r,
+        )
         self.broken_streams = Counter(
             "edge_agent_broken_streams",
             "Translated answer streams that ended before their proper end (provider cut or "

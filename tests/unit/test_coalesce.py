@@ -1,0 +1,76 @@
+"""Coalescing identical misses: followers wait for the leader's stored answer."""
+
+from __future__ import annotations
+
+import orjson
+
+from edge_agent.agent import Agent
+from edge_agent.cache.coalesce import Flights
+from edge_agent.config import parse_config
+from edge_agent.exchange import Continue, Respond, WaitFor
+from tests.helpers import chat_completion
+
+CONFIG = {
+    "providers": [{"name": "p", "type": "openai", "base_url": "http://127.0.0.1:1"}],
+    "models": [{"name": "m", "targets": ["p/x"]}],
+    "cache": {"semantic": {"enabled": False}},
+}
+BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "same"}]})
+
+
+def start(agent: Agent, body: bytes = BODY) -> tuple[object, object]:
+    ex = agent.exchange()
+    ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
+    return ex, ex.request_body(body)
+
+
+def test_followers_get_the_leaders_stored_answer() -> None:
+    agent = Agent(parse_config(CONFIG), environ={})
+    leader, first = start(agent)
+    assert isinstance(first, Continue)  # goes upstream
+    follower, wait = start(agent)
+    assert isinstance(wait, WaitFor)
+    got: list[bytes | None] = []
+    wait.flight.add_waiter(got.append)
+    answer = chat_completion("shared")
+    leader.response_headers(  # type: ignore[attr-defined]
+        {":status": "200", "content-type": "application/json", "content-length": str(len(answer))}
+    )
+    leader.response_body(answer, True)  # type: ignore[attr-defined]
+    assert got == [answer]
+    reply = follower.coalesced(answer)  # type: ignore[attr-defined]
+    assert isinstance(reply, Respond) and reply.body == answer
+    assert dict(reply.headers)["x-edge-agent-cache"] == "coalesced"
+    assert len(agent.flights or Flights()) == 0
+
+
+def test_a_failed_leader_releases_followers_at_once() -> None:
+    agent = Agent(parse_config(CONFIG), environ={})
+    leader, _ = start(agent)
+    _, wait = start(agent)
+    assert isinstance(wait, WaitFor)
+    got: list[bytes | None] = []
+    wait.flight.add_waiter(got.append)
+    leader.response_headers({":status": "503"})  # type: ignore[attr-defined]
+    assert got == [None]  # released at the error's headers, not after the whole answer
+    _, step = start(agent)
+    assert isinstance(step, Continue)  # a new leader
+
+
+def test_an_abandoned_leader_releases_followers() -> None:
+    agent = Agent(parse_config(CONFIG), environ={})
+    leader, _ = start(agent)
+    _, wait = start(agent)
+    got: list[bytes | None] = []
+    assert isinstance(wait, WaitFor)
+    wait.flight.add_waiter(got.append)
+    leader.close()  # type: ignore[attr-defined]
+    assert got == [None]
+
+
+def test_uncacheable_requests_never_wait() -> None:
+    agent = Agent(parse_config(CONFIG), environ={})
+    start(agent)
+    hot = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "same"}], "n": 2})
+    _, step = start(agent, hot)
+    assert isinstance(step, Continue)
