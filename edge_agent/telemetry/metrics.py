@@ -1,8 +1,51 @@
-"""Prometheus metrics. One registry per Agent so tests can run several side by side."""
+"""Prometheus metrics. One registry per Agent so tests can run several side by side.
+
+With worker processes (`--workers N`) prometheus-client runs in multiprocess mode: the
+supervisor sets PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client,
+every metric write lands in a per-process file there, and /metrics (whichever worker
+answers it) merges all the files, so counters and histograms are totals over workers.
+Gauges computed at scrape time (`set_function`) cannot work that way: `track()` keeps
+them as functions in one process and writes them periodically in multiprocess mode.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Which worker this process is ("0" without workers); set by the supervisor.
+WORKER_INDEX_ENV = "EDGE_AGENT_WORKER_INDEX"
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory, if prometheus-client runs in multiprocess mode here."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class _Streams:
+    """Open ext_proc streams (a gauge), and the streams each worker has handled.
+
+    server.py only calls inc()/dec(); counting per worker here costs one more value
+    write per stream and shows how the shared port spreads connections over workers.
+    """
+
+    __slots__ = ("_handled", "open")
+
+    def __init__(self, open_: Gauge, handled: Counter) -> None:
+        self.open = open_
+        self._handled = handled
+
+    def inc(self) -> None:
+        self.open.inc()
+        self._handled.inc()
+
+    def dec(self) -> None:
+        self.open.dec()
+
 
 # Sub-millisecond resolution: the whole ext_proc budget is ~1 ms per request.
 _PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -12,6 +55,8 @@ _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.multiprocess = multiprocess_dir() is not None
+        self._tracked: list[tuple[Gauge, Callable[[], float]]] = []
         r = self.registry
         self.requests = Counter(
             "edge_agent_requests",
@@ -32,11 +77,19 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        # Sizes are per process: with workers, the sum over live workers is what the
+        # gateway holds in memory (a dead worker's share goes with it).
         self.cache_entries = Gauge(
-            "edge_agent_cache_entries", "Entries in the exact cache.", registry=r
+            "edge_agent_cache_entries",
+            "Entries in the exact cache.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.cache_bytes = Gauge(
-            "edge_agent_cache_bytes", "Response bytes held by the exact cache.", registry=r
+            "edge_agent_cache_bytes",
+            "Response bytes held by the exact cache.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.semantic_lookups = Counter(
             "edge_agent_semantic_lookups",
@@ -61,17 +114,22 @@ class Metrics:
             registry=r,
         )
         self.semantic_entries = Gauge(
-            "edge_agent_semantic_entries", "Entries in the semantic tier.", registry=r
+            "edge_agent_semantic_entries",
+            "Entries in the semantic tier.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.semantic_bytes = Gauge(
             "edge_agent_semantic_bytes",
             "Answer bytes the semantic tier keeps alive (cache.semantic.max_bytes).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.semantic_partitions = Gauge(
             "edge_agent_semantic_partitions",
             "FAISS indexes (one per model/instructions/tools/parameters/history context).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.phase_seconds = Histogram(
             "edge_agent_ext_proc_phase_seconds",
@@ -148,11 +206,50 @@ class Metrics:
             ["target", "outcome"],
             registry=r,
         )
-        self.streams = Gauge(
-            "edge_agent_ext_proc_streams", "ext_proc streams open now.", registry=r
+        self.streams = _Streams(
+            Gauge(
+                "edge_agent_ext_proc_streams",
+                "ext_proc streams open now.",
+                registry=r,
+                multiprocess_mode="livesum",
+            ),
+            Counter(
+                "edge_agent_worker_streams",
+                "ext_proc streams handled, by worker process index ('0' without workers): "
+                "how the shared gRPC port spreads Envoy's connections over the workers.",
+                ["worker"],
+                registry=r,
+            ).labels(os.environ.get(WORKER_INDEX_ENV, "0")),
         )
         self.stream_errors = Counter(
             "edge_agent_ext_proc_stream_errors",
             "ext_proc streams that ended with an error in the agent.",
             registry=r,
         )
+
+    def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Keep `gauge` equal to `read()` (a size the agent can compute at any time).
+
+        One process: computed at scrape time, always exact. Multiprocess mode: the
+        scrape runs in whichever worker answers and reads the others' files, so each
+        worker writes its own value from refresh() (periodically and before a scrape).
+        """
+        if self.multiprocess:
+            self._tracked.append((gauge, read))
+            gauge.set(read())
+        else:
+            gauge.set_function(read)
+
+    def refresh(self) -> None:
+        """Write the tracked gauges' current values (multiprocess mode; no-op otherwise)."""
+        for gauge, read in self._tracked:
+            gauge.set(read())
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """What /metrics exposes: this registry, or the merge of every worker's files."""
+        path = multiprocess_dir()
+        if path is None:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=path)
+        return merged
