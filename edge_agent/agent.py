@@ -11,6 +11,7 @@ from edge_agent.attempt_log import AttemptLog
 from edge_agent.cache.coalesce import Flights
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
+from edge_agent.cache.shared import SharedCache
 from edge_agent.config import Config
 from edge_agent.exchange import Exchange
 from edge_agent.routing.router import Router
@@ -68,6 +69,13 @@ class Agent:
             self.metrics.track(self.metrics.semantic_entries, lambda: len(tier))
             self.metrics.track(self.metrics.semantic_bytes, lambda: tier.bytes)
             self.metrics.track(self.metrics.semantic_partitions, tier.partition_count)
+
+        # The shared tier (Redis) between replicas and workers; started by the service.
+        self.shared: SharedCache | None = None
+        if config.cache.redis.url is not None:
+            self.shared = SharedCache(
+                config, exact=self.cache, semantic=self.semantic, registry=self.metrics.registry
+            )
 
     def exchange(self) -> Exchange:
         return Exchange(self)

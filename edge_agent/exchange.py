@@ -34,6 +34,7 @@ from edge_agent.routing.router import needs_of
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
+    from edge_agent.cache.records import SharedEntry
     from edge_agent.cache.semantic import LookupResult, SemanticHit
     from edge_agent.routing.router import Target
 
@@ -41,6 +42,7 @@ log = logging.getLogger("edge_agent.exchange")
 
 CACHE_HEADER = "x-edge-agent-cache"
 SCORE_HEADER = "x-edge-agent-cache-score"
+CACHE_KEY_HEADER = "x-edge-agent-cache-key"  # names an answer for DELETE /admin/cache?key=
 # Set by the upstream filter when it counted the answer's usage itself (stripped here).
 METERED_HEADER = "x-edge-agent-metered"
 # Answers that say the target itself is broken (a revoked key, a wrong model or
@@ -89,6 +91,30 @@ class Respond:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedLookup:
+    """Ask the server to look `key` up in the shared tier, then call shared_result."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLease:
+    """Ask the server for the cross-process lease on `key`, then call lease_result."""
+
+    key: str
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SharedWait:
+    """Ask the server to wait (up to `timeout_s`) for another process's answer to `key`,
+    then call shared_waited."""
+
+    key: str
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class WaitFor:
     """Ask the server to wait (up to `timeout_s`) for an identical request in flight, then
     call `coalesced` with its stored answer (or None)."""
@@ -97,7 +123,9 @@ class WaitFor:
     timeout_s: float
 
 
-Decision = Continue | Respond  # SemanticLookup and WaitFor only come from request_body
+Decision = Continue | Respond
+# What request_body (and the calls continuing it) may ask of the server before deciding.
+Step = SemanticLookup | SharedLookup | SharedLease | SharedWait | WaitFor
 _CONTINUE = Continue()  # shared: decisions are never mutated after being returned
 _TOO_DEEP = errors.invalid_request(
     "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
@@ -120,6 +148,7 @@ class Exchange:
         "_captured",
         "_closed",
         "_flight",
+        "_lease",
         "_leg",
         "_metered_upstream",
         "_policy",
@@ -168,6 +197,7 @@ class Exchange:
         self._capture_bytes = 0
         self._closed = False
         self._flight: Flight | None = None  # leading identical requests in flight
+        self._lease = False  # holding the cross-process lease on self.key
         self.client_schema = "openai"
         self._body_bytes = 0
         self._raw = b""  # the client's body, for providers that sign what they are sent
@@ -207,9 +237,7 @@ class Exchange:
         return _CONTINUE
 
     # ---- request body ----------------------------------------------------------------
-    def request_body(
-        self, body: bytes, end_of_stream: bool = True
-    ) -> Decision | SemanticLookup | WaitFor:
+    def request_body(self, body: bytes, end_of_stream: bool = True) -> Decision | Step:
         agent = self.agent
         assert self.endpoint is not None, "request_body before request_headers"
         if not end_of_stream:
@@ -230,23 +258,67 @@ class Exchange:
             hit = self._lookup(req)
             if hit is not None:
                 return hit
-            flights, policy = agent.flights, self._policy
-            if flights is not None and self.key is not None and policy and policy.lookup:
-                # Requests that may be answered from cache may wait for an identical one.
-                flight, leader = flights.join(self.key)
-                if not leader:
-                    return WaitFor(flight, agent.config.cache.coalesce.max_wait_s)
-                self._flight = flight
+            if self._cache_lookup() and agent.shared is not None:
+                assert self.key is not None
+                return SharedLookup(self.key)  # the server asks Redis
+            return self._after_local_miss(req)
+        except ApiError as exc:
+            return self._error(exc)
+
+    def _cache_lookup(self) -> bool:
+        return self.key is not None and self._policy is not None and self._policy.lookup
+
+    def _after_local_miss(self, req: ParsedRequest) -> Decision | Step:
+        """No answer in this process (nor in Redis): wait for an identical request in
+        flight, here or (with Redis) in another process, or lead and go on."""
+        agent = self.agent
+        flights = agent.flights
+        if flights is not None and self._cache_lookup():
+            assert self.key is not None
+            flight, leader = flights.join(self.key)
+            wait_s = agent.config.cache.coalesce.max_wait_s
+            if not leader:
+                return WaitFor(flight, wait_s)
+            self._flight = flight
+            if agent.shared is not None:
+                return SharedLease(self.key, wait_s)
+        return self._after_exact_miss(req)
+
+    def shared_result(self, entry: SharedEntry | None) -> Decision | Step:
+        """Continue after the Redis lookup `request_body` asked for."""
+        req = self.request
+        assert req is not None
+        if entry is not None:
+            reply = self._serve(req, entry.body, "hit")
+            if reply is not None:
+                return reply
+        try:
+            return self._after_local_miss(req)
+        except ApiError as exc:
+            return self._error(exc)
+
+    def lease_result(self, acquired: bool) -> Decision | Step:
+        """The cross-process lease for this key: held (lead), or wait for its holder."""
+        req = self.request
+        assert req is not None and self.key is not None
+        if not acquired:
+            return SharedWait(self.key, self.agent.config.cache.coalesce.max_wait_s)
+        self._lease = True
+        try:
             return self._after_exact_miss(req)
         except ApiError as exc:
             return self._error(exc)
+
+    def shared_waited(self, entry: SharedEntry | None) -> Decision | Step:
+        """After waiting for another process's identical request: its answer, or go on."""
+        return self.coalesced(entry.body if entry is not None else None)
 
     def _after_exact_miss(self, req: ParsedRequest) -> Decision | SemanticLookup:
         if self._scope is not None:
             return SemanticLookup(*self._scope)  # the server embeds and searches
         return self._route(req)
 
-    def coalesced(self, body: bytes | None) -> Decision | SemanticLookup:
+    def coalesced(self, body: bytes | None) -> Decision | Step:
         """Continue after waiting for an identical request: its answer, or go on alone."""
         req = self.request
         assert req is not None
@@ -266,6 +338,12 @@ class Exchange:
         flight, self._flight = self._flight, None
         if flight is not None and self.agent.flights is not None:
             self.agent.flights.land(flight, body)
+        if self._lease:
+            # Other processes' waiters see the entry (written before the release) or,
+            # with no entry, that the lease is gone: they go upstream themselves.
+            self._lease = False
+            assert self.agent.shared is not None and self.key is not None
+            self.agent.shared.release_lease(self.key)
 
     def semantic_result(self, result: LookupResult) -> Decision:
         """Continue after the semantic lookup that `request_body` asked for."""
@@ -461,6 +539,8 @@ class Exchange:
             set_headers=[(CACHE_HEADER, self.cache_result)],
             remove_headers=[*PROVIDER_ONLY_HEADERS, ATTEMPT_COUNT_HEADER],
         )
+        if self.key is not None:
+            decision.set_headers.append((CACHE_KEY_HEADER, self.key))  # for purges
         target = self.target
         if target is None:
             self.done = True
@@ -671,8 +751,9 @@ class Exchange:
         assert self.key is not None
         stored = True
         if agent.cache is not None:
-            stored = agent.cache.put(self.key, body)
+            stored = agent.cache.put(self.key, body, model=self.model)
         sem = self._semantic
+        shared_vector = None
         if (
             agent.semantic is not None
             and self._scope is not None
@@ -682,7 +763,18 @@ class Exchange:
             and len(body) <= agent.max_entry_bytes
         ):
             # The vector computed for the lookup is reused: no second embedding.
-            agent.semantic.store(self._scope[0], self._scope[1], sem.vector, sem.signature, body)
+            agent.semantic.store(
+                self._scope[0], self._scope[1], sem.vector, sem.signature, body, model=self.model
+            )
+            shared_vector = (agent.semantic.namespace, *self._scope, sem.vector)
+        if agent.shared is not None and stored:
+            agent.shared.put(
+                self.key,
+                body,
+                model=self.model,
+                endpoint=str(self.endpoint),
+                semantic=shared_vector,
+            )
         self._count_store("stored" if stored else "too_large")
 
     def _count_store(self, outcome: str) -> None:
@@ -728,6 +820,8 @@ class Exchange:
         self.done = True
         self._land(None)  # a no-op when a cached answer already landed
         headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
+        if self.key is not None and cache != "bypass":
+            headers.append((CACHE_KEY_HEADER, self.key))  # for purges
         if stream:
             headers.append(("cache-control", "no-cache"))
         return Respond(status, headers, body)

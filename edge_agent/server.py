@@ -27,6 +27,10 @@ from edge_agent.exchange import (
     Exchange,
     Respond,
     SemanticLookup,
+    SharedLease,
+    SharedLookup,
+    SharedWait,
+    Step,
     WaitFor,
 )
 
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
 log = logging.getLogger("edge_agent.server")
+
+Wait = WaitFor | SharedWait
 _ATTRIBUTES = "envoy.filters.http.ext_proc"
 
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -158,11 +164,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 resp = await self._handle(exchange, phase, request)
                 if resp is None:
                     continue
-                if isinstance(resp, WaitFor):
+                while isinstance(resp, WaitFor | SharedWait):
                     # Keep Envoy waiting past its message timeout (bounded by the filter's
                     # max_message_timeout) while an identical request is in flight.
                     yield extend_timeout(resp.timeout_s + 1.0)
-                    resp = await self._coalesce(exchange, resp)
+                    resp = await self._after_wait(exchange, resp)
                     started = perf_counter()  # the phase histogram measures our work only
                 self._observe[phase](perf_counter() - started)
                 yield resp
@@ -235,18 +241,36 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             assert phase is not None
             return build_response(phase, Continue())
 
-    async def finish_request_body(
-        self, exchange: Exchange, step: Decision | SemanticLookup
-    ) -> pb.ProcessingResponse:
-        if isinstance(step, SemanticLookup):
-            # The I/O the core asks for: embedding + vector search.
-            assert self.agent.semantic is not None
-            result = await self.agent.semantic.lookup(step.partition, step.text)
-            step = exchange.semantic_result(result)
-        return build_response("request_body", step)
+    async def drive(
+        self, exchange: Exchange, step: Decision | Step
+    ) -> pb.ProcessingResponse | Wait:
+        """Carry out the I/O the core asks for until it decides, or must wait (which the
+        caller does, after telling Envoy to wait longer)."""
+        agent = self.agent
+        while True:
+            if isinstance(step, SemanticLookup):
+                assert agent.semantic is not None
+                step = exchange.semantic_result(
+                    await agent.semantic.lookup(step.partition, step.text)
+                )
+            elif isinstance(step, SharedLookup):
+                assert agent.shared is not None
+                step = exchange.shared_result(await agent.shared.get(step.key))
+            elif isinstance(step, SharedLease):
+                assert agent.shared is not None
+                step = exchange.lease_result(await agent.shared.acquire_lease(step.key, step.ttl_s))
+            elif isinstance(step, WaitFor | SharedWait):
+                return step
+            else:
+                return build_response("request_body", step)
 
-    async def _coalesce(self, exchange: Exchange, wait: WaitFor) -> pb.ProcessingResponse:
-        """Wait (bounded) for an identical request's answer, then answer this one."""
+    async def _wait(self, exchange: Exchange, wait: Wait) -> Decision | Step:
+        """Wait (bounded) for an identical request's answer, here or in another process."""
+        if isinstance(wait, SharedWait):
+            assert self.agent.shared is not None
+            return exchange.shared_waited(
+                await self.agent.shared.wait_for(wait.key, wait.timeout_s)
+            )
         loop = asyncio.get_running_loop()
         landed: asyncio.Future[bytes | None] = loop.create_future()
 
@@ -259,10 +283,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             body = await asyncio.wait_for(landed, wait.timeout_s)
         except TimeoutError:
             body = None
+        return exchange.coalesced(body)
+
+    async def _after_wait(self, exchange: Exchange, wait: Wait) -> pb.ProcessingResponse | Wait:
         try:
-            return await self.finish_request_body(exchange, exchange.coalesced(body))
+            return await self.drive(exchange, await self._wait(exchange, wait))
         except Exception:
-            log.exception("ext_proc request_body failed after coalescing for %s", exchange.path)
+            log.exception("ext_proc request_body failed after waiting for %s", exchange.path)
             self.agent.metrics.stream_errors.inc()
             return build_response(
                 "request_body",
@@ -271,7 +298,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 
     async def _handle(
         self, exchange: Exchange, phase: str | None, request: pb.ProcessingRequest
-    ) -> pb.ProcessingResponse | WaitFor | None:
+    ) -> pb.ProcessingResponse | Wait | None:
         try:
             if phase == "request_headers":
                 msg = request.request_headers
@@ -279,9 +306,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             elif phase == "request_body":
                 body = request.request_body
                 step = exchange.request_body(body.body, body.end_of_stream)
-                if isinstance(step, WaitFor):
-                    return step  # Process waits, then calls finish_request_body
-                return await self.finish_request_body(exchange, step)
+                return await self.drive(exchange, step)
             elif phase == "response_headers":
                 decision = exchange.response_headers(
                     headers_to_dict(request.response_headers.headers)

@@ -14,6 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from edge_agent.admin import build_admin_app
 from edge_agent.agent import Agent
+from edge_agent.cache.shared import SharedCache
 from edge_agent.config import Config, credential_problems
 from edge_agent.server import ExternalProcessor
 from edge_agent.workers import WorkerContext
@@ -41,6 +42,7 @@ class AgentService:
         self.agent = agent or Agent(config)
         self.worker = worker
         self.ready = False
+        self._warming: asyncio.Future[None] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
@@ -79,6 +81,22 @@ class AgentService:
         if self.ready and serving < worker.count:
             detail["reason"] = f"{serving} of {worker.count} workers serve"
         return detail
+
+    async def _purge(self, model: str | None, key: str | None, everything: bool) -> dict[str, Any]:
+        agent = self.agent
+        if agent.shared is not None:
+            local, shared = await agent.shared.purge(model=model, key=key, everything=everything)
+            return {"purged_here": local, "purged_in_redis": shared, "shared": True}
+        local = 0
+        if agent.cache is not None:
+            local += agent.cache.purge(model=model, key=key)
+        if agent.semantic is not None and key is None:
+            local += agent.semantic.purge(model=model)
+        return {"purged_here": local, "shared": False}
+
+    async def _ready_when_warm(self, shared: SharedCache) -> None:
+        await shared.wait_warm()
+        self.set_ready(True)
 
     async def _refresh_gauges(self) -> None:
         while True:
@@ -123,6 +141,7 @@ class AgentService:
             self.agent.router.snapshot,
             before_scrape=metrics.refresh if metrics.multiprocess else None,
             readiness=self._readiness if self.worker is not None else None,
+            purge=self._purge,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -142,7 +161,14 @@ class AgentService:
         self.admin_port = server_sock.getsockname()[1] if server_sock else port
         if metrics.multiprocess:
             self._refresh = asyncio.ensure_future(self._refresh_gauges())
-        self.set_ready(True)
+        shared = self.agent.shared
+        if shared is None:
+            self.set_ready(True)
+        else:
+            # The shared tier connects in the background (Redis down must not stop the
+            # agent); readiness waits for the warm start from Redis, however it ends.
+            await shared.start()
+            self._warming = asyncio.ensure_future(self._ready_when_warm(shared))
         log.info(
             "agent serving ext_proc on %s (gRPC), admin on http://%s:%d",
             grpc_addr,
@@ -156,6 +182,9 @@ class AgentService:
 
     async def stop(self, grace_s: float = 2.0) -> None:
         self.set_ready(False)
+        if self._warming is not None:
+            self._warming.cancel()
+            self._warming = None
         if self._refresh is not None:
             self._refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -167,5 +196,7 @@ class AgentService:
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
+        if self.agent.shared is not None:
+            await self.agent.shared.close()
         if self.agent.semantic is not None:
             await self.agent.semantic.close()

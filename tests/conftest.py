@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
 from tests.helpers import Gateway, listen_block, write_config
+from tests.redis_support import REDIS_URL, RedisServer, unavailable
 
 PROVIDER_KEYS = {"ALPHA_KEY": "sk-alpha-provider-key", "BETA_KEY": "sk-beta-provider-key"}
 CLIENT_KEY = "sk-client-key-never-forwarded"
@@ -96,3 +100,38 @@ def fresh(providers: dict[str, FakeOpenAI]) -> dict[str, FakeOpenAI]:
 def unique(request: pytest.FixtureRequest) -> str:
     """A prompt no other test sends, so cache state never leaks between tests."""
     return f"{request.node.name}-{os.getpid()}"
+
+
+# ---- real Redis (tests/redis_support.py) ----------------------------------------------
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1) as r:
+            r.ping()
+    except (redis.RedisError, OSError) as exc:
+        unavailable(f"Redis not reachable at {REDIS_URL} ({exc!r})")
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    yield name
+    with redis.Redis.from_url(redis_url) as r:
+        for key in r.scan_iter(match=f"{name}:*", count=1000):
+            r.delete(key)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("no redis-server binary on PATH")
+    assert binary is not None
+    server = RedisServer(binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

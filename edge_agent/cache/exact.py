@@ -12,6 +12,7 @@ from dataclasses import dataclass
 class CacheEntry:
     body: bytes  # the complete JSON answer, as the provider sent it (or assembled from SSE)
     expires_at: float
+    model: str = ""  # the client-facing model, for purges by model
 
 
 class ExactCache:
@@ -47,14 +48,17 @@ class ExactCache:
         self._data.move_to_end(key)
         return entry
 
-    def put(self, key: str, body: bytes) -> bool:
-        """Store an answer; False when it is too large to keep."""
+    def put(self, key: str, body: bytes, *, model: str = "", ttl_s: float | None = None) -> bool:
+        """Store an answer (for `ttl_s`, default the tier's); False when too large to keep."""
         if len(body) > self.max_entry_bytes:
+            return False
+        ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+        if ttl <= 0:
             return False
         now = self._clock()
         if key in self._data:
             self._drop(key)
-        self._data[key] = CacheEntry(body, now + self.ttl_s)
+        self._data[key] = CacheEntry(body, now + ttl, model)
         self.bytes += len(body)
         while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._data)))
@@ -69,6 +73,21 @@ class ExactCache:
     def clear(self) -> None:
         self._data.clear()
         self.bytes = 0
+
+    def purge(self, *, model: str | None = None, key: str | None = None) -> int:
+        """Drop entries matching every given filter (none given: everything)."""
+        if model is None and key is None:
+            dropped = len(self._data)
+            self.clear()
+            return dropped
+        doomed = [
+            k
+            for k, e in self._data.items()
+            if (key is None or k == key) and (model is None or e.model == model)
+        ]
+        for k in doomed:
+            self._drop(k)
+        return len(doomed)
 
     def _drop(self, key: str) -> None:
         entry = self._data.pop(key)

@@ -48,6 +48,7 @@ class SemanticEntry:
     signature: verify.Signature
     body: bytes  # the complete answer (shared with the exact tier; counted in max_bytes)
     expires_at: float
+    model: str = ""  # the client-facing model, for purges by model
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,9 +300,17 @@ class SemanticTier:
         vector: np.ndarray,
         signature: verify.Signature,
         body: bytes,
+        *,
+        model: str = "",
+        ttl_s: float | None = None,
     ) -> None:
-        """Add an answer; evicts expired and, past max_entries, the oldest entries."""
-        if len(body) > self.max_bytes:
+        """Add an answer; evicts expired and, past max_entries, the oldest entries.
+
+        `ttl_s` (capped at the tier's) is for entries that come from another replica with
+        part of their life already spent.
+        """
+        ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+        if len(body) > self.max_bytes or ttl <= 0:
             return
         now = self._clock()
         self._evict(now)
@@ -315,7 +324,7 @@ class SemanticTier:
             part = self._partitions[scoped] = PartitionIndex(
                 self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
             )
-        entry = SemanticEntry(next(self._ids), scoped, text, signature, body, now + self.ttl_s)
+        entry = SemanticEntry(next(self._ids), scoped, text, signature, body, now + ttl, model)
         self._entries[entry.id] = entry
         self._counts[scoped] = self._counts.get(scoped, 0) + 1
         self.bytes += len(body)
@@ -344,6 +353,13 @@ class SemanticTier:
     def clear(self) -> None:
         for entry_id in list(self._entries):
             self._remove(entry_id)
+
+    def purge(self, *, model: str | None = None) -> int:
+        """Drop the entries of `model` (None: every entry)."""
+        doomed = [e.id for e in self._entries.values() if model is None or e.model == model]
+        for entry_id in doomed:
+            self._remove(entry_id)
+        return len(doomed)
 
     def _evict(self, now: float) -> None:
         # One TTL for all: insertion order is expiry order.
