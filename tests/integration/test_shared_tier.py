@@ -168,3 +168,39 @@ def test_redis_stopped_mid_load_fails_no_request_and_the_tier_resumes(
                 return any(True for _ in r.scan_iter(match="outage:e:*"))
 
         assert eventually(in_redis, 10.0)
+
+
+def test_with_two_workers_a_repeat_is_a_hit_whichever_worker_takes_it(
+    upstream: FakeOpenAI, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    cfg = config(upstream, redis_url, prefix)
+    cfg["workers"] = 2
+    with running_gateway(place(tmp_path, "w"), cfg) as gw:
+        before = len(upstream.requests)
+        assert ask(gw, "any worker").headers["x-edge-agent-cache"] == "miss"
+        time.sleep(0.3)  # the answer reaches Redis and the other worker's local tier
+        results = [ask(gw, "any worker").headers["x-edge-agent-cache"] for _ in range(30)]
+        assert results == ["hit"] * 30
+        assert len(upstream.requests) == before + 1
+
+
+def test_concurrent_identical_misses_across_instances_reach_the_provider_once(
+    upstream: FakeOpenAI, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    upstream.delay_s = 0.5  # all requests overlap the first one's call
+    try:
+        with (
+            running_gateway(place(tmp_path, "a"), config(upstream, redis_url, prefix)) as a,
+            running_gateway(place(tmp_path, "b"), config(upstream, redis_url, prefix)) as b,
+        ):
+            before = len(upstream.requests)
+            gateways = [a, b] * 10
+            with ThreadPoolExecutor(20) as pool:
+                replies = list(pool.map(lambda gw: ask(gw, "one call for all"), gateways))
+            assert [r.status for r in replies] == [200] * 20
+            assert len(upstream.requests) == before + 1
+            assert len({r.body for r in replies}) == 1
+    finally:
+        upstream.delay_s = 0.0
