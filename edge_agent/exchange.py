@@ -275,6 +275,12 @@ class Exchange:
         flights = agent.flights
         if flights is not None and self._cache_lookup():
             assert self.key is not None
+            local = agent.cache.get(self.key) if agent.cache is not None else None
+            if local is not None:
+                # Stored while this request waited on Redis: no second provider call.
+                reply = self._serve(req, local.body, "hit")
+                if reply is not None:
+                    return reply
             flight, leader = flights.join(self.key)
             wait_s = agent.config.cache.coalesce.max_wait_s
             if not leader:
@@ -481,9 +487,9 @@ class Exchange:
 
     def _serve(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         """A cached answer as the client asked for it (JSON, or replayed SSE)."""
-        self._land(stored)  # a leader answered from cache: so are its followers
         reply = self._replay(req, stored, result)
         if reply is not None:
+            self._land(stored)  # a leader answered from cache: so are its followers
             tier = {"hit": "exact", "semantic-hit": "semantic"}.get(result, result)
             self._count_saved(stored, tier)
         return reply
@@ -764,7 +770,13 @@ class Exchange:
         ):
             # The vector computed for the lookup is reused: no second embedding.
             agent.semantic.store(
-                self._scope[0], self._scope[1], sem.vector, sem.signature, body, model=self.model
+                self._scope[0],
+                self._scope[1],
+                sem.vector,
+                sem.signature,
+                body,
+                model=self.model,
+                key=self.key,
             )
             shared_vector = (agent.semantic.namespace, *self._scope, sem.vector)
         if agent.shared is not None and stored:
@@ -818,7 +830,6 @@ class Exchange:
     ) -> Respond:
         self._finish(str(status))
         self.done = True
-        self._land(None)  # a no-op when a cached answer already landed
         headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
         if self.key is not None and cache != "bypass":
             headers.append((CACHE_KEY_HEADER, self.key))  # for purges
@@ -828,6 +839,7 @@ class Exchange:
 
     def _error(self, exc: ApiError) -> Respond:
         log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
+        self._land(None)  # waiting identical requests go on by themselves
         body = anthropic.error_body(exc) if self.client_schema == "anthropic" else exc.body()
         return self._respond(exc.status, body, JSON, "bypass", extra=exc.headers)
 

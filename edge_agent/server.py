@@ -167,7 +167,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 while isinstance(resp, WaitFor | SharedWait):
                     # Keep Envoy waiting past its message timeout (bounded by the filter's
                     # max_message_timeout) while an identical request is in flight.
-                    yield extend_timeout(resp.timeout_s + 1.0)
+                    # After the wait the usual work follows (a semantic lookup, routing):
+                    # it gets the ordinary message budget on top.
+                    budget_s = self.agent.config.envoy.message_timeout_ms / 1000
+                    yield extend_timeout(resp.timeout_s + budget_s + 1.0)
                     resp = await self._after_wait(exchange, resp)
                     started = perf_counter()  # the phase histogram measures our work only
                 self._observe[phase](perf_counter() - started)

@@ -327,6 +327,7 @@ class RedisTier:
         self._waiters: dict[str, _Waiters] = {}
         self._last_id: bytes | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stray: set[asyncio.Future[bool]] = set()  # late-lease releases in flight
         self._cb_logged_at = -_CB_LOG_EVERY_S
 
     def _connect(self, *, socket_timeout: float, retries: int) -> Redis | RedisCluster:
@@ -689,6 +690,11 @@ class RedisTier:
         )
         if outcome != "ok":
             self._m.ops.labels("lease_acquire", outcome).inc()
+            # The SET may still land after the deadline: release it (owner-checked), or
+            # this replica would wait for its own lease.
+            task = asyncio.ensure_future(self.release_lease(key))
+            self._stray.add(task)
+            task.add_done_callback(self._stray.discard)
             return False
         self._m.ops.labels("lease_acquire", "hit" if got else "miss").inc()
         return bool(got)
@@ -733,7 +739,7 @@ class RedisTier:
         def poll(client: Any) -> Awaitable[list[Any]]:
             pipe = client.pipeline(transaction=False)
             pipe.get(entry_key)
-            pipe.exists(lease_key)
+            pipe.get(lease_key)
             return pipe.execute()
 
         try:
@@ -747,7 +753,11 @@ class RedisTier:
                     self._m.ops.labels("wait", "hit").inc()
                     return entry
                 remaining = deadline - loop.time()
-                if not values[1] or remaining <= 0:
+                owner = values[1]
+                own = owner is not None and _text(owner) == self.replica_id
+                # No lease: its holder gave up. Our own: a stale one (a late SET), not
+                # worth waiting for — this process coalesces its own requests locally.
+                if owner is None or own or remaining <= 0:
                     self._m.ops.labels("wait", "miss").inc()
                     return None
                 with contextlib.suppress(TimeoutError):
@@ -882,3 +892,7 @@ class RedisTier:
         self._m.breaker.set(_STATE_VALUE[new])
         level = logging.INFO if new == "up" else logging.WARNING
         log.log(level, "redis tier %s -> %s (%s)", old, new, why)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

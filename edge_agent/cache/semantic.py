@@ -15,6 +15,7 @@ search and operations on one index never overlap.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import os
@@ -49,6 +50,7 @@ class SemanticEntry:
     body: bytes  # the complete answer (shared with the exact tier; counted in max_bytes)
     expires_at: float
     model: str = ""  # the client-facing model, for purges by model
+    key: str = ""  # the exact cache key of the request it answered (dedupe, purge by key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,8 @@ class SemanticTier:
         self._clock = clock
         self._ids = itertools.count(1)
         self._entries: OrderedDict[int, SemanticEntry] = OrderedDict()  # insertion order
+        self._expiry: list[tuple[float, int]] = []  # heap of (expires_at, entry id)
+        self._by_key: dict[str, int] = {}  # exact cache key → entry id
         self._partitions: dict[str, PartitionIndex] = {}
         self._counts: dict[str, int] = {}  # live entries per partition
         self.max_bytes = max_bytes
@@ -302,6 +306,7 @@ class SemanticTier:
         body: bytes,
         *,
         model: str = "",
+        key: str = "",
         ttl_s: float | None = None,
     ) -> None:
         """Add an answer; evicts expired and, past max_entries, the oldest entries.
@@ -312,6 +317,8 @@ class SemanticTier:
         ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
         if len(body) > self.max_bytes or ttl <= 0:
             return
+        if key and key in self._by_key:
+            return  # this request's answer is here already (a sync event, a Redis hit)
         now = self._clock()
         self._evict(now)
         while self._entries and (
@@ -324,8 +331,11 @@ class SemanticTier:
             part = self._partitions[scoped] = PartitionIndex(
                 self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
             )
-        entry = SemanticEntry(next(self._ids), scoped, text, signature, body, now + ttl, model)
+        entry = SemanticEntry(next(self._ids), scoped, text, signature, body, now + ttl, model, key)
         self._entries[entry.id] = entry
+        heapq.heappush(self._expiry, (entry.expires_at, entry.id))
+        if key:
+            self._by_key[key] = entry.id
         self._counts[scoped] = self._counts.get(scoped, 0) + 1
         self.bytes += len(body)
         self._submit(part, lambda: part.add(vector, entry.id))
@@ -354,20 +364,25 @@ class SemanticTier:
         for entry_id in list(self._entries):
             self._remove(entry_id)
 
-    def purge(self, *, model: str | None = None) -> int:
-        """Drop the entries of `model` (None: every entry)."""
-        doomed = [e.id for e in self._entries.values() if model is None or e.model == model]
+    def purge(self, *, model: str | None = None, key: str | None = None) -> int:
+        """Drop the entries matching every given filter (none given: every entry)."""
+        doomed = [
+            e.id
+            for e in self._entries.values()
+            if (model is None or e.model == model) and (key is None or e.key == key)
+        ]
         for entry_id in doomed:
             self._remove(entry_id)
         return len(doomed)
 
     def _evict(self, now: float) -> None:
-        # One TTL for all: insertion order is expiry order.
-        while self._entries:
-            oldest = next(iter(self._entries.values()))
-            if oldest.expires_at > now:
-                return
-            self._remove(oldest.id)
+        # Entries from other replicas arrive with part of their life spent: expiry order
+        # is not insertion order, so a heap says what expires first.
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, entry_id = heapq.heappop(heap)
+            if entry_id in self._entries:
+                self._remove(entry_id)
 
     def remove(self, entry_id: int) -> None:
         """Drop an entry (an answer found unusable, a purge); unknown ids are ignored."""
@@ -377,6 +392,8 @@ class SemanticTier:
     def _remove(self, entry_id: int) -> None:
         entry = self._entries.pop(entry_id)
         self.bytes -= len(entry.body)
+        if entry.key and self._by_key.get(entry.key) == entry_id:
+            del self._by_key[entry.key]
         scoped = entry.partition
         left = self._counts[scoped] - 1
         if left == 0:

@@ -66,23 +66,30 @@ class SharedCache:
         self.warm_loaded = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._warm_done = asyncio.Event()
+        self._warm_task: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         self._warm_done = asyncio.Event()
         self.tier.subscribe(self.apply)
         await self.tier.start()
-        self._spawn(self._warm())
+        self._warm_task = self._spawn(self._warm())
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        # Lease releases still pending must reach Redis (other replicas would wait out
+        # the lease otherwise); the warm start may simply stop.
+        pending = [t for t in self._tasks if t is not self._warm_task]
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
         await self.tier.close()
 
-    def _spawn(self, coro: object) -> None:
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _warm(self) -> None:
         started = time.monotonic()
@@ -150,7 +157,7 @@ class SharedCache:
         self, *, model: str | None = None, key: str | None = None, everything: bool = False
     ) -> tuple[int, int | None]:
         """(local entries dropped, Redis entries dropped or None when Redis failed)."""
-        local = self.purge_local(model=model, key=key)
+        local = self.purge_local() if everything else self.purge_local(model=model, key=key)
         try:
             shared: int | None = await self.tier.purge(model=model, key=key, all=everything)
         except Exception as exc:
@@ -172,15 +179,18 @@ class SharedCache:
     def apply_purge(self, purge: PurgeFilter) -> int:
         if purge.all:
             return self.purge_local()
+        if purge.model is None and purge.key is None:
+            # Tenant-only (tenants are not kept locally yet) or a filter a newer agent
+            # understands: never read as "everything".
+            return 0
         return self.purge_local(model=purge.model, key=purge.key)
 
     def purge_local(self, *, model: str | None = None, key: str | None = None) -> int:
         dropped = 0
         if self.exact is not None:
             dropped += self.exact.purge(model=model, key=key)
-        if self.semantic is not None and key is None:
-            # Semantic entries have no exact key: a purge by key leaves them to their TTL.
-            dropped += self.semantic.purge(model=model)
+        if self.semantic is not None:
+            dropped += self.semantic.purge(model=model, key=key)
         return dropped
 
     def fill(self, entry: SharedEntry) -> None:
@@ -188,13 +198,9 @@ class SharedCache:
         remaining = entry.expires_at - time.time()
         if remaining <= 0:
             return
-        known = False
         if self.exact is not None:
-            known = self.exact.get(entry.key) is not None
             self.exact.put(entry.key, entry.body, model=entry.model, ttl_s=remaining)
         part = entry.semantic
-        if known:
-            return  # already here (our own Redis hit, a repeated event): no FAISS duplicate
         tier = self.semantic
         if part is not None and tier is not None and part.namespace == tier.namespace:
             vector = part.array()
@@ -207,5 +213,6 @@ class SharedCache:
                 verify.signature(part.text),
                 entry.body,
                 model=entry.model,
+                key=entry.key,  # the tier skips an answer it already holds
                 ttl_s=remaining,
             )

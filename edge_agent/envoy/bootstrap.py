@@ -262,7 +262,9 @@ def ext_proc_filter(config: Config) -> dict[str, Any]:
             "message_timeout": _duration(env.message_timeout_ms / 1000),
             # A request waiting for an identical one in flight (cache.coalesce) asks Envoy
             # to wait longer for its answer, up to this bound.
-            "max_message_timeout": _duration(config.cache.coalesce.max_wait_s + 2.0),
+            "max_message_timeout": _duration(
+                config.cache.coalesce.max_wait_s + env.message_timeout_ms / 1000 + 2.0
+            ),
             # The agent asks for the response body only when it needs it (cache capture).
             "allow_mode_override": True,
             # Lets the agent strip x-envoy-attempt-count (which it reads for failover

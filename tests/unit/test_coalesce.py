@@ -74,3 +74,50 @@ def test_uncacheable_requests_never_wait() -> None:
     hot = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "same"}], "n": 2})
     _, step = start(agent, hot)
     assert isinstance(step, Continue)
+
+
+def test_shared_fill_dedupes_semantic_entries_and_purges_by_key() -> None:
+    import time as _time
+
+    import numpy as np
+
+    from edge_agent.cache.exact import ExactCache
+    from edge_agent.cache.records import PurgeFilter, SemanticPart, SharedEntry
+    from edge_agent.cache.shared import SharedCache
+    from tests.unit.test_semantic_tier import TableEmbedder, make_tier
+
+    embedder = TableEmbedder()
+    tier = make_tier(embedder)
+    exact = ExactCache(10, 60.0)
+    shared = SharedCache.__new__(SharedCache)  # the local side only: no Redis needed
+    shared.exact, shared.semantic = exact, tier
+    vector = np.ones(embedder.dim, dtype=np.float32) / np.sqrt(embedder.dim)
+    part = SemanticPart.from_array(tier.namespace, "p", "question", vector)
+    entry = SharedEntry(
+        key="k1", body=b"{}", expires_at=_time.time() + 30, model="m", semantic=part
+    )
+    for _ in range(3):  # a Redis hit, the sync event, a repeat: one FAISS entry
+        shared.fill(entry)
+    assert len(tier) == 1 and len(exact) == 1
+    assert shared.apply_purge(PurgeFilter(tenant="nobody")) == 0  # never "everything"
+    assert len(exact) == 1
+    assert shared.purge_local(key="k1") == 2  # exact and semantic
+    assert len(tier) == 0 and len(exact) == 0
+
+
+def test_entries_with_shorter_remaining_lives_expire_first() -> None:
+    import numpy as np
+
+    from edge_agent.cache import verify
+    from tests.helpers import Clock
+    from tests.unit.test_semantic_tier import TableEmbedder, make_tier
+
+    clock = Clock()
+    tier = make_tier(TableEmbedder(), clock)
+    v = np.ones(TableEmbedder.dim, dtype=np.float32) / np.sqrt(TableEmbedder.dim)
+    sig = verify.signature("q")
+    tier.store("p", "long", v, sig, b"a", key="a", ttl_s=600)
+    tier.store("p", "short", v, sig, b"b", key="b", ttl_s=1)  # synced, half its life spent
+    clock.now += 2
+    tier.store("p", "new", v, sig, b"c", key="c")
+    assert len(tier) == 2  # the short one expired although it was inserted later
