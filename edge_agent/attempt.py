@@ -14,7 +14,6 @@ header before setting its own: a retry never carries the previous provider's key
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -25,14 +24,18 @@ from edge_agent.attempt_log import ATTEMPT_KEY_HEADER
 from edge_agent.exchange import (
     JSON,
     METERED_HEADER,
-    TARGET_FAULTS,
     BodyMode,
     Continue,
     Decision,
     Respond,
 )
-from edge_agent.leg import CREDENTIAL_HEADERS, ProviderLeg, client_schema_of, usage_of
-from edge_agent.routing.health import parse_retry_after
+from edge_agent.leg import (
+    CREDENTIAL_HEADERS,
+    ProviderLeg,
+    client_schema_of,
+    report_outcome,
+    usage_of,
+)
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -170,15 +173,9 @@ class Attempt:
         self.agent.attempts.note(self.request_key, target.key, "answered")
         elapsed = self.agent.clock() - self._sent_at
         self.agent.metrics.upstream_seconds.labels(target.provider.name).observe(elapsed)
-        code = int(status) if status.isascii() and status.isdigit() else 0
-        if code == 429 or code >= 500 or code in TARGET_FAULTS:
-            kind = "rate_limited" if code == 429 else "status"
-            retry_after = parse_retry_after(headers.get("retry-after"), time.time())
-            target.health.on_failure(kind, code, retry_after)
-            self.agent.metrics.failover_attempts.labels(target.key, str(code)).inc()
-        else:
-            streamed = self._leg is not None and self._leg.request.stream
-            target.health.on_success(elapsed, elapsed if streamed else None)
+        streamed = self._leg is not None and self._leg.request.stream
+        if report_outcome(target, status, headers, elapsed, streamed):
+            self.agent.metrics.failover_attempts.labels(target.key, status).inc()
 
     def _error(self, exc: ApiError) -> Respond:
         self.done = True

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,9 +26,15 @@ from edge_agent.api.sse import StreamAssembler, replay_stream
 from edge_agent.attempt_log import ATTEMPT_COUNT_HEADER, ATTEMPT_KEY_HEADER
 from edge_agent.cache.coalesce import Flight
 from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
-from edge_agent.leg import MODEL_HEADER, PROVIDER_HEADER, ProviderLeg, tokens_of, usage_of
+from edge_agent.leg import (
+    MODEL_HEADER,
+    PROVIDER_HEADER,
+    ProviderLeg,
+    report_outcome,
+    tokens_of,
+    usage_of,
+)
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
-from edge_agent.routing.health import parse_retry_after
 from edge_agent.routing.router import needs_of
 
 if TYPE_CHECKING:
@@ -45,9 +50,6 @@ SCORE_HEADER = "x-edge-agent-cache-score"
 CACHE_KEY_HEADER = "x-edge-agent-cache-key"  # names an answer for DELETE /admin/cache?key=
 # Set by the upstream filter when it counted the answer's usage itself (stripped here).
 METERED_HEADER = "x-edge-agent-metered"
-# Answers that say the target itself is broken (a revoked key, a wrong model or
-# deployment name), unlike other 4xx, which are about the request.
-TARGET_FAULTS = frozenset({401, 403, 404})
 # Client routing overrides (config routing.client_overrides).
 PIN_HEADER = "x-edge-agent-pin"
 EXCLUDE_HEADER = "x-edge-agent-exclude"
@@ -620,16 +622,8 @@ class Exchange:
         assert self.target is not None
         if self.chained:
             return  # each attempt reports its own outcome (attempt.py)
-        health = self.target.health
-        code = int(status) if status.isascii() and status.isdigit() else 0
-        if code == 429 or code >= 500 or code in TARGET_FAULTS:
-            retry_after = parse_retry_after(headers.get("retry-after"), time.time())
-            kind = "rate_limited" if code == 429 else "status"
-            health.on_failure(kind, code, retry_after)
-        else:
-            # For a stream the headers come with its first token: that time is its TTFT.
-            streamed = self.request is not None and self.request.stream
-            health.on_success(elapsed, elapsed if streamed else None)
+        streamed = self.request is not None and self.request.stream
+        report_outcome(self.target, status, headers, elapsed, streamed)
         self._sent_at = 0.0
 
     def _include_usage(self) -> bool:

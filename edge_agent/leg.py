@@ -10,6 +10,7 @@ target itself; the upstream `Attempt` (attempt.py) uses one per failover attempt
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from edge_agent.api import errors, translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.providers.base import CLIENT_ONLY_HEADERS
+from edge_agent.routing.health import parse_retry_after
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -255,6 +257,25 @@ class ProviderLeg:
             return
         cost = tokens[0] * price.input_per_mtok + tokens[1] * price.output_per_mtok
         m.cost.labels(self.label, provider).inc(cost / 1_000_000)
+
+
+# Answers that say the target itself is broken (a revoked key, a wrong model or
+# deployment name), unlike other 4xx, which are about the request.
+TARGET_FAULTS = frozenset({401, 403, 404})
+
+
+def report_outcome(
+    target: Target, status: str, headers: Mapping[str, str], elapsed: float, streamed: bool
+) -> bool:
+    """Feed a provider's answer to its target's health; True when it counts as a failure."""
+    code = int(status) if status.isascii() and status.isdigit() else 0
+    if code == 429 or code >= 500 or code in TARGET_FAULTS:
+        retry_after = parse_retry_after(headers.get("retry-after"), time.time())
+        target.health.on_failure("rate_limited" if code == 429 else "status", code, retry_after)
+        return True
+    # For a stream the headers come with its first token: that time is its TTFT.
+    target.health.on_success(elapsed, elapsed if streamed else None)
+    return False
 
 
 def tokens_of(usage: object) -> tuple[int, int] | None:
