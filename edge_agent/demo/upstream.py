@@ -23,16 +23,14 @@ import re
 import signal
 import struct
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from types import TracebackType
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from edge_agent.demo.runner import Failure, FakeServer, RecordedRequest, ServerThread
 
 __all__ = ["DEFAULT_MODELS", "FakeOpenAI", "FakeOpenAIThread", "RecordedRequest", "main"]
 
@@ -51,27 +49,6 @@ _ARGUMENT_PIECE_CHARS = 8
 _MODELS_CREATED = 1_700_000_000
 _WORD_RE = re.compile(r"\s*\S+")
 _JSON = "application/json"
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    """One request as the fake received it (header names lower-cased, repeats joined)."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-@dataclass(slots=True, frozen=True)
-class _Failure:
-    status: int
-    body: bytes | None
-    headers: Mapping[str, str] | None
 
 
 class _BadRequest(Exception):
@@ -313,13 +290,15 @@ def _endpoint(method: str, path: str) -> str | None:
     return None
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """OpenAI-compatible HTTP server on aiohttp's low-level server (no router, no access log).
 
     Attributes that tests may change at any time (also from another thread):
     ``delay_s`` (sleep before answering), ``stream_delay_s`` (sleep between SSE events),
+    ``truncate_streams`` (end the next N streams after two events, without ``[DONE]``),
     ``record`` (keep :attr:`requests`; turn off for long-running demos and benchmarks),
-    ``model_ids`` (what ``GET /v1/models`` lists).
+    ``model_ids`` (what ``GET /v1/models`` lists). :meth:`fail_next` answers with OpenAI's
+    error JSON by default.
     """
 
     def __init__(
@@ -333,24 +312,12 @@ class FakeOpenAI:
         record: bool = True,
         azure: bool = False,
     ) -> None:
-        self.name = name
+        super().__init__(name=name, host=host, port=port, record=record)
         # Azure OpenAI's wire format: deployment paths, `api-version`, `api-key` header.
         self.azure = azure
         self.api_key = api_key
-        self.host = host
-        self.port = port
         self.label = label
-        self.record = record
-        self.delay_s: float = 0.0
-        self.stream_delay_s: float = 0.0
-        # Tests of broken streams: end the next N streams after two events, without [DONE].
-        self.truncate_streams = 0
         self.model_ids: list[str] = list(DEFAULT_MODELS)
-        # Appends are atomic under the GIL, so other threads may read (or copy) the list.
-        self.requests: list[RecordedRequest] = []
-        self._failures: deque[_Failure] = deque()
-        self._failures_lock = threading.Lock()
-        self._seq = itertools.count(1)
         tag = hashlib.blake2b(name.encode(), digest_size=5).hexdigest()
         self._id_tag = tag[:6]
         self._fingerprint = f"fp_{tag}"
@@ -360,75 +327,9 @@ class FakeOpenAI:
             "Cache-Control": "no-cache",
             "x-demo-upstream": name,
         }
-        self._runner: web.ServerRunner | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host = self.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError(f"{self.label} {self.name!r} is already running")
-        # handler_cancellation: a client that gives up (timeout tests) must not leave a
-        # sleeping handler behind that would hold up stop().
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    # -- test controls ---------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer the next ``count`` API requests with ``status`` (OpenAI error JSON by default)."""
-        if not 100 <= status <= 599:
-            raise ValueError(f"not an HTTP status: {status}")
-        failure = _Failure(status, body, dict(headers) if headers else None)
-        with self._failures_lock:
-            self._failures.extend(itertools.repeat(failure, count))
-
-    def reset(self) -> None:
-        """Forget recorded requests, pending failures and truncations (not the delays)."""
-        with self._failures_lock:
-            self._failures.clear()
-        self.requests.clear()
-        self.truncate_streams = 0
+    def _describe(self) -> str:
+        return f"{self.label} {self.name!r}"
 
     # -- request handling ------------------------------------------------------------------
 
@@ -449,17 +350,13 @@ class FakeOpenAI:
             headers=self._json_headers,
         )
 
-    def _take_failure(self) -> _Failure | None:
-        with self._failures_lock:
-            return self._failures.popleft() if self._failures else None
-
-    def _failure_response(self, failure: _Failure) -> web.Response:
+    def _failure_response(self, failure: Failure) -> web.Response:
         headers = dict(self._json_headers)
         if failure.headers:
             headers.update(failure.headers)
         body = failure.body
         if body is None:
-            body = _default_failure_body(failure.status, f"{self.label} {self.name!r}")
+            body = _default_failure_body(failure.status, self._describe())
         return web.Response(status=failure.status, body=body, headers=headers)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -467,12 +364,7 @@ class FakeOpenAI:
         body = await request.read()
         method = request.method
         path = request.path
-        if self.record:
-            headers: dict[str, str] = {}
-            for key, value in request.headers.items():
-                key = key.lower()
-                headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            self.requests.append(RecordedRequest(method, path, request.query_string, headers, body))
+        self._record(request, body)
         if self.delay_s > 0:
             await asyncio.sleep(self.delay_s)
         endpoint = _azure_endpoint(method, path) if self.azure else _endpoint(method, path)
@@ -481,7 +373,7 @@ class FakeOpenAI:
         if self.azure and "api-version" not in request.query:
             return self._error(404, "Resource not found (the api-version query is required)")
         if self._failures:
-            failure = self._take_failure()
+            failure: Failure | None = self._take(self._failures)
             if failure is not None:
                 return self._failure_response(failure)
         if self.api_key is not None:
@@ -808,78 +700,15 @@ class FakeOpenAI:
         )
 
 
-class FakeOpenAIThread:
+class FakeOpenAIThread(ServerThread[FakeOpenAI]):
     """Runs a :class:`FakeOpenAI` on its own event loop in a daemon thread.
 
     For synchronous tests and the CLI. Keyword arguments go to :class:`FakeOpenAI`, except
     ``loop_factory`` (e.g. ``uvloop.new_event_loop`` for benchmarks).
     """
 
-    def __init__(
-        self,
-        *,
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        # Built up front so attributes (delays, failures) can be set before start().
-        self.fake = FakeOpenAI(**kwargs)
-        self._loop_factory = loop_factory or asyncio.new_event_loop
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout: float = 10.0) -> FakeOpenAI:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        loop = self._loop_factory()
-        thread = threading.Thread(
-            target=self._run, args=(loop,), name=f"fake-openai-{self.fake.name}", daemon=True
-        )
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.start(), loop).result(timeout)
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            raise
-        self._loop, self._thread = loop, thread
-        return self.fake
-
-    def stop(self, timeout: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.stop(), loop).result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            # Let cancelled handlers finish unwinding before the loop goes away.
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    fake_class = FakeOpenAI
+    thread_prefix = "fake-openai"
 
 
 # -- standalone ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ an OpenAI-type provider — JSON, streams, tool calls, usage, errors and cost me
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,7 +253,16 @@ def test_a_broken_translated_stream_reaches_the_client_as_an_error_and_is_counte
     with pytest.raises(openai.APIError, match="Overloaded"):
         for _ in stream:
             pass
-    after = metric_value(gw.metrics(), "edge_agent_broken_streams_total", target="claude/claude-x")
+    # The client may see the error event before the gateway has handled the stream's
+    # end, where the break is counted: poll briefly.
+    deadline = time.monotonic() + 5
+    while True:
+        after = metric_value(
+            gw.metrics(), "edge_agent_broken_streams_total", target="claude/claude-x"
+        )
+        if after == before + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert after == before + 1
 
 

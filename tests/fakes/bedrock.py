@@ -31,23 +31,25 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
-import itertools
 import re
 import struct
-import threading
 import uuid
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
 
-from edge_agent.demo.upstream import RecordedRequest
+from edge_agent.demo.runner import (
+    Failure,
+    FakeServer,
+    RecordedRequest,
+    ServerThread,
+    read_body,
+)
 from edge_agent.providers.bedrock import BedrockAdapter
 
 __all__ = [
@@ -143,14 +145,6 @@ def _event_frame(name: str, data: Mapping[str, Any]) -> bytes:
 def _exception_frame(name: str, message: str) -> bytes:
     headers = {":exception-type": name, ":content-type": _JSON, ":message-type": "exception"}
     return encode_frame(headers, orjson.dumps({"message": message}))
-
-
-@dataclass(slots=True, frozen=True)
-class _Failure:
-    status: int
-    body: bytes | None
-    headers: Mapping[str, str] | None
-    error_type: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -490,13 +484,14 @@ def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class FakeBedrock:
+class FakeBedrock(FakeServer):
     """Bedrock Runtime's Converse API on aiohttp's low-level server.
 
     Attributes tests may change at any time: ``delay_s`` (sleep before answering),
     ``stream_delay_s`` (sleep between frames), ``truncate_streams`` (end the next N streams
     after two frames, with no exception), ``record``, ``models`` (if not None, others get
-    404 ``ResourceNotFoundException``) and ``max_body_bytes``.
+    404 ``ResourceNotFoundException``) and ``max_body_bytes``. ``url`` is the endpoint URL
+    (what botocore takes as ``endpoint_url``).
     """
 
     def __init__(
@@ -516,71 +511,16 @@ class FakeBedrock:
     ) -> None:
         if (access_key_id is None) != (secret_access_key is None):
             raise ValueError("access_key_id and secret_access_key go together")
-        self.name = name
+        super().__init__(name=name, host=host, port=port, record=record)
         self.api_key = api_key
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.session_token = session_token
         self.region = region
-        self.host = host
-        self.port = port
-        self.record = record
         self.models = models
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self.delay_s: float = 0.0
         self.stream_delay_s: float = 0.001  # each frame leaves in its own TCP segment
-        self.truncate_streams = 0
         self.max_body_bytes = DEFAULT_MAX_BODY_BYTES
-        # Appends are atomic under the GIL, so other threads may read (or copy) the list.
-        self.requests: list[RecordedRequest] = []
-        self._failures: deque[_Failure] = deque()
-        self._breaks: deque[_StreamBreak] = deque()
-        self._lock = threading.Lock()
-        self._seq = itertools.count(1)
-        self._runner: web.ServerRunner | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The endpoint URL (what botocore takes as ``endpoint_url``)."""
-        host = self.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError(f"fake Bedrock {self.name!r} is already running")
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeBedrock:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- test controls -----------------------------------------------------------------------
 
@@ -599,15 +539,7 @@ class FakeBedrock:
         ``error_type`` or the exception Bedrock uses for the status; a mapping is sent as
         JSON, bytes/str as they are. ``headers`` are added to the answer.
         """
-        if not 100 <= status <= 599:
-            raise ValueError(f"not an HTTP status: {status}")
-        if isinstance(body, str):
-            body = body.encode()
-        elif body is not None and not isinstance(body, bytes):
-            body = orjson.dumps(dict(body))
-        failure = _Failure(status, body, dict(headers) if headers else None, error_type)
-        with self._lock:
-            self._failures.extend(itertools.repeat(failure, count))
+        self._push(self._failures, [Failure.build(status, body, headers, error_type)] * count)
 
     def break_next_stream(
         self,
@@ -620,16 +552,7 @@ class FakeBedrock:
         """End the next ``count`` streams after ``after_events`` frames with an exception
         frame (``exception=None``: the stream just stops, no exception, no messageStop)."""
         brk = _StreamBreak(after_events, exception, message)
-        with self._lock:
-            self._breaks.extend(itertools.repeat(brk, count))
-
-    def reset(self) -> None:
-        """Forget recorded requests, pending failures and stream breaks (not the delays)."""
-        with self._lock:
-            self._failures.clear()
-            self._breaks.clear()
-        self.requests.clear()
-        self.truncate_streams = 0
+        self._push(self._breaks, [brk] * count)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -649,19 +572,6 @@ class FakeBedrock:
         error_type = kind or ERROR_TYPES.get(status, "InternalServerException")
         response.headers["x-amzn-errortype"] = error_type + _ERRORTYPE_SUFFIX
         return response
-
-    def _take(self, queue: deque[Any]) -> Any:
-        with self._lock:
-            return queue.popleft() if queue else None
-
-    async def _read_body(self, request: web.BaseRequest) -> tuple[bytes, bool]:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            if size <= self.max_body_bytes:
-                chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)[: self.max_body_bytes], size > self.max_body_bytes
 
     def _auth_problem(self, request: web.BaseRequest, body: bytes) -> tuple[str, str] | None:
         """(exception, message) when the request is not authenticated as configured."""
@@ -695,16 +605,11 @@ class FakeBedrock:
         return "InvalidSignatureException", f"{_BAD_SIGNATURE} ({problem})"
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        body, too_large = await self._read_body(request)
+        body, too_large = await read_body(request, self.max_body_bytes)
         seq = next(self._seq)
         request_id = str(uuid.UUID(int=seq))
         method, path = request.method, request.raw_path.partition("?")[0]
-        if self.record:
-            headers: dict[str, str] = {}
-            for key, value in request.headers.items():
-                key = key.lower()
-                headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            self.requests.append(RecordedRequest(method, path, request.query_string, headers, body))
+        self._record(request, body, path)
         if self.delay_s > 0:
             await asyncio.sleep(self.delay_s)
         match = _PATH_RE.match(path)
@@ -714,7 +619,7 @@ class FakeBedrock:
             return self._error(request_id, 405, "Method Not Allowed", "UnknownOperationException")
         if too_large:
             return self._error(request_id, 413, "Request body too large", "ValidationException")
-        failure: _Failure | None = self._take(self._failures)
+        failure: Failure | None = self._take(self._failures)
         if failure is not None:
             return self._failure_response(request_id, failure)
         problem = self._auth_problem(request, body)
@@ -740,7 +645,7 @@ class FakeBedrock:
             return await self._stream(request, request_id, self._events(output))
         return self._json(request_id, output)
 
-    def _failure_response(self, request_id: str, failure: _Failure) -> web.Response:
+    def _failure_response(self, request_id: str, failure: Failure) -> web.Response:
         status = failure.status
         if failure.body is None:
             message = _DEFAULT_MESSAGES.get(status, f"Request failed with status {status}")
@@ -849,73 +754,12 @@ class FakeBedrock:
         return response
 
 
-class FakeBedrockThread:
+class FakeBedrockThread(ServerThread[FakeBedrock]):
     """Runs a :class:`FakeBedrock` on its own event loop in a daemon thread.
 
     For synchronous tests. Keyword arguments go to :class:`FakeBedrock`, except
     ``loop_factory``. ``start()`` / ``with`` return the running fake.
     """
 
-    def __init__(
-        self,
-        *,
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.fake = FakeBedrock(**kwargs)
-        self._loop_factory = loop_factory or asyncio.new_event_loop
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout: float = 10.0) -> FakeBedrock:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        loop = self._loop_factory()
-        thread = threading.Thread(
-            target=self._run, args=(loop,), name=f"fake-bedrock-{self.fake.name}", daemon=True
-        )
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.start(), loop).result(timeout)
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            raise
-        self._loop, self._thread = loop, thread
-        return self.fake
-
-    def stop(self, timeout: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.stop(), loop).result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> FakeBedrock:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    fake_class = FakeBedrock
+    thread_prefix = "fake-bedrock"

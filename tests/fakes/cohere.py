@@ -30,20 +30,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import re
-import threading
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from edge_agent.demo.upstream import RecordedRequest
+from edge_agent.demo.runner import (
+    Failure,
+    FakeServer,
+    RecordedRequest,
+    ServerThread,
+    read_body,
+)
 
 __all__ = ["TEMPLATE_TOKENS", "FakeCohere", "FakeCohereThread", "RecordedRequest"]
 
@@ -99,13 +101,6 @@ _WORD_RE = re.compile(r"\s*\S+")
 _JSON_PIECE_CHARS = 8
 _STRING_ARGUMENT_CHARS = 100
 _JSON = "application/json"
-
-
-@dataclass(slots=True, frozen=True)
-class _Failure:
-    status: int
-    body: bytes | None
-    headers: Mapping[str, str] | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -485,13 +480,16 @@ def _endpoint(method: str, path: str) -> str | None:
     return None
 
 
-class FakeCohere:
+class FakeCohere(FakeServer):
     """Cohere v2 Chat API on aiohttp's low-level server (no router, no access log).
 
     Attributes that tests may change at any time (also from another thread): ``delay_s``,
     ``stream_delay_s``, ``truncate_streams`` (end the next N streams after two events, with no
     ``message-end``), ``record``, ``models`` (if not None, other models get 404) and
     ``max_body_bytes``.
+
+    ``url`` is the base URL without ``/v2`` (what the ``cohere`` SDK takes as ``base_url``).
+    :meth:`fail_next` answers with Cohere's error JSON unless given a body.
     """
 
     def __init__(
@@ -504,93 +502,15 @@ class FakeCohere:
         record: bool = True,
         models: list[str] | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name=name, host=host, port=port, record=record)
         self.api_key = api_key
-        self.host = host
-        self.port = port
-        self.record = record
         self.models = models
-        self.delay_s: float = 0.0
         # A small pause between events so that each one leaves in its own TCP segment.
         self.stream_delay_s: float = 0.001
-        self.truncate_streams = 0
         self.max_body_bytes = DEFAULT_MAX_BODY_BYTES
-        # Appends are atomic under the GIL, so other threads may read (or copy) the list.
-        self.requests: list[RecordedRequest] = []
-        self._failures: deque[_Failure] = deque()
-        self._breaks: deque[_StreamBreak] = deque()
-        self._lock = threading.Lock()
-        self._seq = itertools.count(1)
         self._tag = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
-        self._runner: web.ServerRunner | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Base URL without ``/v2`` (what the ``cohere`` SDK takes as ``base_url``)."""
-        host = self.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError(f"fake Cohere {self.name!r} is already running")
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeCohere:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- test controls ---------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        body: bytes | str | Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """Answer the next ``count`` API requests with ``status``.
-
-        The default body is Cohere's error JSON; a mapping is sent as JSON, bytes/str as they
-        are. ``headers`` (e.g. ``retry-after``) are added to the answer.
-        """
-        if not 100 <= status <= 599:
-            raise ValueError(f"not an HTTP status: {status}")
-        if isinstance(body, str):
-            body = body.encode()
-        elif body is not None and not isinstance(body, bytes):
-            body = orjson.dumps(dict(body))
-        failure = _Failure(status, body, dict(headers) if headers else None)
-        with self._lock:
-            self._failures.extend(itertools.repeat(failure, count))
 
     def break_next_stream(
         self, count: int = 1, *, after_events: int = 3, error: str | None = "internal error"
@@ -602,16 +522,7 @@ class FakeCohere:
         stops. Streams with fewer events are not cut.
         """
         brk = _StreamBreak(after_events, error)
-        with self._lock:
-            self._breaks.extend(itertools.repeat(brk, count))
-
-    def reset(self) -> None:
-        """Forget recorded requests, pending failures and stream breaks (not the delays)."""
-        with self._lock:
-            self._failures.clear()
-            self._breaks.clear()
-        self.requests.clear()
-        self.truncate_streams = 0
+        self._push(self._breaks, [brk] * count)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -630,35 +541,16 @@ class FakeCohere:
     def _error(self, trace_id: str, status: int, message: str) -> web.Response:
         return self._json(trace_id, {"id": trace_id, "message": message}, status)
 
-    def _take(self, queue: deque[Any]) -> Any:
-        with self._lock:
-            return queue.popleft() if queue else None
-
     def _uuid(self, seq: int, kind: str) -> str:
         digest = hashlib.blake2b(f"{self._tag}/{kind}/{seq}".encode(), digest_size=16).digest()
         return str(uuid.UUID(bytes=digest))
 
-    async def _read_body(self, request: web.BaseRequest) -> tuple[bytes, bool]:
-        chunks: list[bytes] = []
-        size = 0
-        limit = self.max_body_bytes
-        async for chunk in request.content.iter_any():
-            if size <= limit:
-                chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)[:limit], size > limit
-
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        body, too_large = await self._read_body(request)
+        body, too_large = await read_body(request, self.max_body_bytes)
         seq = next(self._seq)
         trace_id = self._uuid(seq, "trace")
         method, path = request.method, request.path
-        if self.record:
-            headers: dict[str, str] = {}
-            for key, value in request.headers.items():
-                key = key.lower()
-                headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            self.requests.append(RecordedRequest(method, path, request.query_string, headers, body))
+        self._record(request, body)
         if self.delay_s > 0:
             await asyncio.sleep(self.delay_s)
         endpoint = _endpoint(method, path)
@@ -668,7 +560,7 @@ class FakeCohere:
             return self._error(trace_id, 405, "Method Not Allowed")
         if too_large:
             return self._error(trace_id, 413, _DEFAULT_MESSAGES[413])
-        failure: _Failure | None = self._take(self._failures)
+        failure: Failure | None = self._take(self._failures)
         if failure is not None:
             return self._failure_response(trace_id, failure)
         if self.api_key is not None:
@@ -720,7 +612,7 @@ class FakeCohere:
             return await self._sse(request, trace_id, self._events(response))
         return self._json(trace_id, response)
 
-    def _failure_response(self, trace_id: str, failure: _Failure) -> web.Response:
+    def _failure_response(self, trace_id: str, failure: Failure) -> web.Response:
         status = failure.status
         if failure.body is None:
             message = _DEFAULT_MESSAGES.get(status, f"Request failed with status {status}")
@@ -860,74 +752,12 @@ class FakeCohere:
         return response
 
 
-class FakeCohereThread:
+class FakeCohereThread(ServerThread[FakeCohere]):
     """Runs a :class:`FakeCohere` on its own event loop in a daemon thread.
 
     For synchronous tests. Keyword arguments go to :class:`FakeCohere`, except
     ``loop_factory``. ``start()`` / ``with`` return the running fake.
     """
 
-    def __init__(
-        self,
-        *,
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        # Built up front so attributes (delays, failures) can be set before start().
-        self.fake = FakeCohere(**kwargs)
-        self._loop_factory = loop_factory or asyncio.new_event_loop
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout: float = 10.0) -> FakeCohere:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        loop = self._loop_factory()
-        thread = threading.Thread(
-            target=self._run, args=(loop,), name=f"fake-cohere-{self.fake.name}", daemon=True
-        )
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.start(), loop).result(timeout)
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            raise
-        self._loop, self._thread = loop, thread
-        return self.fake
-
-    def stop(self, timeout: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.stop(), loop).result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> FakeCohere:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    fake_class = FakeCohere
+    thread_prefix = "fake-cohere"

@@ -28,19 +28,21 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import itertools
 import re
-import threading
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from edge_agent.demo.upstream import RecordedRequest
+from edge_agent.demo.runner import (
+    Failure,
+    FakeServer,
+    RecordedRequest,
+    ServerThread,
+    read_body,
+)
 
 __all__ = ["STATUSES", "FakeGemini", "FakeGeminiThread", "RecordedRequest", "status_for"]
 
@@ -184,13 +186,6 @@ def _camel(name: str) -> str:
 
 def _snake(name: str) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
-
-
-@dataclass(slots=True, frozen=True)
-class _Failure:
-    status: int
-    body: bytes | None
-    headers: Mapping[str, str] | None
 
 
 class _BadRequest(Exception):
@@ -572,13 +567,17 @@ def _pick_function(request: _Request, question: str) -> dict[str, Any] | None:
     return None
 
 
-class FakeGemini:
+class FakeGemini(FakeServer):
     """The Gemini API's generateContent on aiohttp's low-level server (no router, no access log).
 
     Attributes tests may change at any time (also from another thread): ``delay_s`` (sleep before
     answering), ``stream_delay_s`` (sleep between SSE events), ``truncate_streams`` (end the next
     N streams after two events, without the finishReason), ``record``, ``models`` (if not None,
     other models get 404 ``NOT_FOUND``) and ``max_body_bytes``.
+
+    ``url`` is the base URL without ``/v1beta`` (what a Gemini provider's ``base_url`` takes).
+    :meth:`fail_next` answers with Google's error JSON (the ``status`` name for the code) unless
+    given a body.
     """
 
     def __init__(
@@ -591,99 +590,13 @@ class FakeGemini:
         record: bool = True,
         models: list[str] | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name=name, host=host, port=port, record=record)
         self.api_key = api_key
-        self.host = host
-        self.port = port
-        self.record = record
         self.models = models
-        self.delay_s: float = 0.0
         # A small pause between events so that each one leaves in its own TCP segment.
         self.stream_delay_s: float = 0.001
-        self.truncate_streams = 0
         self.max_body_bytes = DEFAULT_MAX_BODY_BYTES
-        # Appends are atomic under the GIL, so other threads may read (or copy) the list.
-        self.requests: list[RecordedRequest] = []
-        self._failures: deque[_Failure] = deque()
-        self._lock = threading.Lock()
-        self._seq = itertools.count(1)
         self._tag = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
-        self._runner: web.ServerRunner | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Base URL without ``/v1beta`` (what a Gemini provider's ``base_url`` takes)."""
-        host = self.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError(f"fake Gemini {self.name!r} is already running")
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeGemini:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    # -- test controls ---------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        body: bytes | str | Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """Answer the next ``count`` API requests with ``status``.
-
-        The default body is Google's error JSON with the ``status`` name for the code; a mapping
-        is sent as JSON, bytes/str as they are. ``headers`` are added to the answer.
-        """
-        if not 100 <= status <= 599:
-            raise ValueError(f"not an HTTP status: {status}")
-        if isinstance(body, str):
-            body = body.encode()
-        elif body is not None and not isinstance(body, bytes):
-            body = orjson.dumps(dict(body))
-        failure = _Failure(status, body, dict(headers) if headers else None)
-        with self._lock:
-            self._failures.extend(itertools.repeat(failure, count))
-
-    def reset(self) -> None:
-        """Forget recorded requests and pending failures (not the delays)."""
-        with self._lock:
-            self._failures.clear()
-        self.requests.clear()
-        self.truncate_streams = 0
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -706,30 +619,10 @@ class FakeGemini:
             ]
         return self._json({"error": error}, status)
 
-    def _take_failure(self) -> _Failure | None:
-        with self._lock:
-            return self._failures.popleft() if self._failures else None
-
-    async def _read_body(self, request: web.BaseRequest) -> tuple[bytes, bool]:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            if size <= self.max_body_bytes:
-                chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)[: self.max_body_bytes], size > self.max_body_bytes
-
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        body, too_large = await self._read_body(request)
+        body, too_large = await read_body(request, self.max_body_bytes)
         seq = next(self._seq)
-        if self.record:
-            headers: dict[str, str] = {}
-            for key, value in request.headers.items():
-                key = key.lower()
-                headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            self.requests.append(
-                RecordedRequest(request.method, request.path, request.query_string, headers, body)
-            )
+        self._record(request, body)
         if self.delay_s > 0:
             await asyncio.sleep(self.delay_s)
         match = _PATH_RE.search(request.path)
@@ -739,7 +632,7 @@ class FakeGemini:
             return self._error(405, f"Method {request.method} is not allowed here.")
         if too_large:
             return self._error(400, "Request payload size exceeds the limit.")
-        failure = self._take_failure()
+        failure = self._take(self._failures)
         if failure is not None:
             return self._failure_response(failure)
         if self.api_key is not None:
@@ -773,7 +666,7 @@ class FakeGemini:
             return self._json(events)  # without alt=sse Google streams one JSON array
         return await self._sse(request, events)
 
-    def _failure_response(self, failure: _Failure) -> web.Response:
+    def _failure_response(self, failure: Failure) -> web.Response:
         status = failure.status
         if failure.body is None:
             message = _DEFAULT_MESSAGES.get(status, f"Request failed with status {status}")
@@ -914,73 +807,12 @@ class FakeGemini:
         return response
 
 
-class FakeGeminiThread:
+class FakeGeminiThread(ServerThread[FakeGemini]):
     """Runs a :class:`FakeGemini` on its own event loop in a daemon thread (for sync tests).
 
     Keyword arguments go to :class:`FakeGemini`, except ``loop_factory``. ``start()`` / ``with``
     return the running fake.
     """
 
-    def __init__(
-        self,
-        *,
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.fake = FakeGemini(**kwargs)
-        self._loop_factory = loop_factory or asyncio.new_event_loop
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout: float = 10.0) -> FakeGemini:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        loop = self._loop_factory()
-        thread = threading.Thread(
-            target=self._run, args=(loop,), name=f"fake-gemini-{self.fake.name}", daemon=True
-        )
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.start(), loop).result(timeout)
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            raise
-        self._loop, self._thread = loop, thread
-        return self.fake
-
-    def stop(self, timeout: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.stop(), loop).result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    fake_class = FakeGemini
+    thread_prefix = "fake-gemini"
