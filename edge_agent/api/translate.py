@@ -130,29 +130,41 @@ def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
         if kind == "text":
             blocks.append({"type": "text", "text": str(part.get("text", ""))})
         elif kind == "image_url":
-            image = part.get("image_url") or {}
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise _to_a(f"{where}.image_url.url", "expected a URL string")
+            url = image_url_of(part, where, _to_a)
             blocks.append(_image_block(url, f"{where}.image_url.url"))
         else:
             raise _to_a(where, f"content part type {kind!r} has no Anthropic counterpart")
     return blocks
 
 
+Refuse = Callable[[str, str], ApiError]
+
+
+def call_arguments(function: dict[str, Any], where: str, refuse: Refuse) -> dict[str, Any]:
+    """An OpenAI tool call's arguments as the object every other schema wants."""
+    try:
+        arguments = orjson.loads(function.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        raise refuse(f"{where}.function.arguments", "the arguments are not valid JSON") from None
+    if not isinstance(arguments, dict):
+        raise refuse(f"{where}.function.arguments", "the arguments must be a JSON object")
+    return arguments
+
+
+def image_url_of(part: dict[str, Any], where: str, refuse: Refuse) -> str:
+    """The URL of an OpenAI image_url content part (an object, or a bare string)."""
+    image = part.get("image_url") or {}
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise refuse(f"{where}.image_url.url", "expected a URL string")
+    return url
+
+
 def _tool_use_blocks(calls: Any, path: str) -> list[dict[str, Any]]:
     blocks = []
     for i, call in enumerate(calls or []):
         function = call.get("function") or {}
-        raw = function.get("arguments") or "{}"
-        try:
-            arguments = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise _to_a(
-                f"{path}[{i}].function.arguments", "the arguments are not valid JSON"
-            ) from None
-        if not isinstance(arguments, dict):
-            raise _to_a(f"{path}[{i}].function.arguments", "the arguments must be a JSON object")
+        arguments = call_arguments(function, f"{path}[{i}]", _to_a)
         blocks.append(
             {
                 "type": "tool_use",
@@ -504,25 +516,10 @@ def message_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
         message["tool_calls"] = calls
     if thinking:
         message["reasoning_content"] = "".join(thinking)  # the field vLLM/DeepSeek use
-    out: dict[str, Any] = {
-        "id": f"chatcmpl-{body.get('id', '')}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                # Unknown or missing (pause_turn too): not a finished answer, never cached.
-                "finish_reason": _FINISH_FROM_ANTHROPIC.get(_str(body.get("stop_reason"))),
-                "logprobs": None,
-            }
-        ],
-    }
+    # Unknown or missing stop reason (pause_turn too): not a finished answer, never cached.
+    finish = _FINISH_FROM_ANTHROPIC.get(_str(body.get("stop_reason")))
     usage = openai_usage(body.get("usage"))
-    if usage is not None:
-        out["usage"] = usage
-    return out
+    return completion(f"chatcmpl-{body.get('id', '')}", model, message, finish, usage)
 
 
 def completion_to_message(body: dict[str, Any], model: str) -> dict[str, Any]:
@@ -570,9 +567,7 @@ def completion_to_message(body: dict[str, Any], model: str) -> dict[str, Any]:
 def error_to_openai(status: int, body: bytes) -> bytes:
     """A provider's Anthropic-shaped error as OpenAI's envelope (status unchanged)."""
     message, kind = _error_parts(body, anthropic=True)
-    return orjson.dumps(
-        {"error": {"message": message, "type": kind or "api_error", "param": None, "code": None}}
-    )
+    return openai_error(message, kind or "api_error")
 
 
 def error_to_anthropic(status: int, body: bytes) -> bytes:
@@ -624,18 +619,22 @@ class StreamTranslator:
         raise NotImplementedError
 
 
-class MessagesStreamToChat(StreamTranslator):
-    """Anthropic Messages events → OpenAI chat.completion.chunk events."""
+class ChatChunkWriter(StreamTranslator):
+    """What every provider-stream → OpenAI translator writes: chat.completion.chunk events,
+    then, at the proper end, the usage chunk (when the client asked for it) and [DONE]."""
 
-    def __init__(self, model: str, include_usage: bool, now: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        model: str,
+        include_usage: bool,
+        now: Callable[[], float] = time.time,
+        chunk_id: str = "chatcmpl-",
+    ) -> None:
         super().__init__()
         self._model = model
         self._include_usage = include_usage
         self._created = int(now())
-        self._id = "chatcmpl-"
-        self._tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool index
-        self._input: dict[str, Any] = {}
-        self._finish: str | None = None
+        self._id = chunk_id
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         body = {
@@ -646,6 +645,59 @@ class MessagesStreamToChat(StreamTranslator):
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
         return encode_event(orjson.dumps(body))
+
+    def _end(self) -> bytes:
+        """The stream's proper end: marks it finished (so it may be cached)."""
+        self.finished = True
+        out = b""
+        if self._include_usage and self.usage is not None:
+            body = {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": [],
+                "usage": self.usage,
+            }
+            out = encode_event(orjson.dumps(body))
+        return out + encode_event("[DONE]")
+
+
+def completion(
+    chunk_id: str,
+    model: str,
+    message: dict[str, Any],
+    finish_reason: str | None,
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """An OpenAI chat.completion with one choice (every provider answer ends as one)."""
+    out: dict[str, Any] = {
+        "id": chunk_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+        ],
+    }
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def openai_error(message: str, kind: str, code: str | None = None) -> bytes:
+    """OpenAI's error envelope."""
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+class MessagesStreamToChat(ChatChunkWriter):
+    """Anthropic Messages events → OpenAI chat.completion.chunk events."""
+
+    def __init__(self, model: str, include_usage: bool, now: Callable[[], float] = time.time):
+        super().__init__(model, include_usage, now)
+        self._tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool index
+        self._input: dict[str, Any] = {}
+        self._finish: str | None = None
 
     def _event(self, name: str | None, data: str) -> bytes:
         try:
@@ -693,19 +745,7 @@ class MessagesStreamToChat(StreamTranslator):
             self.usage = openai_usage(usage)
             return self._chunk({}, self._finish)
         if kind == "message_stop":
-            self.finished = True
-            out = b""
-            if self._include_usage and self.usage is not None:
-                body = {
-                    "id": self._id,
-                    "object": "chat.completion.chunk",
-                    "created": self._created,
-                    "model": self._model,
-                    "choices": [],
-                    "usage": self.usage,
-                }
-                out += encode_event(orjson.dumps(body))
-            return out + encode_event("[DONE]")
+            return self._end()
         if kind == "error":
             error = event.get("error") or {}
             body = {

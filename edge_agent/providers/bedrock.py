@@ -35,7 +35,14 @@ from edge_agent.api.anthropic import error_type_for
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
-from edge_agent.api.translate import StreamTranslator, untranslatable
+from edge_agent.api.translate import (
+    ChatChunkWriter,
+    StreamTranslator,
+    call_arguments,
+    completion,
+    image_url_of,
+    untranslatable,
+)
 from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
 
@@ -140,10 +147,7 @@ def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
             if text:  # Bedrock refuses blank text blocks
                 blocks.append({"text": text})
         elif kind == "image_url":
-            image = part.get("image_url") or {}
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise _refuse(f"{where}.image_url.url", "expected a URL string")
+            url = image_url_of(part, where, _refuse)
             blocks.append(_image(url, f"{where}.image_url.url"))
         else:
             raise _refuse(where, f"content part type {kind!r} has no Converse counterpart")
@@ -157,14 +161,7 @@ def _tool_uses(calls: Any, path: str) -> list[dict[str, Any]]:
         if not isinstance(call, dict) or call.get("type", "function") != "function":
             raise _refuse(where, "only function tool calls translate")
         function = call.get("function") or {}
-        try:
-            arguments = orjson.loads(function.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            raise _refuse(
-                f"{where}.function.arguments", "the arguments are not valid JSON"
-            ) from None
-        if not isinstance(arguments, dict):
-            raise _refuse(f"{where}.function.arguments", "the arguments must be a JSON object")
+        arguments = call_arguments(function, where, _refuse)
         blocks.append(
             {
                 "toolUse": {
@@ -357,24 +354,8 @@ def converse_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
         reply["tool_calls"] = calls
     if reasoning:
         reply["reasoning_content"] = "".join(reasoning)  # the field vLLM/DeepSeek use
-    out: dict[str, Any] = {
-        "id": _new_id(),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": reply,
-                "finish_reason": _FINISH.get(str(body.get("stopReason") or ""), "stop"),
-                "logprobs": None,
-            }
-        ],
-    }
-    usage = openai_usage(body.get("usage"))
-    if usage is not None:
-        out["usage"] = usage
-    return out
+    finish = _FINISH.get(str(body.get("stopReason") or ""), "stop")
+    return completion(_new_id(), model, reply, finish, openai_usage(body.get("usage")))
 
 
 def error_to_openai(status: int, body: bytes) -> bytes:
@@ -410,7 +391,7 @@ _EXCEPTION_STATUS = {
 }
 
 
-class ConverseStreamToChat(StreamTranslator):
+class ConverseStreamToChat(ChatChunkWriter):
     """Converse-stream event frames (binary) → OpenAI chat.completion.chunk SSE events.
 
     Frames are decoded by botocore's `EventStreamBuffer`, which keeps partial frames
@@ -420,25 +401,11 @@ class ConverseStreamToChat(StreamTranslator):
     def __init__(
         self, model: str, include_usage: bool, now: Callable[[], float] = time.time
     ) -> None:
-        super().__init__()
-        self._model = model
-        self._include_usage = include_usage
-        self._created = int(now())
-        self._id = _new_id()
+        super().__init__(model, include_usage, now, _new_id())
         self._frames = EventStreamBuffer()
         self._tools: dict[int, int] = {}  # Converse block index → OpenAI tool index
         self._stopped = False
         self._broken = False  # a corrupt frame: nothing after it can be trusted
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        return encode_event(orjson.dumps(body))
 
     @staticmethod
     def _error(message: str, status: int, code: str | None) -> bytes:
@@ -514,19 +481,7 @@ class ConverseStreamToChat(StreamTranslator):
             self.usage = openai_usage(data.get("usage"))
             if not self._stopped:
                 return b""  # metadata always follows messageStop; without it, no end
-            self.finished = True
-            out = b""
-            if self._include_usage and self.usage is not None:
-                body = {
-                    "id": self._id,
-                    "object": "chat.completion.chunk",
-                    "created": self._created,
-                    "model": self._model,
-                    "choices": [],
-                    "usage": self.usage,
-                }
-                out += encode_event(orjson.dumps(body))
-            return out + encode_event("[DONE]")
+            return self._end()
         return b""  # contentBlockStop and future event types
 
 

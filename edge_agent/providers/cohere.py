@@ -33,7 +33,7 @@ import orjson
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
-from edge_agent.api.translate import StreamTranslator, untranslatable
+from edge_agent.api.translate import ChatChunkWriter, StreamTranslator, completion, untranslatable
 from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
 
@@ -378,24 +378,9 @@ def cohere_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
         out_message["tool_calls"] = calls
     if thinking:
         out_message["reasoning_content"] = "".join(thinking)  # as translate.py does
-    out: dict[str, Any] = {
-        "id": f"chatcmpl-{body.get('id', '')}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": out_message,
-                "finish_reason": _finish(body.get("finish_reason"), "response"),
-                "logprobs": None,
-            }
-        ],
-    }
+    finish = _finish(body.get("finish_reason"), "response")
     usage = openai_usage(body.get("usage"))
-    if usage is not None:
-        out["usage"] = usage
-    return out
+    return completion(f"chatcmpl-{body.get('id', '')}", model, out_message, finish, usage)
 
 
 # =========================================================================== errors
@@ -430,28 +415,14 @@ def _index(event: dict[str, Any]) -> int:
     return index if isinstance(index, int) else 0
 
 
-class CohereStreamToChat(StreamTranslator):
+class CohereStreamToChat(ChatChunkWriter):
     """Cohere v2 chat stream events → OpenAI chat.completion.chunk events."""
 
     def __init__(self, model: str, include_usage: bool, now: Callable[[], float] = time.time):
-        super().__init__()
-        self._model = model
-        self._include_usage = include_usage
-        self._created = int(now())
-        self._id = "chatcmpl-"
+        super().__init__(model, include_usage, now)
         self._started = False
         self._tool_index: dict[int, int] = {}  # Cohere tool-call index → OpenAI tool index
         self._ended = False
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        return encode_event(orjson.dumps(body))
 
     def _start(self) -> bytes:
         if self._started:
@@ -520,10 +491,10 @@ class CohereStreamToChat(StreamTranslator):
                 {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}
             )
         if kind == "message-end":
-            return self._end(delta)
+            return self._message_end(delta)
         return b""  # content-end, tool-call-end, citations, debug and future event types
 
-    def _end(self, delta: dict[str, Any]) -> bytes:
+    def _message_end(self, delta: dict[str, Any]) -> bytes:
         self._ended = True
         self.usage = openai_usage(delta.get("usage"))
         reason = delta.get("finish_reason")
@@ -543,19 +514,8 @@ class CohereStreamToChat(StreamTranslator):
                 }
             }
             return bytes(out + encode_event(orjson.dumps(body)))
-        self.finished = True
         out += self._chunk({}, _FINISH_FROM_COHERE.get(str(reason), "stop"))
-        if self._include_usage and self.usage is not None:
-            body = {
-                "id": self._id,
-                "object": "chat.completion.chunk",
-                "created": self._created,
-                "model": self._model,
-                "choices": [],
-                "usage": self.usage,
-            }
-            out += encode_event(orjson.dumps(body))
-        return bytes(out + encode_event("[DONE]"))
+        return bytes(out + self._end())
 
 
 # =========================================================================== adapter

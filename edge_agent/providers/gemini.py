@@ -30,7 +30,12 @@ from edge_agent.api import translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
-from edge_agent.api.translate import StreamTranslator
+from edge_agent.api.translate import (
+    ChatChunkWriter,
+    StreamTranslator,
+    call_arguments,
+    completion,
+)
 from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
 
@@ -225,14 +230,7 @@ def _call_parts(calls: Any, path: str, names: dict[str, str]) -> list[dict[str, 
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise _refuse(where, "only function tool calls translate")
-        try:
-            args = orjson.loads(function.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            raise _refuse(
-                f"{where}.function.arguments", "the arguments are not valid JSON"
-            ) from None
-        if not isinstance(args, dict):
-            raise _refuse(f"{where}.function.arguments", "the arguments must be a JSON object")
+        args = call_arguments(function, where, _refuse)
         names[str(call.get("id", ""))] = function["name"]
         part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
         sig = _signature(call)
@@ -524,17 +522,8 @@ def gemini_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
         blocked = (body.get("promptFeedback") or {}).get("blockReason")
         finish = "content_filter" if blocked else "stop"
         message["content"] = ""
-    out: dict[str, Any] = {
-        "id": f"chatcmpl-{body.get('responseId', '')}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-    }
     usage = gemini_usage(body.get("usageMetadata"))
-    if usage is not None:
-        out["usage"] = usage
-    return out
+    return completion(f"chatcmpl-{body.get('responseId', '')}", model, message, finish, usage)
 
 
 # =========================================================================== errors
@@ -574,7 +563,7 @@ def error_to_chat(status: int, body: bytes) -> bytes:
 # =========================================================================== streams
 
 
-class GeminiStreamToChat(StreamTranslator):
+class GeminiStreamToChat(ChatChunkWriter):
     """streamGenerateContent?alt=sse events → OpenAI chat.completion.chunk events.
 
     Each Gemini event is a partial GenerateContentResponse; the stream ends by closing, so
@@ -582,30 +571,10 @@ class GeminiStreamToChat(StreamTranslator):
     """
 
     def __init__(self, model: str, include_usage: bool, now: Callable[[], float] = time.time):
-        super().__init__()
-        self._model = model
-        self._include_usage = include_usage
-        self._created = int(now())
-        self._id = "chatcmpl-"
+        super().__init__(model, include_usage, now)
         self._started = False
         self._calls = 0
         self._finish: str | None = None
-
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        body = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": choices,
-            **extra,
-        }
-        return encode_event(orjson.dumps(body))
-
-    def _delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return self._chunk(
-            [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
-        )
 
     def _event(self, name: str | None, data: str) -> bytes:
         try:
@@ -621,7 +590,7 @@ class GeminiStreamToChat(StreamTranslator):
         if not self._started:
             self._started = True
             self._id = f"chatcmpl-{event.get('responseId', '')}"
-            out += self._delta({"role": "assistant", "content": ""})
+            out += self._chunk({"role": "assistant", "content": ""})
         if "usageMetadata" in event:
             self.usage = gemini_usage(event["usageMetadata"])
         candidates = event.get("candidates") or []
@@ -631,7 +600,7 @@ class GeminiStreamToChat(StreamTranslator):
         if candidate is None:
             if (event.get("promptFeedback") or {}).get("blockReason") and self._finish is None:
                 self._finish = "content_filter"
-                out += self._delta({}, self._finish)
+                out += self._chunk({}, self._finish)
             return bytes(out)
         for part in (candidate.get("content") or {}).get("parts") or []:
             if not isinstance(part, dict):
@@ -639,24 +608,20 @@ class GeminiStreamToChat(StreamTranslator):
             if isinstance(part.get("functionCall"), dict):
                 # Gemini sends a call whole, in one part: one delta carries all of it.
                 call = _tool_call(part["functionCall"], part, self._calls)
-                out += self._delta({"tool_calls": [{"index": self._calls, **call}]})
+                out += self._chunk({"tool_calls": [{"index": self._calls, **call}]})
                 self._calls += 1
             elif isinstance(part.get("text"), str) and part["text"]:
                 key = "reasoning_content" if part.get("thought") else "content"
-                out += self._delta({key: part["text"]})
+                out += self._chunk({key: part["text"]})
         if candidate.get("finishReason") and self._finish is None:
             self._finish = _finish(candidate["finishReason"], self._calls > 0)
-            out += self._delta({}, self._finish)
+            out += self._chunk({}, self._finish)
         return bytes(out)
 
     def finish(self) -> bytes:
         if self._finish is None or self.finished:
             return b""  # a stream cut before its finishReason must not look complete
-        self.finished = True
-        out = b""
-        if self._include_usage and self.usage is not None:
-            out += self._chunk([], usage=self.usage)
-        return out + encode_event("[DONE]")
+        return self._end()
 
 
 # =========================================================================== provider
