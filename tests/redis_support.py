@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 import redis
+
+from tests.helpers import free_port
 
 REDIS_URL = os.environ.get("EDGE_AGENT_REDIS_URL", "redis://127.0.0.1:6379/0")
 HOW = (
@@ -26,12 +27,6 @@ def unavailable(why: str) -> None:
     if os.environ.get("EDGE_AGENT_REQUIRE_REDIS") == "1":
         pytest.fail(f"{why} and EDGE_AGENT_REQUIRE_REDIS=1")
     pytest.skip(f"{why}: {HOW}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
