@@ -386,6 +386,9 @@ class RedisCache(_Strict):
     # redis://[user:password@]host:port/db, rediss:// for TLS, unix:///path.sock;
     # null = no shared tier (each process keeps its own caches).
     url: str | None = None
+    # The variable holding Redis's password (AUTH), so the password stays in a Secret and
+    # out of the config; a password inside `url` works too.
+    password_env: str | None = None
     cluster: bool = False  # Redis Cluster: url names any node
     key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "edge-agent"
     # Per command: Redis trouble must never add more than this to a request.
@@ -394,6 +397,13 @@ class RedisCache(_Strict):
     warm_max_entries: Annotated[int, Field(ge=0)] = 100_000  # loaded at start
     failure_threshold: Annotated[int, Field(ge=1)] = 3  # consecutive errors → breaker open
     open_s: Annotated[float, Field(gt=0, le=300)] = 5.0  # breaker open this long
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_env(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"expected an environment variable name, got {v!r}")
+        return v
 
     @field_validator("url")
     @classmethod

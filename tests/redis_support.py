@@ -32,8 +32,9 @@ def unavailable(why: str) -> None:
 class RedisServer:
     """A private redis-server (no persistence) the test may stop, freeze and restart."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, password: str | None = None) -> None:
         self.binary = binary
+        self.password = password
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -53,6 +54,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -60,7 +62,9 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.2) as r:
+                with redis.Redis(
+                    port=self.port, password=self.password, socket_connect_timeout=0.2
+                ) as r:
                     r.ping()
                 return
             except (redis.RedisError, OSError) as exc:

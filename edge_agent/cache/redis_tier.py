@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import random
 import time
 from collections import Counter as _Tally
@@ -300,6 +301,15 @@ class RedisTier:
         if cfg.url is None:
             raise ValueError("cache.redis.url is not set")
         self.cfg = cfg
+        self._password: str | None = None
+        if cfg.password_env is not None:
+            self._password = os.environ.get(cfg.password_env) or None
+            if self._password is None:
+                log.warning(
+                    "cache.redis.password_env names %s, which is not set: connecting "
+                    "without a password",
+                    cfg.password_env,
+                )
         self.replica_id = replica_id
         self._prefix = cfg.key_prefix
         self._stream = rec.stream_name(self._prefix)
@@ -337,6 +347,8 @@ class RedisTier:
             "socket_connect_timeout": self._slow_timeout_s,
             "retry": Retry(NoBackoff(), retries),
         }
+        if self._password is not None:
+            opts["password"] = self._password
         if self.cfg.cluster:
             return RedisCluster.from_url(self.cfg.url, **opts)
         return Redis.from_url(self.cfg.url, **opts)

@@ -9,6 +9,7 @@ these tests skip; with EDGE_AGENT_REQUIRE_REDIS=1 they fail instead.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -502,3 +503,40 @@ def test_breaker_lost_probe_is_released() -> None:
     assert br.allow()
     clock.now = 10.0  # and a probe that never reports frees itself after open_s
     assert br.allow()
+
+
+@pytest.mark.redis
+async def test_password_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary on PATH")
+    server = RedisServer(binary, password="s3cret-from-a-secret")
+    server.start()
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    try:
+        # No password: Redis refuses every command; the tier degrades, never raises.
+        monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+        cfg = make_cfg(server.url, prefix, password_env="REDIS_PASSWORD")
+        refused = RedisTier(cfg, replica_id="r", registry=CollectorRegistry())
+        await refused.start()
+        try:
+            for _ in range(cfg.failure_threshold):
+                assert await refused.get("k") is None
+            assert refused.state == "open"
+        finally:
+            await refused.close()
+
+        monkeypatch.setenv("REDIS_PASSWORD", "s3cret-from-a-secret")
+        tier = RedisTier(cfg, replica_id="ok", registry=CollectorRegistry())
+        await tier.start()
+        try:
+            tier.put(entry("k"))
+            got = await eventually(lambda: tier.get("k"), 2.0, "the entry is stored")
+            assert got is not None and got.key == "k"
+            assert tier.state == "up"
+        finally:
+            await tier.close()
+    finally:
+        server.stop()
