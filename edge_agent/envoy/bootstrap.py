@@ -23,6 +23,9 @@ from edge_agent.config import Config, Provider, TargetSpec, failover_chains
 EXT_PROC_CLUSTER = "edge_agent_ext_proc"
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPE = "type.googleapis.com/"
+HCM_TYPE = (
+    _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 
 
 def _duration(seconds: float) -> str:
@@ -290,43 +293,37 @@ _NOT_ROUTED = (
 )
 
 
-def routes(config: Config, environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    env = config.envoy
-    timeout = _duration(max(p.timeout_s for p in config.providers))
-    routed = {
-        "match": {"prefix": "/", "headers": [{"name": env.routing_header, "present_match": True}]},
+def _route_timeout(config: Config) -> str:
+    return _duration(max(p.timeout_s for p in config.providers))
+
+
+def routed_route(config: Config) -> dict[str, Any]:
+    """To the cluster the agent named in the routing header."""
+    header = config.envoy.routing_header
+    return {
+        "match": {"prefix": "/", "headers": [{"name": header, "present_match": True}]},
         "route": {
-            "cluster_header": env.routing_header,
+            "cluster_header": header,
             "auto_host_rewrite": True,
-            "timeout": timeout,
+            "timeout": _route_timeout(config),
         },
+        # Read by the route; the provider has no business seeing it.
+        "request_headers_to_remove": [header],
     }
-    if env.failure_mode == "open":
-        # Agent unreachable: pass the request through unchanged to one provider.
-        fallback: dict[str, Any] = {
-            "match": {"prefix": "/"},
-            "route": {
-                "cluster": config.fail_open_target.name,
-                "auto_host_rewrite": True,
-                "timeout": timeout,
-            },
-        }
-    else:
-        fallback = {
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 503, "body": {"inline_string": _NOT_ROUTED}},
-            "response_headers_to_add": [
-                {"header": {"key": "content-type", "value": "application/json"}}
-            ],
-        }
-    chains = []
+
+
+def chain_routes(config: Config, environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """One route per failover chain, chosen by the chain's name in the routing header."""
+    out = []
     for name, specs in failover_chains(config, environ).items():
         providers = [config.provider(spec.provider) for spec in specs]
-        chains.append(
+        out.append(
             {
                 "match": {
                     "prefix": "/",
-                    "headers": [{"name": env.routing_header, "string_match": {"exact": name}}],
+                    "headers": [
+                        {"name": config.envoy.routing_header, "string_match": {"exact": name}}
+                    ],
                 },
                 "route": {
                     "cluster": name,
@@ -338,9 +335,32 @@ def routes(config: Config, environ: Mapping[str, str] | None = None) -> list[dic
                         len(specs), max(p.timeout_s for p in providers)
                     ),
                 },
+                "request_headers_to_remove": [config.envoy.routing_header],
             }
         )
-    return [*chains, routed, fallback]
+    return out
+
+
+def routes(config: Config, environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    if config.envoy.failure_mode == "open":
+        # Agent unreachable: pass the request through unchanged to one provider.
+        fallback: dict[str, Any] = {
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": config.fail_open_target.name,
+                "auto_host_rewrite": True,
+                "timeout": _route_timeout(config),
+            },
+        }
+    else:
+        fallback = {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 503, "body": {"inline_string": _NOT_ROUTED}},
+            "response_headers_to_add": [
+                {"header": {"key": "content-type", "value": "application/json"}}
+            ],
+        }
+    return [*chain_routes(config, environ), routed_route(config), fallback]
 
 
 def _failover_policy(targets: int, per_try_s: float) -> dict[str, Any]:
@@ -439,6 +459,18 @@ def local_reply_config(config: Config) -> dict[str, Any]:
     }
 
 
+def strip_header_extension(header: str) -> dict[str, Any]:
+    """Removes `header` from requests before route selection."""
+    return {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": _TYPE
+            + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations": [{"remove": header}],
+        },
+    }
+
+
 def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The bootstrap; `environ` (default: the process environment) decides which
     providers are usable in failover chains, as it does for the agent's router."""
@@ -446,8 +478,7 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
     envoy_host, envoy_port = config.listen.addr("envoy")
     admin_host, admin_port = config.listen.addr("envoy_admin")
     hcm = {
-        "@type": _TYPE
-        + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": HCM_TYPE,
         "stat_prefix": "edge_agent",
         "codec_type": "AUTO",
         # LLM answers stream for minutes; the per-route timeout bounds them instead.
@@ -455,16 +486,7 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
         # The route reads the routing header: a client must never supply it. Removed
         # before route selection (an ordinary filter would run too late), so requests
         # the agent does not handle (fail-open, timeouts) cannot pick a provider.
-        "early_header_mutation_extensions": [
-            {
-                "name": "envoy.http.early_header_mutation.header_mutation",
-                "typed_config": {
-                    "@type": _TYPE + "envoy.extensions.http.early_header_mutation."
-                    "header_mutation.v3.HeaderMutation",
-                    "mutations": [{"remove": env.routing_header}],
-                },
-            }
-        ],
+        "early_header_mutation_extensions": [strip_header_extension(env.routing_header)],
         "local_reply_config": local_reply_config(config),
         "route_config": {
             "name": "llm",

@@ -75,6 +75,7 @@ def test_routes_with_provider_key_and_rewrites_model(
     assert CLIENT_KEY not in orjson.dumps(seen.headers).decode()
     assert seen.json()["model"] == "alpha-chat"  # the provider's own name
     assert "x-edge-agent-cluster" not in reply.headers
+    assert "x-edge-agent-cluster" not in seen.headers  # nor for the provider
     assert unique in reply.json()["choices"][0]["message"]["content"]
     assert not fresh["beta"].requests
 
