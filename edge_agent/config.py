@@ -275,6 +275,9 @@ class TargetSpec(_Strict):
         return self.target.partition("/")[2]
 
 
+_SHORTHAND = 'Shorthand for {target: "provider/model", weight: 1}.'
+
+
 class ModelRoute(_Strict):
     name: Annotated[str, Field(min_length=1)]
     targets: Annotated[list[TargetSpec], Field(min_length=1)]
@@ -285,7 +288,15 @@ class ModelRoute(_Strict):
     # on the next target inside the same request (docs/failover.md).
     failover: bool = True
 
-    @field_validator("targets", mode="before")
+    # The schema (the chart's values.schema.json is built from it) shows the shorthand too.
+    @field_validator(
+        "targets",
+        mode="before",
+        json_schema_input_type=Annotated[
+            list[TargetSpec | Annotated[str, Field(pattern=r"^[^/]+/.+$", description=_SHORTHAND)]],
+            Field(min_length=1),
+        ],
+    )
     @classmethod
     def _targets(cls, v: Any) -> Any:
         # "provider/model" is shorthand for {target: "provider/model", weight: 1}.

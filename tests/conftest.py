@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
-from tests.helpers import Gateway, listen_block, write_config
+from tests.helpers import Gateway, listen_block, started_fakes, write_config
 from tests.redis_support import REDIS_URL, RedisServer, unavailable
 
 PROVIDER_KEYS = {"ALPHA_KEY": "sk-alpha-provider-key", "BETA_KEY": "sk-beta-provider-key"}
@@ -26,12 +26,8 @@ def providers() -> Iterator[dict[str, FakeOpenAI]]:
         "alpha": FakeOpenAIThread(name="alpha", api_key=PROVIDER_KEYS["ALPHA_KEY"]),
         "beta": FakeOpenAIThread(name="beta", api_key=PROVIDER_KEYS["BETA_KEY"]),
     }
-    fakes = {name: t.start() for name, t in threads.items()}
-    try:
+    with started_fakes(threads) as fakes:
         yield fakes
-    finally:
-        for t in threads.values():
-            t.stop()
 
 
 def two_provider_config(fakes: dict[str, FakeOpenAI], **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,21 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             total += float(value)
     return total
+
+
+@contextlib.contextmanager
+def started_fakes(threads: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Start fake-provider threads (name -> *Thread); stop every started one on exit."""
+    started: dict[str, Any] = {}
+    running = []
+    try:
+        for name, thread in threads.items():
+            started[name] = thread.start()
+            running.append(thread)
+        yield started
+    finally:
+        for thread in running:
+            thread.stop()
 
 
 @contextlib.contextmanager

@@ -13,7 +13,15 @@ import pytest
 
 from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
 from tests.fakes.anthropic import FakeAnthropic, FakeAnthropicThread
-from tests.helpers import Gateway, free_port, listen_block, metric_value, post_json, running_gateway
+from tests.helpers import (
+    Gateway,
+    free_port,
+    listen_block,
+    metric_value,
+    post_json,
+    running_gateway,
+    started_fakes,
+)
 
 KEYS = {"PRIMARY_KEY": "sk-primary", "SECONDARY_KEY": "sk-secondary", "CLAUDE_KEY": "sk-claude"}
 
@@ -25,12 +33,8 @@ def fakes() -> Iterator[dict[str, Any]]:
         "secondary": FakeOpenAIThread(name="secondary", api_key=KEYS["SECONDARY_KEY"]),
         "claude": FakeAnthropicThread(name="claude", api_key=KEYS["CLAUDE_KEY"]),
     }
-    started = {name: t.start() for name, t in threads.items()}
-    try:
+    with started_fakes(threads) as started:
         yield started
-    finally:
-        for t in threads.values():
-            t.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tests.fakes.anthropic import FakeAnthropicThread
 from tests.fakes.bedrock import FakeBedrockThread
 from tests.fakes.cohere import FakeCohereThread
 from tests.fakes.gemini import FakeGeminiThread
-from tests.helpers import Gateway, listen_block, running_gateway
+from tests.helpers import Gateway, listen_block, running_gateway, started_fakes
 
 openai = pytest.importorskip("openai")
 
@@ -100,12 +100,8 @@ def fakes() -> Iterator[dict[str, Any]]:
             )
         else:
             threads[name] = FakeOpenAIThread(name=name, api_key=key, azure=name == "azure_openai")
-    started = {name: t.start() for name, t in threads.items()}
-    try:
+    with started_fakes(threads) as started:
         yield started
-    finally:
-        for t in threads.values():
-            t.stop()
 
 
 @pytest.fixture(scope="module")

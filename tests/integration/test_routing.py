@@ -10,20 +10,23 @@ from typing import Any
 import pytest
 
 from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
-from tests.helpers import Gateway, listen_block, metric_value, post_json, running_gateway
+from tests.helpers import (
+    Gateway,
+    listen_block,
+    metric_value,
+    post_json,
+    running_gateway,
+    started_fakes,
+)
 
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, FakeOpenAI]]:
     threads = {name: FakeOpenAIThread(name=name) for name in ("fast", "slow")}
-    started = {name: t.start() for name, t in threads.items()}
-    started["fast"].delay_s = 0.01
-    started["slow"].delay_s = 0.05  # 5x slower
-    try:
+    with started_fakes(threads) as started:
+        started["fast"].delay_s = 0.01
+        started["slow"].delay_s = 0.05  # 5x slower
         yield started
-    finally:
-        for t in threads.values():
-            t.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,419 @@
+"""Istio objects generated from the agent's config, beside the standalone bootstrap.
+
+The EnvoyFilter carries the *same* Envoy objects `bootstrap.py` builds (the agent's
+cluster, the ext_proc filter, provider and failover-chain clusters, the routes that read
+the routing header), wrapped as Istio patches, so a mesh and the standalone gateway
+cannot drift apart. ServiceEntry + DestinationRule register each provider host as plain
+HTTP inside the mesh with TLS origination at the sidecar: the app's sidecar sees the
+request body (which ext_proc needs) and the mesh encrypts it on the way out.
+
+Two shapes (docs/deploy.md):
+- ``sidecar``: an app pod with the agent injected beside its Istio proxy. The filter is
+  installed disabled on the outbound HTTP listeners and enabled only in the provider
+  hosts' virtual hosts, so the pod's other traffic never reaches the agent.
+- ``gateway``: an Istio ingress gateway with the agent beside it; every virtual host of
+  the gateway port goes through the agent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from edge_agent.config import Config, Provider, failover_chains
+from edge_agent.envoy import bootstrap
+
+MeshMode = Literal["sidecar", "gateway"]
+
+# The label the injection template puts on pods that carry the agent (app pods and
+# gateway pods alike): the EnvoyFilters select exactly those, so no proxy is patched to
+# call an agent it does not have. The patches' contexts keep sidecars and gateways apart.
+AGENT_LABEL = "llm-edge-agent.io/agent"
+FILTER_NAME = "llm-edge-agent.ext_proc"
+PROVIDER_CLUSTER_PREFIX = "edge_agent_provider_"
+CONFIG_MOUNT = "/etc/edge-agent"  # where the image expects it (Dockerfile)
+_HCM = "envoy.filters.network.http_connection_manager"
+_ROUTER = "envoy.filters.http.router"
+_FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+# Hosts that are Kubernetes Services already known to the mesh: no ServiceEntry.
+_IN_CLUSTER = re.compile(r".*\.(svc|svc\.cluster\.local)$")
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    mode: MeshMode = "sidecar"
+    name: str = "llm-edge-agent"
+    namespace: str = "default"
+    # Default: the label the injection template adds (pods that have the agent).
+    selector: Mapping[str, str] = field(default_factory=dict)
+    # gateway: the port of the gateway's HTTP listener (Istio's ingressgateway: 8080).
+    gateway_port: int = 8080
+
+    def workload_labels(self) -> dict[str, str]:
+        return dict(self.selector) if self.selector else {AGENT_LABEL: "true"}
+
+
+@dataclass(frozen=True)
+class MeshHost:
+    """How apps in the mesh address one provider host."""
+
+    host: str
+    port: int  # what the app dials: 80 for https providers (the sidecar originates TLS)
+    target_port: int  # where the provider listens
+    tls: bool
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def name(self) -> str:
+        """The ServiceEntry host: a ServiceEntry needs a name, so an address-only upstream
+        (a self-hosted model on a fixed IP) gets one, and is matched by its address."""
+        return f"{k8s_name(self.host)}.llm-edge-agent.internal" if self.is_ip else self.host
+
+    @property
+    def vhost(self) -> str:
+        # Istio names a sidecar's outbound virtual hosts <service host>:<port>.
+        return f"{self.name}:{self.port}"
+
+
+class _EveryCredential(Mapping[str, str]):
+    """An environment where every variable is set.
+
+    Manifests are generated away from the pods that hold the keys; chains are built as
+    if every provider were usable, which is what a pod with all its keys computes.
+    """
+
+    def __getitem__(self, key: str) -> str:
+        return "present"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+ALL_CREDENTIALS: Mapping[str, str] = _EveryCredential()
+
+
+def mesh_hosts(config: Config) -> list[MeshHost]:
+    seen: dict[tuple[str, int], MeshHost] = {}
+    for p in config.providers:
+        entry = _mesh_host(p)
+        seen.setdefault((entry.host, entry.port), entry)
+    return list(seen.values())
+
+
+def _mesh_host(provider: Provider) -> MeshHost:
+    if provider.tls:
+        # Apps speak plain HTTP on 80; DestinationRule originates TLS to the real port.
+        return MeshHost(provider.host, 80, provider.port, True)
+    return MeshHost(provider.host, provider.port, provider.port, False)
+
+
+def k8s_name(*parts: str) -> str:
+    """A DNS-1123 object name from free text (provider names may hold '_' and '.')."""
+    text = "-".join(parts).lower()
+    text = re.sub(r"[^a-z0-9-]+", "-", text).strip("-")
+    return re.sub(r"-{2,}", "-", text)[:63].rstrip("-")
+
+
+def _metadata(options: MeshOptions, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": options.namespace,
+        "labels": {
+            "app.kubernetes.io/name": "llm-edge-agent",
+            "app.kubernetes.io/part-of": "llm-edge-agent",
+        },
+    }
+
+
+def service_entries(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
+    """One ServiceEntry per provider host outside the cluster."""
+    objects = []
+    for h in mesh_hosts(config):
+        if _IN_CLUSTER.match(h.host):
+            continue
+        port = {"number": h.port, "name": f"http-{h.port}", "protocol": "HTTP"}
+        if h.target_port != h.port:
+            port["targetPort"] = h.target_port
+        spec: dict[str, Any] = {
+            "hosts": [h.host],
+            "location": "MESH_EXTERNAL",
+            "ports": [port],
+            "resolution": "DNS",
+            "exportTo": ["."],
+        }
+        if h.is_ip:
+            spec["hosts"] = [h.name]
+            spec["addresses"] = [h.host]
+            spec["endpoints"] = [{"address": h.host}]
+            spec["resolution"] = "STATIC"
+        objects.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": _metadata(options, k8s_name(options.name, h.host, str(h.port))),
+                "spec": spec,
+            }
+        )
+    return objects
+
+
+def destination_rules(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
+    """TLS origination for https providers: the app's plain HTTP leaves encrypted."""
+    objects = []
+    for h in mesh_hosts(config):
+        if not h.tls:
+            continue
+        objects.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": _metadata(options, k8s_name(options.name, h.host, "tls")),
+                "spec": {
+                    "host": h.host,
+                    "exportTo": ["."],
+                    "trafficPolicy": {
+                        "portLevelSettings": [
+                            {"port": {"number": h.port}, "tls": {"mode": "SIMPLE", "sni": h.host}}
+                        ]
+                    },
+                },
+            }
+        )
+    return objects
+
+
+def _renamed(cluster: dict[str, Any], name: str) -> dict[str, Any]:
+    cluster = {**cluster, "name": name}
+    cluster["load_assignment"] = {**cluster["load_assignment"], "cluster_name": name}
+    return cluster
+
+
+def mesh_clusters(config: Config) -> list[dict[str, Any]]:
+    """The bootstrap's clusters; provider clusters prefixed so they cannot collide with
+    Istio's own (a provider called 'agent' or 'xds-grpc' would otherwise)."""
+    env = config.envoy
+    clusters = [bootstrap.ext_proc_cluster(config)]
+    for p in config.providers:
+        cluster = bootstrap.provider_cluster(p, env.max_response_bytes, env.max_connections)
+        clusters.append(_renamed(cluster, PROVIDER_CLUSTER_PREFIX + p.name))
+    for name, specs in failover_chains(config, ALL_CREDENTIALS).items():
+        clusters.append(
+            bootstrap.chain_cluster(
+                config, name, specs, env.max_response_bytes, env.max_connections
+            )
+        )
+    return clusters
+
+
+def mesh_routes(config: Config) -> list[dict[str, Any]]:
+    """The bootstrap's routes in match order, without its fallback: in the mesh a request
+    the agent did not route goes where the app sent it, by Istio's own route. Providers
+    are matched by name (their clusters carry a prefix here)."""
+    routed = bootstrap.routed_route(config)
+    route = {k: v for k, v in routed["route"].items() if k != "cluster_header"}
+    removed = routed["request_headers_to_remove"]
+    out = [
+        {"name": f"llm-edge-agent.{r['route']['cluster']}", **r}
+        for r in bootstrap.chain_routes(config, ALL_CREDENTIALS)
+    ]
+    for p in config.providers:
+        header = {"name": config.envoy.routing_header, "string_match": {"exact": p.name}}
+        out.append(
+            {
+                "name": f"llm-edge-agent.{p.name}",
+                "match": {"prefix": "/", "headers": [header]},
+                "route": {**route, "cluster": PROVIDER_CLUSTER_PREFIX + p.name},
+                "request_headers_to_remove": removed,
+            }
+        )
+    return out
+
+
+def mesh_filter(config: Config, mode: MeshMode) -> dict[str, Any]:
+    flt = {**bootstrap.ext_proc_filter(config), "name": FILTER_NAME}
+    if mode == "sidecar":
+        # Off for the pod's other traffic; each provider virtual host turns it on.
+        flt["disabled"] = True
+    return flt
+
+
+def _listener_match(context: str, port: int, sub_filter: str | None = None) -> dict[str, Any]:
+    chain: dict[str, Any] = {"filter": {"name": _HCM}}
+    if sub_filter:
+        chain["filter"]["subFilter"] = {"name": sub_filter}
+    return {"context": context, "listener": {"portNumber": port, "filterChain": chain}}
+
+
+def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
+    context = "SIDECAR_OUTBOUND" if options.mode == "sidecar" else "GATEWAY"
+    header = config.envoy.routing_header
+    patches: list[dict[str, Any]] = [
+        {
+            "applyTo": "CLUSTER",
+            "match": {"context": context},
+            "patch": {"operation": "ADD", "value": c},
+        }
+        for c in mesh_clusters(config)
+    ]
+    if options.mode == "sidecar":
+        ports = sorted({h.port for h in mesh_hosts(config)})
+        vhosts = [(h.port, h.vhost) for h in mesh_hosts(config)]
+    else:
+        ports = [options.gateway_port]
+        vhosts = [(options.gateway_port, None)]
+    for port in ports:
+        patches.append(
+            {
+                # The route reads the routing header: clients must never supply it, and
+                # it has to go before route selection (an HTTP filter runs too late).
+                "applyTo": "NETWORK_FILTER",
+                "match": _listener_match(context, port),
+                "patch": {
+                    "operation": "MERGE",
+                    "value": {
+                        "name": _HCM,
+                        "typed_config": {
+                            "@type": bootstrap.HCM_TYPE,
+                            "early_header_mutation_extensions": [
+                                bootstrap.strip_header_extension(header)
+                            ],
+                        },
+                    },
+                },
+            }
+        )
+        patches.append(
+            {
+                "applyTo": "HTTP_FILTER",
+                "match": _listener_match(context, port, _ROUTER),
+                "patch": {"operation": "INSERT_BEFORE", "value": mesh_filter(config, options.mode)},
+            }
+        )
+    routes = mesh_routes(config)
+    for port, vhost in vhosts:
+        route_match: dict[str, Any]
+        if vhost is not None:
+            route_match = {"portNumber": port, "vhost": {"name": vhost}}
+        else:
+            # A gateway's portNumber is matched against its Gateway servers' ports (80),
+            # not the listener's (8080); its route configuration is named after the latter.
+            route_match = {"name": f"http.{port}"}
+        vhost_value: dict[str, Any] = {
+            # Tells the agent how far along a failover chain Envoy went.
+            "include_attempt_count_in_response": True,
+        }
+        if options.mode == "sidecar":
+            # A FilterConfig with an empty `config` turns on a filter that is disabled by
+            # default (without `config` Envoy rejects the route configuration).
+            vhost_value["typed_per_filter_config"] = {
+                FILTER_NAME: {"@type": _FILTER_CONFIG, "config": {}}
+            }
+        patches.append(
+            {
+                "applyTo": "VIRTUAL_HOST",
+                "match": {"context": context, "routeConfiguration": route_match},
+                "patch": {"operation": "MERGE", "value": vhost_value},
+            }
+        )
+        # INSERT_FIRST prepends: insert in reverse to keep the bootstrap's order.
+        for route in reversed(routes):
+            patches.append(
+                {
+                    "applyTo": "HTTP_ROUTE",
+                    "match": {"context": context, "routeConfiguration": route_match},
+                    "patch": {"operation": "INSERT_FIRST", "value": route},
+                }
+            )
+    return patches
+
+
+def envoy_filter(config: Config, options: MeshOptions) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": _metadata(options, k8s_name(options.name, options.mode)),
+        "spec": {
+            "workloadSelector": {"labels": options.workload_labels()},
+            "configPatches": config_patches(config, options),
+        },
+    }
+
+
+def manifests(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
+    """Everything `kubectl apply` needs for one mode, in apply order."""
+    objects = [envoy_filter(config, options)]
+    if options.mode == "sidecar":
+        objects = [*service_entries(config, options), *destination_rules(config, options), *objects]
+    return objects
+
+
+def helm_values(config: Config, options: MeshOptions) -> dict[str, Any]:
+    """Values for charts/edge-agent in sidecar mode: the config and the Istio objects
+    generated from it (Helm cannot run this generator). The chart's gateway mode runs
+    `edge-agent run`, which generates its Envoy config itself, and needs none."""
+    if options.mode != "sidecar":
+        raise ValueError(
+            "helm values are generated for the chart's sidecar mode only; its gateway mode "
+            "needs no generated values, and an Istio ingress gateway takes the manifests "
+            "(--format manifests --mode gateway) through kubectl"
+        )
+    values: dict[str, Any] = {
+        "mode": options.mode,
+        "ports": {
+            "grpc": config.listen.addr("grpc")[1],
+            "admin": config.listen.addr("admin")[1],
+        },
+        # The chart writes `listen` from `ports`; the rest of the config is as loaded.
+        "config": config.model_dump(mode="json", exclude={"listen"}, exclude_unset=True),
+    }
+    if options.selector:
+        values["sidecar"] = {"workloadSelector": dict(options.selector)}
+    filter_ = envoy_filter(config, options)
+    values["mesh"] = {
+        "envoyFilter": {
+            "name": filter_["metadata"]["name"],
+            "configPatches": filter_["spec"]["configPatches"],
+        },
+        "serviceEntries": [
+            {"name": o["metadata"]["name"], "spec": o["spec"]}
+            for o in service_entries(config, options)
+        ],
+        "destinationRules": [
+            {"name": o["metadata"]["name"], "spec": o["spec"]}
+            for o in destination_rules(config, options)
+        ],
+    }
+    return values
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings (the injection template inside istiod values)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(*documents: Any, header: str = "") -> str:
+    """YAML documents as written to istio/ and printed by the CLI."""
+    body = yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False)
+    return header + body

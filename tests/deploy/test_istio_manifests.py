@@ -1,0 +1,179 @@
+"""The Istio objects: up to date with their source, valid against Istio's CRDs, and made
+of the very objects the standalone bootstrap holds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import yaml
+
+from edge_agent.config import load_config, parse_config
+from edge_agent.envoy import bootstrap, mesh
+from tests.deploy import kube
+
+CONFIG = load_config(kube.ROOT / "istio/config.yaml")
+
+# Shapes the sample does not have: an address-only upstream, an in-cluster Service,
+# fail-open, a custom routing header.
+OTHER = parse_config(
+    {
+        "listen": {"grpc": "127.0.0.1:50052", "admin": "0.0.0.0:9191"},
+        "envoy": {"failure_mode": "open", "routing_header": "x-llm-route"},
+        "providers": [
+            {"name": "vllm", "type": "openai_compatible", "base_url": "http://10.0.0.7:8000"},
+            {
+                "name": "ollama.local",
+                "type": "openai_compatible",
+                "base_url": "http://ollama.models.svc.cluster.local:11434",
+            },
+            {
+                "name": "groq",
+                "type": "groq",
+                "base_url": "https://api.groq.com/openai",
+                "api_key_env": "GROQ_API_KEY",
+            },
+        ],
+        "models": [
+            {"name": "llama", "targets": ["vllm/llama", "ollama.local/llama", "groq/llama"]}
+        ],
+    }
+)
+
+
+def _objects(config: Any, mode: mesh.MeshMode) -> list[dict[str, Any]]:
+    return mesh.manifests(config, mesh.MeshOptions(mode=mode))
+
+
+def test_generated_files_are_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, "tools/generate_manifests.py", "--check"],
+        cwd=kube.ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("path", ["istio/sidecar.yaml", "istio/gateway.yaml"])
+def test_shipped_manifests_validate_against_istio_crds(path: str) -> None:
+    objects = list(yaml.safe_load_all((kube.ROOT / path).read_text()))
+    assert objects
+    for obj in objects:
+        assert kube.istio_errors(obj) == [], obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "gateway"])
+def test_other_shapes_validate(mode: mesh.MeshMode) -> None:
+    for obj in _objects(OTHER, mode):
+        assert kube.istio_errors(obj) == [], obj["metadata"]["name"]
+
+
+def test_the_crd_check_can_fail() -> None:
+    obj = _objects(CONFIG, "sidecar")[0]
+    obj["spec"]["ports"].append(dict(obj["spec"]["ports"][0]))  # a duplicate port
+    obj["spec"]["resolutoin"] = "DNS"
+    problems = kube.istio_errors(obj)
+    assert any("resolutoin" in p for p in problems)
+    assert any("port number cannot be duplicated" in p for p in problems)
+
+
+def test_service_entries_register_hosts_for_plain_http_with_tls_origination() -> None:
+    objs = _objects(CONFIG, "sidecar")
+    entries = {o["spec"]["hosts"][0]: o["spec"] for o in objs if o["kind"] == "ServiceEntry"}
+    assert entries["api.openai.com"]["ports"] == [
+        {"number": 80, "name": "http-80", "protocol": "HTTP", "targetPort": 443}
+    ]
+    rules = {o["spec"]["host"]: o["spec"] for o in objs if o["kind"] == "DestinationRule"}
+    assert rules["api.anthropic.com"]["trafficPolicy"]["portLevelSettings"] == [
+        {"port": {"number": 80}, "tls": {"mode": "SIMPLE", "sni": "api.anthropic.com"}}
+    ]
+
+
+def test_other_shapes_get_the_right_entries() -> None:
+    objs = _objects(OTHER, "sidecar")
+    entries = [o["spec"] for o in objs if o["kind"] == "ServiceEntry"]
+    # The in-cluster Service needs none; the address gets a name, STATIC, no TLS.
+    by_host = {e["hosts"][0]: e for e in entries}
+    assert set(by_host) == {"10-0-0-7.llm-edge-agent.internal", "api.groq.com"}
+    ip = by_host["10-0-0-7.llm-edge-agent.internal"]
+    assert ip["resolution"] == "STATIC" and ip["endpoints"] == [{"address": "10.0.0.7"}]
+    assert [o["spec"]["host"] for o in objs if o["kind"] == "DestinationRule"] == ["api.groq.com"]
+
+
+def _patches(config: Any, mode: mesh.MeshMode, apply_to: str) -> list[dict[str, Any]]:
+    flt = next(o for o in _objects(config, mode) if o["kind"] == "EnvoyFilter")
+    return [p for p in flt["spec"]["configPatches"] if p["applyTo"] == apply_to]
+
+
+@pytest.mark.parametrize("config", [CONFIG, OTHER], ids=["sample", "other"])
+@pytest.mark.parametrize("mode", ["sidecar", "gateway"])
+def test_patches_carry_the_bootstraps_objects(config: Any, mode: mesh.MeshMode) -> None:
+    standalone = bootstrap.build_bootstrap(config, mesh.ALL_CREDENTIALS)
+    clusters = {c["name"]: c for c in standalone["static_resources"]["clusters"]}
+    added = [p["patch"]["value"] for p in _patches(config, mode, "CLUSTER")]
+    assert {p["patch"]["operation"] for p in _patches(config, mode, "CLUSTER")} == {"ADD"}
+    for cluster in added:
+        name = cluster["name"].removeprefix(mesh.PROVIDER_CLUSTER_PREFIX)
+        expected = (
+            mesh._renamed(clusters[name], cluster["name"])
+            if name != cluster["name"]
+            else clusters[name]
+        )
+        assert cluster == expected
+    assert {c["name"].removeprefix(mesh.PROVIDER_CLUSTER_PREFIX) for c in added} == set(clusters)
+
+    hcm = standalone["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    filters = hcm["typed_config"]["http_filters"]
+    for patch in _patches(config, mode, "HTTP_FILTER"):
+        value = dict(patch["patch"]["value"])
+        assert value.pop("name") == mesh.FILTER_NAME
+        assert value.pop("disabled", False) is (mode == "sidecar")
+        assert value == {k: v for k, v in filters[0].items() if k != "name"}
+        assert patch["patch"]["operation"] == "INSERT_BEFORE"
+    for patch in _patches(config, mode, "NETWORK_FILTER"):
+        early = patch["patch"]["value"]["typed_config"]["early_header_mutation_extensions"]
+        assert early == hcm["typed_config"]["early_header_mutation_extensions"]
+
+    vhost = hcm["typed_config"]["route_config"]["virtual_hosts"][0]
+    routes = [r for r in vhost["routes"]]
+    inserted = [p["patch"]["value"] for p in _patches(config, mode, "HTTP_ROUTE")]
+    per_vhost = len(mesh.mesh_routes(config))
+    first_vhost = list(reversed(inserted[:per_vhost]))  # INSERT_FIRST, in reverse
+    chains = [r for r in routes if "cluster" in r.get("route", {}) and r["match"].get("headers")]
+    assert [
+        {k: v for k, v in r.items() if k != "name"} for r in first_vhost[: len(chains)]
+    ] == chains
+    routed = next(r for r in routes if "cluster_header" in r.get("route", {}))
+    for r, p in zip(first_vhost[len(chains) :], config.providers, strict=True):
+        assert r["route"] == {
+            **{k: v for k, v in routed["route"].items() if k != "cluster_header"},
+            "cluster": mesh.PROVIDER_CLUSTER_PREFIX + p.name,
+        }
+        assert r["match"]["headers"] == [
+            {"name": config.envoy.routing_header, "string_match": {"exact": p.name}}
+        ]
+
+
+def test_sidecar_patches_target_each_provider_virtual_host() -> None:
+    vhosts = {
+        p["match"]["routeConfiguration"]["vhost"]["name"]
+        for p in _patches(CONFIG, "sidecar", "VIRTUAL_HOST")
+    }
+    assert vhosts == {"api.openai.com:80", "api.anthropic.com:80"}
+    ports = {
+        p["match"]["listener"]["portNumber"] for p in _patches(OTHER, "sidecar", "HTTP_FILTER")
+    }
+    assert ports == {80, 8000, 11434}
+
+
+def test_helm_values_round_trip_to_the_same_config() -> None:
+    values = mesh.helm_values(CONFIG, mesh.MeshOptions())
+    config = dict(values["config"])
+    config["listen"] = {
+        "grpc": f"127.0.0.1:{values['ports']['grpc']}",
+        "admin": f"0.0.0.0:{values['ports']['admin']}",
+    }
+    assert parse_config(yaml.safe_load(yaml.safe_dump(config))).model_dump() == CONFIG.model_dump()
