@@ -5,6 +5,8 @@ Istio kinds go through the CustomResourceDefinitions of the Istio project, found
 ../shared/istio/crd-all.gen.yaml (or $EDGE_AGENT_ISTIO_CRDS): the OpenAPI schema as the
 API server applies it (unknown fields rejected, as `kubectl apply --validate=strict`
 would) and the CEL rules of `x-kubernetes-validations`, evaluated with cel-python.
+The prometheus-operator's ServiceMonitor goes through the schema of its generated models
+(PyPI cloudcoil-models-prometheus-operator), unknown fields rejected too.
 """
 
 from __future__ import annotations
@@ -134,7 +136,24 @@ def core_errors(obj: dict[str, Any]) -> list[str]:
 ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/", "telemetry.istio.io/")
 
 
+@functools.cache
+def _service_monitor_validator() -> jsonschema.Draft202012Validator:
+    from cloudcoil.models.prometheus_operator import v1
+
+    schema = v1.ServiceMonitor.model_json_schema(by_alias=True)
+    return jsonschema.Draft202012Validator(_closed(schema))
+
+
+def service_monitor_errors(obj: dict[str, Any]) -> list[str]:
+    return [
+        f"ServiceMonitor {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in _service_monitor_validator().iter_errors(obj)
+    ]
+
+
 def errors(obj: dict[str, Any]) -> list[str]:
     if obj.get("apiVersion", "").startswith(ISTIO_GROUPS):
         return istio_errors(obj)
+    if (obj.get("apiVersion"), obj.get("kind")) == ("monitoring.coreos.com/v1", "ServiceMonitor"):
+        return service_monitor_errors(obj)
     return core_errors(obj)

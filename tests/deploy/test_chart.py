@@ -20,8 +20,6 @@ from tests.deploy import kube
 CHART = kube.ROOT / "charts/edge-agent"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 HELM = Path(sys.executable).parent / "helm"
-# Kinds without a schema here (prometheus-operator's CRD is not on this machine).
-UNCHECKED_KINDS = {"ServiceMonitor"}
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,9 +67,13 @@ def test_every_rendered_object_validates(values: Path) -> None:
     objects = render(values)
     assert objects
     for obj in objects:
-        if obj["kind"] in UNCHECKED_KINDS:
-            continue
         assert kube.errors(obj) == [], f"{obj['kind']} {obj['metadata']['name']}"
+
+
+def test_a_broken_service_monitor_is_caught() -> None:
+    [monitor] = by_kind(render(CHART / "ci/gateway-full.yaml"), "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["prot"] = "http-admin"
+    assert any("prot" in e for e in kube.errors(monitor))
 
 
 def test_schema_is_up_to_date() -> None:
