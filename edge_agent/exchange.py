@@ -792,6 +792,8 @@ class Exchange:
     def close(self) -> None:
         """The ext_proc stream ended: count a request that never got a status as aborted."""
         self._land(None)
+        if self._leg is not None:
+            self._leg.abandon()
         if self.status is None:
             self._finish("aborted")
         if self.target is not None and self._sent_at:

@@ -46,6 +46,7 @@ def client_schema_of(endpoint: Endpoint) -> str:
 
 class ProviderLeg:
     __slots__ = (
+        "_stream_settled",
         "agent",
         "client_schema",
         "endpoint",
@@ -71,6 +72,7 @@ class ProviderLeg:
         self.translate_body = False  # a whole answer (JSON or error) to translate
         self.stream_out: translate.StreamTranslator | None = None
         self.failed = False  # the answer could not be translated: the client got an error
+        self._stream_settled = False  # a translated stream's end (or break) was counted
 
     # ---- request -----------------------------------------------------------------------
     def request_changes(self, query: str, raw: bytes) -> tuple[list[tuple[str, str]], bytes | None]:
@@ -153,6 +155,14 @@ class ProviderLeg:
                 want = False
         return set_headers, remove, want
 
+    def abandon(self) -> None:
+        """The exchange ended before a translated stream did (the client left, or Envoy
+        reset the stream after an error event): that stream is broken."""
+        if self.stream_out is not None and not self._stream_settled:
+            self._stream_settled = True
+            if not self.stream_out.finished:
+                self.agent.metrics.broken_streams.labels(self.target.key).inc()
+
     def _stream_translator(self) -> translate.StreamTranslator:
         model = self.target.model
         codec = self.target.adapter.codec
@@ -180,7 +190,8 @@ class ProviderLeg:
                 )
                 self.failed = True
                 out = self._stream_error()
-            if end_of_stream or self.failed:
+            if (end_of_stream or self.failed) and not self._stream_settled:
+                self._stream_settled = True
                 self.count_usage(self.stream_out.usage if not self.failed else None)
                 if self.failed or not self.stream_out.finished:
                     self.agent.metrics.broken_streams.labels(self.target.key).inc()
