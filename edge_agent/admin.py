@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,6 +11,37 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 Purge = Callable[[str | None, str | None, bool], Awaitable[dict[str, Any]]]
+
+
+def change_refusal(request: web.Request, token: str | None) -> web.Response | None:
+    """Why `request` may not change state, or None. With a token: a matching bearer token;
+    without: loopback only (in Kubernetes the admin port also serves probes and scrapes
+    from other pods, which must not purge caches)."""
+    if token is not None:
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), token.encode()):
+            return None
+        return web.json_response(
+            {
+                "error": "this admin endpoint needs 'Authorization: Bearer <admin token>' "
+                "(the value of the variable admin.token_env names)"
+            },
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        if ipaddress.ip_address(request.remote or "").is_loopback:
+            return None
+    except ValueError:
+        pass
+    return web.json_response(
+        {
+            "error": "this admin endpoint answers loopback clients only; set admin.token_env to "
+            "allow others with a bearer token"
+        },
+        status=403,
+    )
 
 
 def build_admin_app(
@@ -19,10 +52,12 @@ def build_admin_app(
     before_scrape: Callable[[], None] | None = None,
     readiness: Callable[[], dict[str, Any]] | None = None,
     purge: Purge | None = None,
+    admin_token: str | None = None,
 ) -> web.Application:
     """`registry` is what /metrics exposes (with workers: the merge of every worker's
     files); `before_scrape` refreshes values computed on demand; `readiness` adds
-    details (e.g. how many workers serve, which one answered) to /readyz."""
+    details (e.g. how many workers serve, which one answered) to /readyz;
+    `admin_token` guards the endpoints that change state (see change_refusal)."""
 
     async def healthz(_: web.Request) -> web.Response:
         # Alive as long as the event loop answers.
@@ -57,6 +92,9 @@ def build_admin_app(
     async def admin_cache(request: web.Request) -> web.Response:
         # DELETE /admin/cache?model=M | ?key=K | ?all=true: drops matching answers here
         # and, through the shared tier, in every replica and worker.
+        refusal = change_refusal(request, admin_token)
+        if refusal is not None:
+            return refusal
         q = request.query
         model, key = q.get("model") or None, q.get("key") or None
         everything = q.get("all", "").lower() in ("1", "true", "yes")

@@ -506,8 +506,24 @@ class RoutingConfig(_Strict):
     client_overrides: bool = False
 
 
+class AdminConfig(_Strict):
+    """Who may change state through the admin port (DELETE /admin/cache purges every
+    replica). Reading (/metrics, /healthz, /readyz, /admin/routing) stays open."""
+
+    # A variable holding a bearer token; unset: changes only from loopback.
+    token_env: str | None = None
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"expected an environment variable name, got {v!r}")
+        return v
+
+
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     providers: Annotated[list[Provider], Field(min_length=1)]
     models: Annotated[list[ModelRoute], Field(min_length=1)]
     cache: CacheConfig = Field(default_factory=CacheConfig)

@@ -82,6 +82,20 @@ class AgentService:
             detail["reason"] = f"{serving} of {worker.count} workers serve"
         return detail
 
+    def _admin_token(self) -> str | None:
+        var = self.config.admin.token_env
+        if var is None:
+            return None
+        token = os.environ.get(var, "").strip()
+        if not token:
+            log.warning(
+                "admin.token_env names %s, which is not set: admin changes are allowed from "
+                "loopback only",
+                var,
+            )
+            return None
+        return token
+
     async def _purge(self, model: str | None, key: str | None, everything: bool) -> dict[str, Any]:
         agent = self.agent
         if agent.shared is not None:
@@ -142,6 +156,7 @@ class AgentService:
             before_scrape=metrics.refresh if metrics.multiprocess else None,
             readiness=self._readiness if self.worker is not None else None,
             purge=self._purge,
+            admin_token=self._admin_token(),
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -197,3 +197,43 @@ async def test_readyz_follows_the_grpc_server() -> None:
         assert (await client.get("/readyz")).status == 200
         metrics = await (await client.get("/metrics")).text()
         assert "edge_agent_ext_proc_streams 0.0" in metrics
+
+
+async def test_admin_changes_need_a_token_or_loopback() -> None:
+    from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+
+    from edge_agent.admin import build_admin_app, change_refusal
+    from edge_agent.telemetry.metrics import Metrics
+
+    purged: list[tuple[str | None, str | None, bool]] = []
+
+    async def purge(model: str | None, key: str | None, everything: bool) -> dict[str, int]:
+        purged.append((model, key, everything))
+        return {"removed": 1}
+
+    app = build_admin_app(Metrics().registry, lambda: True, purge=purge, admin_token="s3cret")
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.delete("/admin/cache?all=true")).status == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await client.delete("/admin/cache?all=true", headers=wrong)).status == 401
+        right = {"Authorization": "Bearer s3cret"}
+        assert (await client.delete("/admin/cache?all=true", headers=right)).status == 200
+        assert (await client.get("/metrics")).status == 200  # reading stays open
+    assert purged == [(None, None, True)]
+
+    class Peer:
+        def __init__(self, host: str) -> None:
+            self.host = host
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return (self.host, 40000) if name == "peername" else default
+
+    def from_(host: str) -> object:
+        return make_mocked_request("DELETE", "/admin/cache", transport=Peer(host))
+
+    # Without a token: loopback only (another pod reaching the admin port is refused).
+    assert change_refusal(from_("127.0.0.1"), None) is None
+    assert change_refusal(from_("::1"), None) is None
+    refused = change_refusal(from_("10.1.2.3"), None)
+    assert refused is not None and refused.status == 403
+    assert b"admin.token_env" in refused.body
