@@ -133,6 +133,10 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         selector=dict(args.selector or []),
         gateway_port=args.gateway_port,
+        gateway_server_port=args.gateway_server_port,
+        gateway_hosts=tuple(args.gateway_host or ()),
+        ca_file=args.ca_file,
+        cluster_domain=args.cluster_domain,
     )
     if args.format == "helm-values":
         try:
@@ -207,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check-config", "Validate the config (and the Envoy config generated from it).")
     p.add_argument("--skip-envoy", action="store_true", help="do not run envoy --mode validate")
     p.set_defaults(func=cmd_check_config)
+    from edge_agent.envoy.mesh import MeshOptions
+
+    mesh_defaults = MeshOptions()
     p = add(
         "mesh",
         "Print the Istio objects for the config: EnvoyFilter (and, for sidecars, "
@@ -229,6 +236,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=8080,
         metavar="PORT",
         help="gateway mode: the port of the gateway's HTTP listener (default 8080)",
+    )
+    p.add_argument(
+        "--gateway-server-port",
+        type=int,
+        default=80,
+        metavar="PORT",
+        help="gateway mode: the Gateway server port in front of that listener (default 80)",
+    )
+    p.add_argument(
+        "--gateway-host",
+        action="append",
+        metavar="HOST",
+        help="gateway mode: a host whose traffic goes through the agent (repeatable; "
+        "default: every host on the gateway port)",
+    )
+    p.add_argument(
+        "--ca-file",
+        default=mesh_defaults.ca_file,
+        metavar="PATH",
+        help=f"CA bundle inside the proxy image for provider TLS (default {mesh_defaults.ca_file})",
+    )
+    p.add_argument(
+        "--cluster-domain",
+        default=mesh_defaults.cluster_domain,
+        metavar="DOMAIN",
+        help="the cluster's DNS domain, for providers that are Services (default cluster.local)",
     )
     p.add_argument(
         "--format",

@@ -66,7 +66,9 @@ def _circuit_breakers(limit: int) -> dict[str, Any]:
     }
 
 
-def _tls_socket(provider: Provider) -> dict[str, Any]:
+def _tls_socket(provider: Provider, ca_file: str | None = None) -> dict[str, Any]:
+    """TLS to the provider, its certificate checked against `ca_file` (default: certifi's
+    bundle in this environment; mesh manifests name the proxy image's own)."""
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -75,7 +77,7 @@ def _tls_socket(provider: Provider) -> dict[str, Any]:
             "common_tls_context": {
                 "alpn_protocols": ["http/1.1"],
                 "validation_context": {
-                    "trusted_ca": {"filename": certifi.where()},
+                    "trusted_ca": {"filename": ca_file or certifi.where()},
                     "match_typed_subject_alt_names": [
                         {"san_type": "DNS", "matcher": {"exact": provider.host}}
                     ],
@@ -86,7 +88,12 @@ def _tls_socket(provider: Provider) -> dict[str, Any]:
 
 
 def chain_cluster(
-    config: Config, name: str, specs: list[TargetSpec], buffer_limit: int, limit: int
+    config: Config,
+    name: str,
+    specs: list[TargetSpec],
+    buffer_limit: int,
+    limit: int,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """Targets in attempt order as priority levels; the agent filters every attempt."""
     providers = [config.provider(spec.provider) for spec in specs]
@@ -144,7 +151,7 @@ def chain_cluster(
             {
                 "name": f"tls-{p.name}",
                 "match": {"provider": p.name},
-                "transport_socket": _tls_socket(p),
+                "transport_socket": _tls_socket(p, ca_file),
             }
             for p in tls.values()
         ]
@@ -181,7 +188,9 @@ def upstream_ext_proc_filter(config: Config) -> dict[str, Any]:
     }
 
 
-def provider_cluster(provider: Provider, buffer_limit: int, limit: int) -> dict[str, Any]:
+def provider_cluster(
+    provider: Provider, buffer_limit: int, limit: int, ca_file: str | None = None
+) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": provider.name,
         "circuit_breakers": _circuit_breakers(limit),
@@ -209,7 +218,7 @@ def provider_cluster(provider: Provider, buffer_limit: int, limit: int) -> dict[
     if not _is_ip(provider.host):
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if provider.tls:
-        cluster["transport_socket"] = _tls_socket(provider)
+        cluster["transport_socket"] = _tls_socket(provider, ca_file)
     return cluster
 
 

@@ -40,8 +40,10 @@ CONFIG_MOUNT = "/etc/edge-agent"  # where the image expects it (Dockerfile)
 _HCM = "envoy.filters.network.http_connection_manager"
 _ROUTER = "envoy.filters.http.router"
 _FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
-# Hosts that are Kubernetes Services already known to the mesh: no ServiceEntry.
-_IN_CLUSTER = re.compile(r".*\.(svc|svc\.cluster\.local)$")
+# Hosts that are Kubernetes Services, known to the mesh already: no ServiceEntry.
+_IN_CLUSTER = re.compile(r"^(?P<service>[^.]+\.[^.]+)\.svc(?:\.(?P<domain>.+))?$")
+# The CA bundle inside Istio's proxy images (the agent's own venv path means nothing there).
+PROXY_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,20 @@ class MeshOptions:
     mode: MeshMode = "sidecar"
     name: str = "llm-edge-agent"
     namespace: str = "default"
-    # Default: the label the injection template adds (pods that have the agent).
+    # More labels to narrow the workloads; the injection template's label is always
+    # required, so a proxy is never patched to call an agent it does not have.
     selector: Mapping[str, str] = field(default_factory=dict)
-    # gateway: the port of the gateway's HTTP listener (Istio's ingressgateway: 8080).
+    # gateway: the port of the gateway's HTTP listener (Istio's ingressgateway: 8080), the
+    # Gateway server port in front of it (80), and the hosts whose traffic goes through
+    # the agent (none: every host on that port).
     gateway_port: int = 8080
+    gateway_server_port: int = 80
+    gateway_hosts: tuple[str, ...] = ()
+    ca_file: str = PROXY_CA_FILE
+    cluster_domain: str = "cluster.local"
 
     def workload_labels(self) -> dict[str, str]:
-        return dict(self.selector) if self.selector else {AGENT_LABEL: "true"}
+        return {AGENT_LABEL: "true", **self.selector}
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,8 @@ class MeshHost:
     port: int  # what the app dials: 80 for https providers (the sidecar originates TLS)
     target_port: int  # where the provider listens
     tls: bool
+    # A Kubernetes Service's full name (Istio names its virtual hosts after it), or "".
+    service_fqdn: str = ""
 
     @property
     def is_ip(self) -> bool:
@@ -77,8 +88,11 @@ class MeshHost:
 
     @property
     def name(self) -> str:
-        """The ServiceEntry host: a ServiceEntry needs a name, so an address-only upstream
-        (a self-hosted model on a fixed IP) gets one, and is matched by its address."""
+        """The host Istio knows: a Service's full name; for others the ServiceEntry host (a
+        ServiceEntry needs a name, so an address-only upstream, e.g. a self-hosted model on
+        a fixed IP, gets one and is matched by its address)."""
+        if self.service_fqdn:
+            return self.service_fqdn
         return f"{k8s_name(self.host)}.llm-edge-agent.internal" if self.is_ip else self.host
 
     @property
@@ -107,15 +121,20 @@ class _EveryCredential(Mapping[str, str]):
 ALL_CREDENTIALS: Mapping[str, str] = _EveryCredential()
 
 
-def mesh_hosts(config: Config) -> list[MeshHost]:
+def mesh_hosts(config: Config, options: MeshOptions) -> list[MeshHost]:
     seen: dict[tuple[str, int], MeshHost] = {}
     for p in config.providers:
-        entry = _mesh_host(p)
+        entry = _mesh_host(p, options.cluster_domain)
         seen.setdefault((entry.host, entry.port), entry)
     return list(seen.values())
 
 
-def _mesh_host(provider: Provider) -> MeshHost:
+def _mesh_host(provider: Provider, cluster_domain: str) -> MeshHost:
+    service = _IN_CLUSTER.match(provider.host)
+    if service is not None:
+        # In the mesh already: the app dials the Service's own port.
+        fqdn = f"{service['service']}.svc.{service['domain'] or cluster_domain}"
+        return MeshHost(provider.host, provider.port, provider.port, provider.tls, fqdn)
     if provider.tls:
         # Apps speak plain HTTP on 80; DestinationRule originates TLS to the real port.
         return MeshHost(provider.host, 80, provider.port, True)
@@ -143,8 +162,8 @@ def _metadata(options: MeshOptions, name: str) -> dict[str, Any]:
 def service_entries(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
     """One ServiceEntry per provider host outside the cluster."""
     objects = []
-    for h in mesh_hosts(config):
-        if _IN_CLUSTER.match(h.host):
+    for h in mesh_hosts(config, options):
+        if h.service_fqdn:
             continue
         port = {"number": h.port, "name": f"http-{h.port}", "protocol": "HTTP"}
         if h.target_port != h.port:
@@ -173,10 +192,12 @@ def service_entries(config: Config, options: MeshOptions) -> list[dict[str, Any]
 
 
 def destination_rules(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
-    """TLS origination for https providers: the app's plain HTTP leaves encrypted."""
+    """TLS origination for https providers: the app's plain HTTP leaves encrypted, and the
+    provider's certificate must name its host (Istio checks only what it is told to when
+    `sni` is set)."""
     objects = []
-    for h in mesh_hosts(config):
-        if not h.tls:
+    for h in mesh_hosts(config, options):
+        if not h.tls or h.service_fqdn:
             continue
         objects.append(
             {
@@ -188,7 +209,14 @@ def destination_rules(config: Config, options: MeshOptions) -> list[dict[str, An
                     "exportTo": ["."],
                     "trafficPolicy": {
                         "portLevelSettings": [
-                            {"port": {"number": h.port}, "tls": {"mode": "SIMPLE", "sni": h.host}}
+                            {
+                                "port": {"number": h.port},
+                                "tls": {
+                                    "mode": "SIMPLE",
+                                    "sni": h.host,
+                                    "subjectAltNames": [h.host],
+                                },
+                            }
                         ]
                     },
                 },
@@ -203,20 +231,17 @@ def _renamed(cluster: dict[str, Any], name: str) -> dict[str, Any]:
     return cluster
 
 
-def mesh_clusters(config: Config) -> list[dict[str, Any]]:
+def mesh_clusters(config: Config, ca_file: str = PROXY_CA_FILE) -> list[dict[str, Any]]:
     """The bootstrap's clusters; provider clusters prefixed so they cannot collide with
     Istio's own (a provider called 'agent' or 'xds-grpc' would otherwise)."""
     env = config.envoy
+    limits = (env.max_response_bytes, env.max_connections)
     clusters = [bootstrap.ext_proc_cluster(config)]
     for p in config.providers:
-        cluster = bootstrap.provider_cluster(p, env.max_response_bytes, env.max_connections)
+        cluster = bootstrap.provider_cluster(p, *limits, ca_file=ca_file)
         clusters.append(_renamed(cluster, PROVIDER_CLUSTER_PREFIX + p.name))
     for name, specs in failover_chains(config, ALL_CREDENTIALS).items():
-        clusters.append(
-            bootstrap.chain_cluster(
-                config, name, specs, env.max_response_bytes, env.max_connections
-            )
-        )
+        clusters.append(bootstrap.chain_cluster(config, name, specs, *limits, ca_file=ca_file))
     return clusters
 
 
@@ -244,10 +269,10 @@ def mesh_routes(config: Config) -> list[dict[str, Any]]:
     return out
 
 
-def mesh_filter(config: Config, mode: MeshMode) -> dict[str, Any]:
+def mesh_filter(config: Config, per_host: bool) -> dict[str, Any]:
     flt = {**bootstrap.ext_proc_filter(config), "name": FILTER_NAME}
-    if mode == "sidecar":
-        # Off for the pod's other traffic; each provider virtual host turns it on.
+    if per_host:
+        # Off for the proxy's other traffic; each LLM virtual host turns it on.
         flt["disabled"] = True
     return flt
 
@@ -259,24 +284,51 @@ def _listener_match(context: str, port: int, sub_filter: str | None = None) -> d
     return {"context": context, "listener": {"portNumber": port, "filterChain": chain}}
 
 
+def _scope(config: Config, options: MeshOptions) -> tuple[list[int], list[dict[str, Any]]]:
+    """(listener ports to patch, route-configuration matches of the LLM virtual hosts)."""
+    if options.mode == "sidecar":
+        hosts = mesh_hosts(config, options)
+        matches = [{"portNumber": h.port, "vhost": {"name": h.vhost}} for h in hosts]
+        return sorted({h.port for h in hosts}), matches
+    # A gateway's route configuration is named after its listener port (8080); its
+    # portNumber would match the Gateway server's port (80) instead.
+    route_config = f"http.{options.gateway_port}"
+    if not options.gateway_hosts:
+        return [options.gateway_port], [{"name": route_config}]
+    matches = [
+        {"name": route_config, "vhost": {"name": f"{host}:{options.gateway_server_port}"}}
+        for host in options.gateway_hosts
+    ]
+    return [options.gateway_port], matches
+
+
 def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
     context = "SIDECAR_OUTBOUND" if options.mode == "sidecar" else "GATEWAY"
-    header = config.envoy.routing_header
+    env = config.envoy
+    # Per host: the filter is installed off and turned on in the LLM virtual hosts only.
+    per_host = options.mode == "sidecar" or bool(options.gateway_hosts)
     patches: list[dict[str, Any]] = [
         {
             "applyTo": "CLUSTER",
             "match": {"context": context},
             "patch": {"operation": "ADD", "value": c},
         }
-        for c in mesh_clusters(config)
+        for c in mesh_clusters(config, options.ca_file)
     ]
-    if options.mode == "sidecar":
-        ports = sorted({h.port for h in mesh_hosts(config)})
-        vhosts = [(h.port, h.vhost) for h in mesh_hosts(config)]
-    else:
-        ports = [options.gateway_port]
-        vhosts = [(options.gateway_port, None)]
+    ports, route_matches = _scope(config, options)
     for port in ports:
+        patches.append(
+            {
+                # ext_proc buffers whole request bodies: they must fit (Envoy's default is
+                # 1 MiB, too small for images). The listener serves the whole port.
+                "applyTo": "LISTENER",
+                "match": {"context": context, "listener": {"portNumber": port}},
+                "patch": {
+                    "operation": "MERGE",
+                    "value": {"per_connection_buffer_limit_bytes": env.max_request_bytes},
+                },
+            }
+        )
         patches.append(
             {
                 # The route reads the routing header: clients must never supply it, and
@@ -290,7 +342,7 @@ def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]
                         "typed_config": {
                             "@type": bootstrap.HCM_TYPE,
                             "early_header_mutation_extensions": [
-                                bootstrap.strip_header_extension(header)
+                                bootstrap.strip_header_extension(env.routing_header)
                             ],
                         },
                     },
@@ -301,23 +353,16 @@ def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]
             {
                 "applyTo": "HTTP_FILTER",
                 "match": _listener_match(context, port, _ROUTER),
-                "patch": {"operation": "INSERT_BEFORE", "value": mesh_filter(config, options.mode)},
+                "patch": {"operation": "INSERT_BEFORE", "value": mesh_filter(config, per_host)},
             }
         )
     routes = mesh_routes(config)
-    for port, vhost in vhosts:
-        route_match: dict[str, Any]
-        if vhost is not None:
-            route_match = {"portNumber": port, "vhost": {"name": vhost}}
-        else:
-            # A gateway's portNumber is matched against its Gateway servers' ports (80),
-            # not the listener's (8080); its route configuration is named after the latter.
-            route_match = {"name": f"http.{port}"}
+    for route_match in route_matches:
         vhost_value: dict[str, Any] = {
             # Tells the agent how far along a failover chain Envoy went.
             "include_attempt_count_in_response": True,
         }
-        if options.mode == "sidecar":
+        if per_host:
             # A FilterConfig with an empty `config` turns on a filter that is disabled by
             # default (without `config` Envoy rejects the route configuration).
             vhost_value["typed_per_filter_config"] = {
@@ -372,32 +417,33 @@ def helm_values(config: Config, options: MeshOptions) -> dict[str, Any]:
             "needs no generated values, and an Istio ingress gateway takes the manifests "
             "(--format manifests --mode gateway) through kubectl"
         )
+    filter_ = envoy_filter(config, options)
     values: dict[str, Any] = {
         "mode": options.mode,
-        "ports": {
-            "grpc": config.listen.addr("grpc")[1],
-            "admin": config.listen.addr("admin")[1],
+        "mesh": {
+            # The agent in the pods runs exactly this config (the chart writes `listen`
+            # from `ports`), so the patches and the agent cannot disagree.
+            "config": config.model_dump(mode="json", exclude={"listen"}, exclude_unset=True),
+            "ports": {
+                "grpc": config.listen.addr("grpc")[1],
+                "admin": config.listen.addr("admin")[1],
+            },
+            "envoyFilter": {
+                "name": filter_["metadata"]["name"],
+                "configPatches": filter_["spec"]["configPatches"],
+            },
+            "serviceEntries": [
+                {"name": o["metadata"]["name"], "spec": o["spec"]}
+                for o in service_entries(config, options)
+            ],
+            "destinationRules": [
+                {"name": o["metadata"]["name"], "spec": o["spec"]}
+                for o in destination_rules(config, options)
+            ],
         },
-        # The chart writes `listen` from `ports`; the rest of the config is as loaded.
-        "config": config.model_dump(mode="json", exclude={"listen"}, exclude_unset=True),
     }
     if options.selector:
-        values["sidecar"] = {"workloadSelector": dict(options.selector)}
-    filter_ = envoy_filter(config, options)
-    values["mesh"] = {
-        "envoyFilter": {
-            "name": filter_["metadata"]["name"],
-            "configPatches": filter_["spec"]["configPatches"],
-        },
-        "serviceEntries": [
-            {"name": o["metadata"]["name"], "spec": o["spec"]}
-            for o in service_entries(config, options)
-        ],
-        "destinationRules": [
-            {"name": o["metadata"]["name"], "spec": o["spec"]}
-            for o in destination_rules(config, options)
-        ],
-    }
+        values["sidecar"] = {"workloadSelector": options.workload_labels()}
     return values
 
 

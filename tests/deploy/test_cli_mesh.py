@@ -50,10 +50,12 @@ def test_selector_reaches_the_filter_and_the_chart_values() -> None:
     result = cli("mesh", "--config", SAMPLE, "--selector", "app=chat", "--format", "helm-values")
     assert result.returncode == 0, result.stderr
     values = yaml.safe_load(result.stdout)
-    assert values["sidecar"]["workloadSelector"] == {"app": "chat"}
+    # The agent's label stays: a pod without the agent must never be patched.
+    expected = {"llm-edge-agent.io/agent": "true", "app": "chat"}
+    assert values["sidecar"]["workloadSelector"] == expected
     manifests = list(yaml.safe_load_all(cli("mesh", "-c", SAMPLE, "--selector", "app=chat").stdout))
     [flt] = [o for o in manifests if o["kind"] == "EnvoyFilter"]
-    assert flt["spec"]["workloadSelector"] == {"labels": {"app": "chat"}}
+    assert flt["spec"]["workloadSelector"] == {"labels": expected}
 
 
 def test_mistakes_are_explained() -> None:

@@ -3,10 +3,12 @@ of the very objects the standalone bootstrap holds."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
 
+import certifi
 import pytest
 import yaml
 
@@ -88,7 +90,14 @@ def test_service_entries_register_hosts_for_plain_http_with_tls_origination() ->
     ]
     rules = {o["spec"]["host"]: o["spec"] for o in objs if o["kind"] == "DestinationRule"}
     assert rules["api.anthropic.com"]["trafficPolicy"]["portLevelSettings"] == [
-        {"port": {"number": 80}, "tls": {"mode": "SIMPLE", "sni": "api.anthropic.com"}}
+        {
+            "port": {"number": 80},
+            "tls": {
+                "mode": "SIMPLE",
+                "sni": "api.anthropic.com",
+                "subjectAltNames": ["api.anthropic.com"],
+            },
+        }
     ]
 
 
@@ -113,7 +122,11 @@ def _patches(config: Any, mode: mesh.MeshMode, apply_to: str) -> list[dict[str, 
 def test_patches_carry_the_bootstraps_objects(config: Any, mode: mesh.MeshMode) -> None:
     standalone = bootstrap.build_bootstrap(config, mesh.ALL_CREDENTIALS)
     clusters = {c["name"]: c for c in standalone["static_resources"]["clusters"]}
-    added = [p["patch"]["value"] for p in _patches(config, mode, "CLUSTER")]
+    # The mesh names the proxy image's CA bundle where the bootstrap names this venv's.
+    text = json.dumps([p["patch"]["value"] for p in _patches(config, mode, "CLUSTER")])
+    assert certifi.where() not in text
+    text = text.replace(json.dumps(mesh.PROXY_CA_FILE), json.dumps(certifi.where()))
+    added = json.loads(text)
     assert {p["patch"]["operation"] for p in _patches(config, mode, "CLUSTER")} == {"ADD"}
     for cluster in added:
         name = cluster["name"].removeprefix(mesh.PROVIDER_CLUSTER_PREFIX)
@@ -169,11 +182,73 @@ def test_sidecar_patches_target_each_provider_virtual_host() -> None:
     assert ports == {80, 8000, 11434}
 
 
+def test_generated_files_hold_no_local_paths() -> None:
+    for path in [
+        *(kube.ROOT / "istio").glob("*.yaml"),
+        kube.ROOT / "charts/edge-agent/ci/sidecar.yaml",
+    ]:
+        text = path.read_text()
+        assert str(kube.ROOT) not in text and "site-packages" not in text, path
+
+
+def test_tls_origination_checks_the_providers_name() -> None:
+    rules = [o for o in _objects(CONFIG, "sidecar") if o["kind"] == "DestinationRule"]
+    for rule in rules:
+        [setting] = rule["spec"]["trafficPolicy"]["portLevelSettings"]
+        assert setting["tls"]["subjectAltNames"] == [rule["spec"]["host"]]
+
+
+def test_in_cluster_services_are_addressed_by_their_full_name() -> None:
+    config = parse_config(
+        {
+            "providers": [
+                {
+                    "name": "vllm",
+                    "type": "openai_compatible",
+                    "base_url": "http://vllm.ml.svc:8000",
+                },
+                {
+                    "name": "tgi",
+                    "type": "openai_compatible",
+                    "base_url": "https://tgi.ml.svc.example.org:8443",
+                },
+            ],
+            "models": [{"name": "m", "targets": ["vllm/m", "tgi/m"]}],
+        }
+    )
+    options = mesh.MeshOptions()
+    objects = mesh.manifests(config, options)
+    assert [o["kind"] for o in objects] == ["EnvoyFilter"]  # no ServiceEntry, no TLS origination
+    vhosts = {
+        p["match"]["routeConfiguration"]["vhost"]["name"]
+        for p in objects[0]["spec"]["configPatches"]
+        if p["applyTo"] == "VIRTUAL_HOST"
+    }
+    assert vhosts == {"vllm.ml.svc.cluster.local:8000", "tgi.ml.svc.example.org:8443"}
+
+
+def test_gateway_hosts_scope_the_filter() -> None:
+    options = mesh.MeshOptions(mode="gateway", gateway_hosts=("llm.example.com",))
+    flt = mesh.envoy_filter(CONFIG, options)
+    patches = flt["spec"]["configPatches"]
+    [http_filter] = [p for p in patches if p["applyTo"] == "HTTP_FILTER"]
+    assert http_filter["patch"]["value"]["disabled"] is True
+    matches = {
+        json.dumps(p["match"]["routeConfiguration"], sort_keys=True)
+        for p in patches
+        if p["applyTo"] in ("VIRTUAL_HOST", "HTTP_ROUTE")
+    }
+    assert matches == {
+        json.dumps({"name": "http.8080", "vhost": {"name": "llm.example.com:80"}}, sort_keys=True)
+    }
+    assert kube.istio_errors(flt) == []
+
+
 def test_helm_values_round_trip_to_the_same_config() -> None:
     values = mesh.helm_values(CONFIG, mesh.MeshOptions())
-    config = dict(values["config"])
+    config = dict(values["mesh"]["config"])
     config["listen"] = {
-        "grpc": f"127.0.0.1:{values['ports']['grpc']}",
-        "admin": f"0.0.0.0:{values['ports']['admin']}",
+        "grpc": f"127.0.0.1:{values['mesh']['ports']['grpc']}",
+        "admin": f"0.0.0.0:{values['mesh']['ports']['admin']}",
     }
     assert parse_config(yaml.safe_load(yaml.safe_dump(config))).model_dump() == CONFIG.model_dump()

@@ -159,6 +159,23 @@ def sidecar(
     }
     config = parse_config(raw)
     entries, rules, flt = _objects(config, "sidecar")
+    # An unrelated service of the mesh on the same port as provider a (another address):
+    # its traffic shares the listener but must never reach the agent.
+    port_a = int(fakes["a"].url.rsplit(":", 1)[1])
+    entries.append(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": {"name": "other", "namespace": "default"},
+            "spec": {
+                "hosts": ["other.internal"],
+                "addresses": ["127.0.0.2"],
+                "ports": [{"number": port_a, "name": "http", "protocol": "HTTP"}],
+                "resolution": "STATIC",
+                "endpoints": [{"address": "127.0.0.2"}],
+            },
+        }
+    )
     listen = {p["number"]: free_port() for e in entries for p in e["spec"]["ports"]}
     proxy = mesh_support.apply_envoy_filter(
         mesh_support.istio_like_sidecar(
@@ -196,29 +213,51 @@ def sidecar(
         admin = proxy["admin"]["address"]["socket_address"]
         _wait(f"http://127.0.0.1:{admin['port_value']}/ready", envoy, tmp / "envoy.log")
         hosts = {f"127.0.0.1:{fakes[n].url.rsplit(':', 1)[1]}": n for n in ("a", "b")}
-        yield {
-            "config": config,
-            "listen": listen,
-            "entries": entries,
-            "fakes": fakes,
-            "hosts": hosts,
-        }
+        with started_fakes(
+            {"other": FakeOpenAIThread(name="other", host="127.0.0.2", port=port_a)}
+        ) as other:
+            yield {
+                "config": config,
+                "listen": listen,
+                "entries": entries,
+                "fakes": fakes,
+                "other": other["other"],
+                "hosts": hosts,
+                "envoy_admin": f"http://127.0.0.1:{admin['port_value']}",
+            }
 
 
-def _app_request(sidecar: dict[str, Any], provider: str, model: str, text: str) -> Any:
+def _app_request(
+    sidecar: dict[str, Any],
+    provider: str,
+    model: str,
+    text: str,
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     """What an app in the pod sends to provider `provider`'s host (plain HTTP; iptables
     would hand it to the listener for that port)."""
     fake: FakeOpenAI = sidecar["fakes"][provider]
     port = int(fake.url.rsplit(":", 1)[1])
-    [entry] = [e for e in sidecar["entries"] if e["spec"]["ports"][0]["number"] == port]
-    host = entry["spec"]["hosts"][0]
+    if host is None:
+        [entry] = [
+            e
+            for e in sidecar["entries"]
+            if e["spec"]["ports"][0]["number"] == port and e["metadata"]["name"] != "other"
+        ]
+        host = entry["spec"]["hosts"][0]
     body = {"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0}
     return post_json(
         f"http://127.0.0.1:{sidecar['listen'][port]}/v1/chat/completions",
         body,
         # The app's own key, which must never reach a provider.
-        {"host": host, "authorization": "Bearer sk-app-key"},
+        {"host": host, "authorization": "Bearer sk-app-key", **(headers or {})},
     )
+
+
+def _ext_proc_streams(sidecar: dict[str, Any]) -> int:
+    stats = http("GET", f"{sidecar['envoy_admin']}/stats?filter=ext_proc.streams_started").body
+    return sum(int(line.rsplit(b":", 1)[1]) for line in stats.splitlines() if line.strip())
 
 
 def test_sidecar_routes_through_the_agent_and_caches(sidecar: dict[str, Any]) -> None:
@@ -248,3 +287,31 @@ def test_sidecar_agent_refuses_bad_input_clearly(sidecar: dict[str, Any]) -> Non
     reply = _app_request(sidecar, "b", "no-such-model", "hello")
     assert reply.status == 404
     assert "no-such-model" in reply.json()["error"]["message"]
+
+
+def test_other_traffic_on_the_port_bypasses_the_agent(sidecar: dict[str, Any]) -> None:
+    other: FakeOpenAI = sidecar["other"]
+    other.reset()
+    before = _ext_proc_streams(sidecar)
+    reply = _app_request(sidecar, "a", "anything", "not for the agent", host="other.internal")
+    assert reply.status == 200, reply.body
+    assert "x-edge-agent-cache" not in reply.headers
+    [seen] = other.requests
+    assert seen.headers["authorization"] == "Bearer sk-app-key"  # untouched
+    assert _ext_proc_streams(sidecar) == before
+    # The agent does see provider traffic on that same listener.
+    assert _app_request(sidecar, "a", "chat-a", f"x-{time.monotonic_ns()}").status == 200
+    assert _ext_proc_streams(sidecar) > before
+
+
+def test_a_client_cannot_pick_the_cluster(sidecar: dict[str, Any]) -> None:
+    fakes = sidecar["fakes"]
+    for fake in fakes.values():
+        fake.reset()
+    header = sidecar["config"].envoy.routing_header
+    reply = _app_request(
+        sidecar, "a", "chat-a", f"spoof-{time.monotonic_ns()}", headers={header: "b"}
+    )
+    assert reply.status == 200, reply.body
+    assert reply.headers["x-edge-agent-provider"] == "a"
+    assert len(fakes["a"].requests) == 1 and not fakes["b"].requests
