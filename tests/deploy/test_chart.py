@@ -140,6 +140,13 @@ BAD_VALUES = [
     ({"replicas": 2}, "replicas"),
     ({"workers": 0}, "workers"),
     ({"config": {"listen": {"grpc": "127.0.0.1:1"}}}, "listen"),
+    # Kubernetes objects passed through are checked too (the API server would drop these).
+    ({"securityContext": {"readOnlyRootFileSystem": True}}, "readOnlyRootFileSystem"),
+    (
+        {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "keey": "k"}}}]},
+        "keey",
+    ),
+    ({"image": {"digest": "latest"}}, "digest"),
     (
         {
             "config": {
@@ -171,6 +178,23 @@ def test_bad_values_are_rejected_by_the_schema(
         out = result.stdout + result.stderr
         assert "values don't meet the specifications of the schema" in out, out
         assert named in out, out
+
+
+def test_sidecar_mode_runs_the_config_its_objects_came_from(tmp_path: Path) -> None:
+    # A `config` beside the generated values cannot change what the injected agents run.
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"config": {"log_level": "debug"}}))
+    objects = render(CHART / "ci/sidecar.yaml", "-f", str(extra))
+    generated = yaml.safe_load((CHART / "ci/sidecar.yaml").read_text())["mesh"]
+    config = agent_config(objects)
+    assert config.log_level == generated["config"].get("log_level", "info")
+    assert config.listen.addr("grpc")[1] == generated["ports"]["grpc"]
+    bad = tmp_path / "keys.yaml"
+    bad.write_text(yaml.safe_dump({"providerKeys": {"existingSecret": "x"}}))
+    result = helm(
+        "template", "llm", str(CHART), "-f", str(CHART / "ci/sidecar.yaml"), "-f", str(bad)
+    )
+    assert result.returncode != 0 and "injection template" in result.stderr
 
 
 def test_sidecar_mode_without_generated_values_says_how_to_make_them() -> None:

@@ -50,7 +50,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "edge-agent.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/* The ConfigMap holding config.yaml: the injection template's name in sidecar mode. */}}
@@ -67,11 +71,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "edge-agent.configPath" -}}{{ include "edge-agent.configDir" . }}/config.yaml{{- end }}
 
 {{/*
-The agent config as YAML: `.Values.config` with `listen` written from `ports` (the chart
-owns it; the schema rejects a `listen` in `config`) and `workers` when set.
+The agent config the pods run: `config` in gateway mode; in sidecar mode `mesh.config`,
+the one the Istio objects were generated from, with its ports (`mesh.ports`).
+*/}}
+{{- define "edge-agent.agentConfig" -}}
+{{- if eq .Values.mode "sidecar" }}{{ toJson .Values.mesh.config }}{{ else }}{{ toJson .Values.config }}{{ end }}
+{{- end }}
+{{- define "edge-agent.ports" -}}
+{{- if eq .Values.mode "sidecar" }}
+{{- toJson (merge (deepCopy .Values.mesh.ports) .Values.ports) }}
+{{- else }}
+{{- toJson .Values.ports }}
+{{- end }}
+{{- end }}
+
+{{/*
+The agent config as YAML, with `listen` written from the ports (the chart owns it; the
+schema rejects a `listen` in the config) and `workers` when set.
 */}}
 {{- define "edge-agent.configYaml" -}}
-{{- $ports := .Values.ports }}
+{{- $ports := include "edge-agent.ports" . | fromJson }}
 {{- $seen := dict }}
 {{- range $key := list "http" "grpc" "admin" "envoyAdmin" }}
 {{- $port := toString (int (get $ports $key)) }}
@@ -80,7 +99,7 @@ owns it; the schema rejects a `listen` in `config`) and `workers` when set.
 {{- end }}
 {{- $_ := set $seen $port $key }}
 {{- end }}
-{{- $config := deepCopy .Values.config }}
+{{- $config := include "edge-agent.agentConfig" . | fromJson }}
 {{- $listen := dict
   "envoy" (printf "0.0.0.0:%d" (int $ports.http))
   "grpc" (printf "127.0.0.1:%d" (int $ports.grpc))
@@ -99,13 +118,14 @@ the Secret in providerKeys.existingSecret must hold (for NOTES.txt).
 */}}
 {{- define "edge-agent.credentialVariables" -}}
 {{- $vars := list }}
-{{- range $provider := .Values.config.providers }}
+{{- $agent := include "edge-agent.agentConfig" . | fromJson }}
+{{- range $provider := $agent.providers }}
 {{- range $key := list "api_key_env" "aws_access_key_id_env" "aws_secret_access_key_env" "aws_session_token_env" }}
 {{- $var := get $provider $key }}
 {{- if $var }}{{ $vars = append $vars $var }}{{ end }}
 {{- end }}
 {{- end }}
-{{- $cache := get .Values.config "cache" }}
+{{- $cache := get $agent "cache" }}
 {{- $semantic := and (kindIs "map" $cache) (get $cache "semantic") }}
 {{- $openai := and (kindIs "map" $semantic) (get $semantic "openai") }}
 {{- if and (kindIs "map" $openai) (get $openai "api_key_env") }}
@@ -124,10 +144,13 @@ configmap.yaml, which every mode renders.
 {{- if empty $mesh.envoyFilter.configPatches }}
 {{- fail "mode sidecar needs the Istio objects generated from the agent config in mesh.* (Helm cannot run the generator); generate it with: edge-agent mesh --config <file> --format helm-values > mesh-values.yaml, then pass -f mesh-values.yaml" }}
 {{- end }}
-{{- if not $mesh.envoyFilter.name }}
-{{- fail "mesh.envoyFilter.name is empty: pass the whole output of edge-agent mesh --config <file> --format helm-values" }}
+{{- if or (not $mesh.envoyFilter.name) (empty $mesh.config) (empty $mesh.ports) }}
+{{- fail "mesh.envoyFilter.name, mesh.config or mesh.ports is empty: pass the whole output of edge-agent mesh --config <file> --format helm-values" }}
 {{- end }}
 {{- include "edge-agent.checkExtProcPort" . }}
+{{- if .Values.providerKeys.existingSecret }}
+{{- fail "providerKeys.existingSecret does not apply in sidecar mode: the injected agent reads the Secret the injection template names (edge-agent injection-template --secret, default llm-edge-agent-keys)" }}
+{{- end }}
 {{- else }}
 {{- if not (empty $mesh.envoyFilter.configPatches) }}
 {{- fail "mesh.envoyFilter.configPatches is set but mode is gateway: this chart's gateway is the standalone gateway (Envoy runs inside the agent's container) and needs no EnvoyFilter. For the agent beside each app's Istio proxy, generate values with edge-agent mesh --mode sidecar --format helm-values (they set mode: sidecar); an Istio ingress gateway with the agent beside it is not deployed by this chart (apply the output of edge-agent mesh --mode gateway instead)" }}
@@ -173,8 +196,8 @@ the patches and fail when the two disagree.
 {{- end }}
 {{- if and $lbEndpoints (kindIs "map" (first $lbEndpoints)) }}
 {{- $port := dig "endpoint" "address" "socket_address" "port_value" 0 (first $lbEndpoints) }}
-{{- if and $port (ne (int $port) (int $.Values.ports.grpc)) }}
-{{- fail (printf "mesh.envoyFilter was generated for an agent on port %d but ports.grpc is %d: keep the generated ports.grpc, or regenerate with edge-agent mesh --config <file> --format helm-values after changing listen.grpc in the config" (int $port) (int $.Values.ports.grpc)) }}
+{{- if and $port (ne (int $port) (int $.Values.mesh.ports.grpc)) }}
+{{- fail (printf "mesh.envoyFilter was generated for an agent on port %d but mesh.ports.grpc is %d: regenerate with edge-agent mesh --config <file> --format helm-values instead of editing the output" (int $port) (int $.Values.mesh.ports.grpc)) }}
 {{- end }}
 {{- end }}
 {{- end }}
