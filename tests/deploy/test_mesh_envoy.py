@@ -6,6 +6,7 @@ agent to the provider it chose, and the repeat is served from the cache."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -186,7 +187,7 @@ def sidecar(
         require_match=True,
     )
     (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
-    (tmp / "envoy.json").write_text(__import__("json").dumps(proxy))
+    (tmp / "envoy.json").write_text(json.dumps(proxy))
     env = {**os.environ, **KEYS}
     agent_cmd = [
         sys.executable,
@@ -212,7 +213,6 @@ def sidecar(
         _wait(f"http://{raw['listen']['admin']}/readyz", agent, tmp / "agent.log")
         admin = proxy["admin"]["address"]["socket_address"]
         _wait(f"http://127.0.0.1:{admin['port_value']}/ready", envoy, tmp / "envoy.log")
-        hosts = {f"127.0.0.1:{fakes[n].url.rsplit(':', 1)[1]}": n for n in ("a", "b")}
         with started_fakes(
             {"other": FakeOpenAIThread(name="other", host="127.0.0.2", port=port_a)}
         ) as other:
@@ -222,7 +222,9 @@ def sidecar(
                 "entries": entries,
                 "fakes": fakes,
                 "other": other["other"],
-                "hosts": hosts,
+                "port_a": port_a,
+                "tmp": tmp,
+                "env": env,
                 "envoy_admin": f"http://127.0.0.1:{admin['port_value']}",
             }
 
@@ -315,3 +317,70 @@ def test_a_client_cannot_pick_the_cluster(sidecar: dict[str, Any]) -> None:
     assert reply.status == 200, reply.body
     assert reply.headers["x-edge-agent-provider"] == "a"
     assert len(fakes["a"].requests) == 1 and not fakes["b"].requests
+
+
+@pytest.fixture(scope="module")
+def gateway(sidecar: dict[str, Any]) -> Iterator[str]:
+    """An Istio ingress gateway with the same agent beside it, the filter scoped to one
+    host (--gateway-host); another host on the same listener stays the gateway's."""
+    config, port_a = sidecar["config"], sidecar["port_a"]
+    options = mesh.MeshOptions(mode="gateway", gateway_hosts=("llm.example.test",))
+    [flt] = mesh.manifests(config, options)
+
+    def host(name: str, address: str) -> dict[str, Any]:
+        # What a Gateway + VirtualService would give the gateway: a host on server port 80.
+        return {
+            "metadata": {"name": name},
+            "spec": {
+                "hosts": [name],
+                "ports": [{"number": 80, "name": "http", "protocol": "HTTP", "targetPort": port_a}],
+                "resolution": "STATIC",
+                "endpoints": [{"address": address}],
+            },
+        }
+
+    listen = free_port()
+    proxy = mesh_support.apply_envoy_filter(
+        mesh_support.istio_like_sidecar(
+            [host("llm.example.test", "127.0.0.1"), host("other.example.test", "127.0.0.2")],
+            [],
+            listen_ports={8080: listen},
+            admin_port=free_port(),
+            context="GATEWAY",
+            server_ports={8080: 80},
+        ),
+        flt,
+        context="GATEWAY",
+        require_match=True,
+    )
+    tmp: Path = sidecar["tmp"]
+    (tmp / "gateway.json").write_text(json.dumps(proxy))
+    cmd = [envoy_binary(), "-c", str(tmp / "gateway.json"), "-l", "warning"]
+    with _process([*cmd, "--base-id", str(free_port())], tmp / "gateway.log", sidecar["env"]) as gw:
+        admin = proxy["admin"]["address"]["socket_address"]["port_value"]
+        _wait(f"http://127.0.0.1:{admin}/ready", gw, tmp / "gateway.log")
+        yield f"http://127.0.0.1:{listen}"
+
+
+def test_ingress_gateway_routes_its_llm_host_through_the_agent(
+    sidecar: dict[str, Any], gateway: str
+) -> None:
+    fakes, other = sidecar["fakes"], sidecar["other"]
+    for fake in (*fakes.values(), other):
+        fake.reset()
+    text = f"gw-{time.monotonic_ns()}"
+    body = {"model": "chat-b", "messages": [{"role": "user", "content": text}], "temperature": 0}
+    url = f"{gateway}/v1/chat/completions"
+    first = post_json(url, body, {"host": "llm.example.test"})
+    assert first.status == 200, first.body
+    assert first.headers["x-edge-agent-provider"] == "b"
+    assert fakes["b"].requests[0].headers["authorization"] == f"Bearer {KEYS['KEY_B']}"
+    again = post_json(url, body, {"host": "llm.example.test"})
+    assert again.headers["x-edge-agent-cache"] == "hit"
+    assert len(fakes["b"].requests) == 1
+    # The gateway's other host: straight to its backend, the agent not involved.
+    passed = post_json(url, body, {"host": "other.example.test", "authorization": "Bearer app"})
+    assert passed.status == 200, passed.body
+    assert "x-edge-agent-cache" not in passed.headers
+    [seen] = other.requests
+    assert seen.headers["authorization"] == "Bearer app"
