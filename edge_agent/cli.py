@@ -159,7 +159,12 @@ def cmd_injection(args: argparse.Namespace) -> int:
 
     options = InjectionOptions(image=args.image, config_map=args.config_map, secret=args.secret)
     make = injection_template if args.format == "template" else istiod_values
-    print(to_yaml(make(config, options)), end="")
+    try:
+        text = to_yaml(make(config, options))
+    except ValueError as exc:
+        print(f"edge-agent injection-template: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
     return 0
 
 

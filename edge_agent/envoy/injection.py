@@ -86,8 +86,36 @@ def agent_container(config: Config, options: InjectionOptions, args: list[str]) 
     }
 
 
+# The Istio proxy's own ports in every injected pod (Envoy admin, outbound/inbound
+# capture, HBONE, status, health, DNS, Prometheus): the agent must not take one.
+ISTIO_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090})
+
+
+def port_problems(config: Config) -> list[str]:
+    """Why the config's ports cannot work beside an Istio proxy, if they cannot."""
+    problems = []
+    ports = {"grpc": config.listen.addr("grpc")[1], "admin": config.listen.addr("admin")[1]}
+    for which, port in ports.items():
+        if port in ISTIO_PORTS:
+            problems.append(
+                f"listen.{which} uses port {port}, which the Istio proxy in the same pod "
+                "uses: pick a port outside 15000-15099"
+            )
+    grpc_host, _ = config.listen.addr("grpc")
+    if grpc_host not in ("127.0.0.1", "::1", "localhost"):
+        problems.append(
+            f"listen.grpc is on {grpc_host}: in a pod the agent's ext_proc port belongs on "
+            "127.0.0.1 (the Istio proxy beside it is its only client)"
+        )
+    return problems
+
+
 def injection_template(config: Config, options: InjectionOptions) -> dict[str, Any]:
-    """The pod fragment istiod merges into opted-in pods."""
+    """The pod fragment istiod merges into opted-in pods (ValueError: the config's ports
+    cannot work beside the Istio proxy)."""
+    problems = port_problems(config)
+    if problems:
+        raise ValueError("; ".join(problems))
     return {
         "metadata": {"labels": {AGENT_LABEL: "true"}},
         "spec": {

@@ -4,12 +4,15 @@ the pod validates strictly and carries the agent with probes and its config."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edge_agent.config import load_config
-from edge_agent.envoy.injection import CONTAINER_NAME, TEMPLATE_NAME
+from edge_agent.envoy.injection import CONTAINER_NAME, ISTIO_PORTS, TEMPLATE_NAME, port_problems
 from edge_agent.envoy.mesh import AGENT_LABEL, CONFIG_MOUNT
 from tests.deploy import kube
 
@@ -101,3 +104,39 @@ def test_a_broken_injection_is_caught() -> None:
     template = shipped_template()
     template["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = {"n": 1}
     assert kube.core_errors(inject(APP_POD, template))
+
+
+def test_ports_that_clash_with_the_istio_proxy_are_refused(tmp_path: Path) -> None:
+    raw = yaml.safe_load((kube.ROOT / "istio/config.yaml").read_text())
+    raw["listen"] = {"grpc": "0.0.0.0:15020", "admin": "0.0.0.0:9090"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "injection-template", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "15020" in result.stderr and "127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert port_problems(CONFIG) == []  # the sample's ports are fine
+
+
+def test_no_clash_with_what_the_istio_sidecar_template_adds() -> None:
+    # Names and ports the standard sidecar template gives the pod.
+    istio_volumes = {
+        "workload-socket",
+        "credential-socket",
+        "workload-certs",
+        "istio-envoy",
+        "istio-data",
+        "istio-podinfo",
+        "istio-token",
+        "istiod-ca-cert",
+    }
+    template = shipped_template()
+    [agent] = template["spec"]["containers"]
+    assert agent["name"] != "istio-proxy"
+    assert not {v["name"] for v in template["spec"]["volumes"]} & istio_volumes
+    assert not {p["containerPort"] for p in agent["ports"]} & ISTIO_PORTS
