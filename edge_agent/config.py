@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +28,16 @@ from pydantic import (
 )
 
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
+
+
+def _env_var_name(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+        raise ValueError(f"expected an environment variable name, got {v!r}")
+    return v
+
+
+# A secret is named by the variable that holds it, never written in the config.
+EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
 
 # Provider types the config contract knows. Those not implemented yet are refused with a
 # clear message instead of half-working.
@@ -110,7 +121,7 @@ class Provider(_Strict):
     name: str
     type: str
     base_url: str
-    api_key_env: str | None = None
+    api_key_env: EnvVarName | None = None
     models: list[ProviderModel] = Field(default_factory=list)
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     # azure_openai only: the data-plane api-version query (default 2024-10-21).
@@ -120,9 +131,9 @@ class Provider(_Strict):
     # bedrock only: the AWS region (default: the one in base_url's host) and SigV4
     # credentials by environment variable (api_key_env may instead hold a Bedrock API key).
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")] | None = None
-    aws_access_key_id_env: str | None = None
-    aws_secret_access_key_env: str | None = None
-    aws_session_token_env: str | None = None
+    aws_access_key_id_env: EnvVarName | None = None
+    aws_secret_access_key_env: EnvVarName | None = None
+    aws_session_token_env: EnvVarName | None = None
     connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     @field_validator("name")
@@ -165,13 +176,6 @@ class Provider(_Strict):
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError as exc:
             raise ValueError(f"bad port in {v!r}: {exc}") from None
-        return v
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError(f"expected an environment variable name, got {v!r}")
         return v
 
     @model_validator(mode="after")
@@ -345,12 +349,11 @@ class OpenAIEmbedderConfig(_Strict):
     base_url: str  # as given to the OpenAI SDK, e.g. https://api.openai.com/v1
     model: Annotated[str, Field(min_length=1)]
     dimensions: Annotated[int, Field(ge=2, le=8192)]
-    api_key_env: str | None = None
+    api_key_env: EnvVarName | None = None
     # Must stay well below envoy.message_timeout_ms: Envoy waits for the lookup.
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
 
     _url = field_validator("base_url")(Provider._url.__func__)  # type: ignore[attr-defined]
-    _env = field_validator("api_key_env")(Provider._env.__func__)  # type: ignore[attr-defined]
 
 
 class SemanticCache(_Strict):
@@ -399,7 +402,7 @@ class RedisCache(_Strict):
     url: str | None = None
     # The variable holding Redis's password (AUTH), so the password stays in a Secret and
     # out of the config; a password inside `url` works too.
-    password_env: str | None = None
+    password_env: EnvVarName | None = None
     cluster: bool = False  # Redis Cluster: url names any node
     key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "edge-agent"
     # Per command: Redis trouble must never add more than this to a request.
@@ -408,13 +411,6 @@ class RedisCache(_Strict):
     warm_max_entries: Annotated[int, Field(ge=0)] = 100_000  # loaded at start
     failure_threshold: Annotated[int, Field(ge=1)] = 3  # consecutive errors → breaker open
     open_s: Annotated[float, Field(gt=0, le=300)] = 5.0  # breaker open this long
-
-    @field_validator("password_env")
-    @classmethod
-    def _password_env(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError(f"expected an environment variable name, got {v!r}")
-        return v
 
     @field_validator("url")
     @classmethod
@@ -511,14 +507,7 @@ class AdminConfig(_Strict):
     replica). Reading (/metrics, /healthz, /readyz, /admin/routing) stays open."""
 
     # A variable holding a bearer token; unset: changes only from loopback.
-    token_env: str | None = None
-
-    @field_validator("token_env")
-    @classmethod
-    def _token_env(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError(f"expected an environment variable name, got {v!r}")
-        return v
+    token_env: EnvVarName | None = None
 
 
 class Config(_Strict):
