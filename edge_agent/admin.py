@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 Purge = Callable[[str | None, str | None, bool], Awaitable[dict[str, Any]]]
@@ -53,28 +53,41 @@ def build_admin_app(
     readiness: Callable[[], dict[str, Any]] | None = None,
     purge: Purge | None = None,
     admin_token: str | None = None,
+    envoy_ready_url: str | None = None,
 ) -> web.Application:
     """`registry` is what /metrics exposes (with workers: the merge of every worker's
     files); `before_scrape` refreshes values computed on demand; `readiness` adds
     details (e.g. how many workers serve, which one answered) to /readyz;
-    `admin_token` guards the endpoints that change state (see change_refusal)."""
+    `admin_token` guards the endpoints that change state (see change_refusal);
+    `envoy_ready_url` (the standalone gateway: Envoy's admin /ready) makes readiness wait
+    for Envoy too, so a pod is not sent traffic before Envoy listens."""
 
     async def healthz(_: web.Request) -> web.Response:
         # Alive as long as the event loop answers.
         return web.json_response({"status": "ok"})
 
+    async def envoy_problem() -> str | None:
+        if envoy_ready_url is None:
+            return None
+        try:
+            timeout = ClientTimeout(total=0.5)
+            async with (
+                ClientSession(timeout=timeout) as session,
+                session.get(envoy_ready_url) as resp,
+            ):
+                if resp.status == 200:
+                    return None
+                return f"Envoy is not ready ({envoy_ready_url} answered {resp.status})"
+        except (OSError, TimeoutError, ClientError) as exc:
+            return f"Envoy is not ready ({envoy_ready_url}: {exc.__class__.__name__})"
+
     async def readyz(_: web.Request) -> web.Response:
         detail = readiness() if readiness is not None else {}
-        if is_ready():
+        reason = None if is_ready() else "the ext_proc gRPC server is not serving"
+        reason = reason or await envoy_problem()
+        if reason is None:
             return web.json_response({"status": "ready", **detail})
-        return web.json_response(
-            {
-                "status": "not ready",
-                "reason": "the ext_proc gRPC server is not serving",
-                **detail,
-            },
-            status=503,
-        )
+        return web.json_response({"status": "not ready", "reason": reason, **detail}, status=503)
 
     async def metrics(_: web.Request) -> web.Response:
         if before_scrape is not None:

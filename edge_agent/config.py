@@ -28,6 +28,9 @@ from pydantic import (
 )
 
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
+# Set by the standalone gateway for its agent processes: Envoy's readiness URL, so the
+# agent's /readyz (a pod's readiness probe) also waits for Envoy.
+ENVOY_READY_ENV = "EDGE_AGENT_ENVOY_READY_URL"
 
 
 def _env_var_name(v: str) -> str:

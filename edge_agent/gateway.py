@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from edge_agent.config import Config
+from edge_agent.config import ENVOY_READY_ENV, Config
 from edge_agent.envoy.bootstrap import build_bootstrap
 from edge_agent.envoy.process import EnvoyError, EnvoyProcess
 from edge_agent.workers import Supervisor, WorkerContext
@@ -92,6 +93,14 @@ async def run_gateway(
             "DEMO upstream (a local fake, not a real LLM) listening on %s",
             config.demo_upstream.listen,
         )
+    # The agent's /readyz (the probe of a Kubernetes pod) also waits for Envoy; worker
+    # processes inherit the variable.
+    admin_host, admin_port = config.listen.addr("envoy_admin")
+    if admin_host in ("0.0.0.0", "::"):
+        admin_host = "127.0.0.1"
+    if ":" in admin_host:
+        admin_host = f"[{admin_host}]"
+    os.environ[ENVOY_READY_ENV] = f"http://{admin_host}:{admin_port}/ready"
     service = _agent_side(config, workers, worker_command, stop)
     bootstrap = build_bootstrap(config.model_copy(update={"workers": workers}))
     envoy = EnvoyProcess(

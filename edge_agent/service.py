@@ -15,7 +15,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from edge_agent.admin import build_admin_app
 from edge_agent.agent import Agent
 from edge_agent.cache.shared import SharedCache
-from edge_agent.config import Config, credential_problems
+from edge_agent.config import ENVOY_READY_ENV, Config, credential_problems
 from edge_agent.server import ExternalProcessor
 from edge_agent.workers import WorkerContext
 
@@ -157,6 +157,8 @@ class AgentService:
             readiness=self._readiness if self.worker is not None else None,
             purge=self._purge,
             admin_token=self._admin_token(),
+            # Set by the standalone gateway for its agent processes.
+            envoy_ready_url=os.environ.get(ENVOY_READY_ENV) or None,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -237,3 +237,34 @@ async def test_admin_changes_need_a_token_or_loopback() -> None:
     refused = change_refusal(from_("10.1.2.3"), None)
     assert refused is not None and refused.status == 403
     assert b"admin.token_env" in refused.body
+
+
+async def test_readyz_waits_for_envoy_in_the_standalone_gateway() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from edge_agent.admin import build_admin_app
+    from edge_agent.telemetry.metrics import Metrics
+
+    envoy_status = 503
+
+    async def envoy_ready(_: web.Request) -> web.Response:
+        return web.Response(status=envoy_status, text="LIVE" if envoy_status == 200 else "")
+
+    fake_envoy = web.Application()
+    fake_envoy.router.add_get("/ready", envoy_ready)
+    async with TestServer(fake_envoy) as envoy:
+        url = str(envoy.make_url("/ready"))
+        app = build_admin_app(Metrics().registry, lambda: True, envoy_ready_url=url)
+        async with TestClient(TestServer(app)) as client:
+            reply = await client.get("/readyz")
+            assert reply.status == 503
+            assert "Envoy is not ready" in (await reply.json())["reason"]
+            envoy_status = 200
+            assert (await client.get("/readyz")).status == 200
+        await envoy.close()
+        # Envoy gone: not ready, and the probe still answers quickly.
+        app = build_admin_app(Metrics().registry, lambda: True, envoy_ready_url=url)
+        async with TestClient(TestServer(app)) as client:
+            reply = await client.get("/readyz")
+            assert reply.status == 503
