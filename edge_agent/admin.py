@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 Purge = Callable[[str | None, str | None, bool], Awaitable[dict[str, Any]]]
 
 
@@ -31,10 +32,15 @@ def change_refusal(request: web.Request, token: str | None) -> web.Response | No
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
-        if ipaddress.ip_address(request.remote or "").is_loopback:
-            return None
+        peer = ipaddress.ip_address(request.remote or "")
     except ValueError:
-        pass
+        peer = None
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    # Exactly 127.0.0.1 or ::1, not all of 127/8: an Istio sidecar hands inbound traffic
+    # from other pods to the app from 127.0.0.6.
+    if peer in _LOOPBACK:
+        return None
     return web.json_response(
         {
             "error": "this admin endpoint answers loopback clients only; set admin.token_env to "

@@ -138,15 +138,15 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         ca_file=args.ca_file,
         cluster_domain=args.cluster_domain,
     )
-    if args.format == "helm-values":
-        try:
-            values = mesh.helm_values(config, options)
-        except ValueError as exc:
-            print(f"edge-agent mesh: {exc}", file=sys.stderr)
-            return 2
-        print(mesh.to_yaml(values), end="")
-    else:
-        print(mesh.to_yaml(*mesh.manifests(config, options)), end="")
+    try:
+        if args.format == "helm-values":
+            text = mesh.to_yaml(mesh.helm_values(config, options))
+        else:
+            text = mesh.to_yaml(*mesh.manifests(config, options))
+    except ValueError as exc:  # the config cannot be expressed in this mesh form
+        print(f"edge-agent mesh: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
     return 0
 
 

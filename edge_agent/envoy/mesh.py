@@ -64,7 +64,7 @@ class MeshOptions:
     cluster_domain: str = "cluster.local"
 
     def workload_labels(self) -> dict[str, str]:
-        return {AGENT_LABEL: "true", **self.selector}
+        return {**self.selector, AGENT_LABEL: "true"}
 
 
 @dataclass(frozen=True)
@@ -121,20 +121,36 @@ class _EveryCredential(Mapping[str, str]):
 ALL_CREDENTIALS: Mapping[str, str] = _EveryCredential()
 
 
+class MeshConfigError(ValueError):
+    """The config cannot be expressed in the mesh; the message says why and what to do."""
+
+
 def mesh_hosts(config: Config, options: MeshOptions) -> list[MeshHost]:
+    # Keyed by the name Istio knows: `x.ns.svc` and its full name are one virtual host.
     seen: dict[tuple[str, int], MeshHost] = {}
     for p in config.providers:
-        entry = _mesh_host(p, options.cluster_domain)
-        seen.setdefault((entry.host, entry.port), entry)
+        entry = mesh_host(p, options)
+        seen.setdefault((entry.name, entry.port), entry)
     return list(seen.values())
 
 
-def _mesh_host(provider: Provider, cluster_domain: str) -> MeshHost:
+def mesh_host(provider: Provider, options: MeshOptions) -> MeshHost:
     service = _IN_CLUSTER.match(provider.host)
+    fqdn = ""
     if service is not None:
+        fqdn = f"{service['service']}.svc.{service['domain'] or options.cluster_domain}"
+    elif "." not in provider.host and not provider.tls:
+        # A bare Service name resolves in the namespace of the pods (as Kubernetes DNS does).
+        fqdn = f"{provider.host}.{options.namespace}.svc.{options.cluster_domain}"
+    if fqdn:
+        if provider.tls:
+            raise MeshConfigError(
+                f"provider {provider.name!r}: {provider.base_url} is a Service of the cluster "
+                "spoken to over TLS; the Istio proxy could not read its requests (the mesh "
+                "encrypts in-cluster traffic itself): use http:// for in-cluster providers"
+            )
         # In the mesh already: the app dials the Service's own port.
-        fqdn = f"{service['service']}.svc.{service['domain'] or cluster_domain}"
-        return MeshHost(provider.host, provider.port, provider.port, provider.tls, fqdn)
+        return MeshHost(provider.host, provider.port, provider.port, False, fqdn)
     if provider.tls:
         # Apps speak plain HTTP on 80; DestinationRule originates TLS to the real port.
         return MeshHost(provider.host, 80, provider.port, True)
@@ -231,13 +247,17 @@ def _renamed(cluster: dict[str, Any], name: str) -> dict[str, Any]:
     return cluster
 
 
-def mesh_clusters(config: Config, ca_file: str = PROXY_CA_FILE) -> list[dict[str, Any]]:
+def mesh_clusters(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
     """The bootstrap's clusters; provider clusters prefixed so they cannot collide with
-    Istio's own (a provider called 'agent' or 'xds-grpc' would otherwise)."""
+    Istio's own (a provider called 'agent' or 'xds-grpc' would otherwise). Providers that
+    are Services of the cluster need none: Istio's own cluster (mutual TLS) serves them."""
     env = config.envoy
     limits = (env.max_response_bytes, env.max_connections)
+    ca_file = options.ca_file
     clusters = [bootstrap.ext_proc_cluster(config)]
     for p in config.providers:
+        if mesh_host(p, options).service_fqdn:
+            continue
         cluster = bootstrap.provider_cluster(p, *limits, ca_file=ca_file)
         clusters.append(_renamed(cluster, PROVIDER_CLUSTER_PREFIX + p.name))
     for name, specs in failover_chains(config, ALL_CREDENTIALS).items():
@@ -245,7 +265,7 @@ def mesh_clusters(config: Config, ca_file: str = PROXY_CA_FILE) -> list[dict[str
     return clusters
 
 
-def mesh_routes(config: Config) -> list[dict[str, Any]]:
+def mesh_routes(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
     """The bootstrap's routes in match order, without its fallback: in the mesh a request
     the agent did not route goes where the app sent it, by Istio's own route. Providers
     are matched by name (their clusters carry a prefix here)."""
@@ -258,11 +278,18 @@ def mesh_routes(config: Config) -> list[dict[str, Any]]:
     ]
     for p in config.providers:
         header = {"name": config.envoy.routing_header, "string_match": {"exact": p.name}}
+        target = {**route, "cluster": PROVIDER_CLUSTER_PREFIX + p.name}
+        host = mesh_host(p, options)
+        if host.service_fqdn:
+            # Istio's cluster for the Service: its endpoints carry no host name to rewrite to.
+            target = {k: v for k, v in route.items() if k != "auto_host_rewrite"}
+            target["cluster"] = f"outbound|{host.port}||{host.service_fqdn}"
+            target["host_rewrite_literal"] = p.authority
         out.append(
             {
                 "name": f"llm-edge-agent.{p.name}",
                 "match": {"prefix": "/", "headers": [header]},
-                "route": {**route, "cluster": PROVIDER_CLUSTER_PREFIX + p.name},
+                "route": target,
                 "request_headers_to_remove": removed,
             }
         )
@@ -313,7 +340,7 @@ def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]
             "match": {"context": context},
             "patch": {"operation": "ADD", "value": c},
         }
-        for c in mesh_clusters(config, options.ca_file)
+        for c in mesh_clusters(config, options)
     ]
     ports, route_matches = _scope(config, options)
     for port in ports:
@@ -356,7 +383,7 @@ def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]
                 "patch": {"operation": "INSERT_BEFORE", "value": mesh_filter(config, per_host)},
             }
         )
-    routes = mesh_routes(config)
+    routes = mesh_routes(config, options)
     for route_match in route_matches:
         vhost_value: dict[str, Any] = {
             # Tells the agent how far along a failover chain Envoy went.

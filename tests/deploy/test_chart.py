@@ -76,6 +76,34 @@ def test_a_broken_service_monitor_is_caught() -> None:
     assert any("prot" in e for e in kube.errors(monitor))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Refuses a mapping with a key twice (yaml.v3-based tools, e.g. kustomize, do)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = {k for k in keys if keys.count(k) > 1}
+        assert not twice, f"duplicate keys {twice} at line {node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
+def test_rendered_yaml_has_no_duplicate_keys(values: Path) -> None:
+    result = helm("template", "llm", str(CHART), "-f", str(values))
+    assert result.returncode == 0, result.stderr
+    assert list(yaml.load_all(result.stdout, Loader=_StrictLoader))
+
+
+def test_narrowing_the_selector_keeps_the_agent_label(tmp_path: Path) -> None:
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text(yaml.safe_dump({"sidecar": {"workloadSelector": {"app": "chat"}}}))
+    objects = render(CHART / "ci/sidecar.yaml", "-f", str(narrow))
+    [flt] = by_kind(objects, "EnvoyFilter")
+    assert flt["spec"]["workloadSelector"]["labels"] == {
+        "llm-edge-agent.io/agent": "true",
+        "app": "chat",
+    }
+
+
 def test_schema_is_up_to_date() -> None:
     result = subprocess.run(
         [sys.executable, "tools/chart_schema.py", "--check"],
@@ -222,3 +250,7 @@ def test_notes_render(values: Path, tmp_path: Path) -> None:
         assert "edge-agent injection-template" in notes
     else:
         assert "port-forward" in notes and "/v1/chat/completions" in notes
+    if values.stem == "gateway-full":
+        # Every secret the config names goes into the Secret the notes show how to make.
+        for var in ("OPENAI_API_KEY", "REDIS_PASSWORD", "EDGE_AGENT_ADMIN_TOKEN"):
+            assert f"--from-literal={var}=" in notes, var

@@ -68,3 +68,9 @@ def test_mistakes_are_explained() -> None:
     assert "key=value" in bad_selector.stderr
     missing = cli("mesh", "-c", "does-not-exist.yaml")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_the_agent_label_cannot_be_dropped() -> None:
+    result = cli("mesh", "-c", SAMPLE, "--selector", "llm-edge-agent.io/agent=false")
+    [flt] = [o for o in yaml.safe_load_all(result.stdout) if o["kind"] == "EnvoyFilter"]
+    assert flt["spec"]["workloadSelector"]["labels"]["llm-edge-agent.io/agent"] == "true"

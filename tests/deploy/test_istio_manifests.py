@@ -136,7 +136,11 @@ def test_patches_carry_the_bootstraps_objects(config: Any, mode: mesh.MeshMode) 
             else clusters[name]
         )
         assert cluster == expected
-    assert {c["name"].removeprefix(mesh.PROVIDER_CLUSTER_PREFIX) for c in added} == set(clusters)
+    options = mesh.MeshOptions(mode=mode)
+    # Services of the cluster go through Istio's own cluster for them (mutual TLS).
+    in_cluster = {p.name for p in config.providers if mesh.mesh_host(p, options).service_fqdn}
+    names = {c["name"].removeprefix(mesh.PROVIDER_CLUSTER_PREFIX) for c in added}
+    assert names == set(clusters) - in_cluster
 
     hcm = standalone["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     filters = hcm["typed_config"]["http_filters"]
@@ -153,7 +157,7 @@ def test_patches_carry_the_bootstraps_objects(config: Any, mode: mesh.MeshMode) 
     vhost = hcm["typed_config"]["route_config"]["virtual_hosts"][0]
     routes = [r for r in vhost["routes"]]
     inserted = [p["patch"]["value"] for p in _patches(config, mode, "HTTP_ROUTE")]
-    per_vhost = len(mesh.mesh_routes(config))
+    per_vhost = len(mesh.mesh_routes(config, options))
     first_vhost = list(reversed(inserted[:per_vhost]))  # INSERT_FIRST, in reverse
     chains = [r for r in routes if "cluster" in r.get("route", {}) and r["match"].get("headers")]
     assert [
@@ -161,10 +165,16 @@ def test_patches_carry_the_bootstraps_objects(config: Any, mode: mesh.MeshMode) 
     ] == chains
     routed = next(r for r in routes if "cluster_header" in r.get("route", {}))
     for r, p in zip(first_vhost[len(chains) :], config.providers, strict=True):
-        assert r["route"] == {
+        expected_route = {
             **{k: v for k, v in routed["route"].items() if k != "cluster_header"},
             "cluster": mesh.PROVIDER_CLUSTER_PREFIX + p.name,
         }
+        if p.name in in_cluster:
+            host = mesh.mesh_host(p, options)
+            del expected_route["auto_host_rewrite"]
+            expected_route["cluster"] = f"outbound|{host.port}||{host.service_fqdn}"
+            expected_route["host_rewrite_literal"] = p.authority
+        assert r["route"] == expected_route
         assert r["match"]["headers"] == [
             {"name": config.envoy.routing_header, "string_match": {"exact": p.name}}
         ]
@@ -208,23 +218,51 @@ def test_in_cluster_services_are_addressed_by_their_full_name() -> None:
                     "base_url": "http://vllm.ml.svc:8000",
                 },
                 {
-                    "name": "tgi",
+                    "name": "vllm-full",
                     "type": "openai_compatible",
-                    "base_url": "https://tgi.ml.svc.example.org:8443",
+                    "base_url": "http://vllm.ml.svc.cluster.local:8000",
                 },
+                {"name": "tgi", "type": "openai_compatible", "base_url": "http://tgi:8080"},
             ],
             "models": [{"name": "m", "targets": ["vllm/m", "tgi/m"]}],
         }
     )
-    options = mesh.MeshOptions()
+    options = mesh.MeshOptions(namespace="apps")
     objects = mesh.manifests(config, options)
     assert [o["kind"] for o in objects] == ["EnvoyFilter"]  # no ServiceEntry, no TLS origination
-    vhosts = {
+    patches = objects[0]["spec"]["configPatches"]
+    vhosts = [
         p["match"]["routeConfiguration"]["vhost"]["name"]
-        for p in objects[0]["spec"]["configPatches"]
+        for p in patches
         if p["applyTo"] == "VIRTUAL_HOST"
+    ]
+    # One virtual host per Service, however it is spelt; a bare name is in the namespace.
+    assert sorted(vhosts) == ["tgi.apps.svc.cluster.local:8080", "vllm.ml.svc.cluster.local:8000"]
+    routes = {
+        p["patch"]["value"]["name"]: p["patch"]["value"]
+        for p in patches
+        if p["applyTo"] == "HTTP_ROUTE"
     }
-    assert vhosts == {"vllm.ml.svc.cluster.local:8000", "tgi.ml.svc.example.org:8443"}
+    assert (
+        routes["llm-edge-agent.vllm"]["route"]["cluster"]
+        == "outbound|8000||vllm.ml.svc.cluster.local"
+    )
+    assert routes["llm-edge-agent.tgi"]["route"]["host_rewrite_literal"] == "tgi:8080"
+    added = {p["patch"]["value"]["name"] for p in patches if p["applyTo"] == "CLUSTER"}
+    assert not any(name.startswith(mesh.PROVIDER_CLUSTER_PREFIX) for name in added)
+
+
+def test_in_cluster_tls_providers_are_refused() -> None:
+    config = parse_config(
+        {
+            "providers": [
+                {"name": "tgi", "type": "openai_compatible", "base_url": "https://tgi.ml.svc:8443"}
+            ],
+            "models": [{"name": "m", "targets": ["tgi/m"]}],
+        }
+    )
+    with pytest.raises(mesh.MeshConfigError, match="use http:// for in-cluster providers"):
+        mesh.manifests(config, mesh.MeshOptions())
 
 
 def test_gateway_hosts_scope_the_filter() -> None:

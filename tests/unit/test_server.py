@@ -234,6 +234,9 @@ async def test_admin_changes_need_a_token_or_loopback() -> None:
     # Without a token: loopback only (another pod reaching the admin port is refused).
     assert change_refusal(from_("127.0.0.1"), None) is None
     assert change_refusal(from_("::1"), None) is None
+    assert change_refusal(from_("::ffff:127.0.0.1"), None) is None
+    # What an Istio sidecar's inbound traffic looks like: another pod, not this one.
+    assert change_refusal(from_("127.0.0.6"), None) is not None
     refused = change_refusal(from_("10.1.2.3"), None)
     assert refused is not None and refused.status == 403
     assert b"admin.token_env" in refused.body

@@ -75,11 +75,11 @@ The agent config the pods run: `config` in gateway mode; in sidecar mode `mesh.c
 the one the Istio objects were generated from, with its ports (`mesh.ports`).
 */}}
 {{- define "edge-agent.agentConfig" -}}
-{{- if eq .Values.mode "sidecar" }}{{ toJson .Values.mesh.config }}{{ else }}{{ toJson .Values.config }}{{ end }}
+{{- if eq .Values.mode "sidecar" }}{{ toJson (.Values.mesh.config | default dict) }}{{ else }}{{ toJson .Values.config }}{{ end }}
 {{- end }}
 {{- define "edge-agent.ports" -}}
 {{- if eq .Values.mode "sidecar" }}
-{{- toJson (merge (deepCopy .Values.mesh.ports) .Values.ports) }}
+{{- toJson (merge (deepCopy (.Values.mesh.ports | default dict)) .Values.ports) }}
 {{- else }}
 {{- toJson .Values.ports }}
 {{- end }}
@@ -92,7 +92,9 @@ schema rejects a `listen` in the config) and `workers` when set.
 {{- define "edge-agent.configYaml" -}}
 {{- $ports := include "edge-agent.ports" . | fromJson }}
 {{- $seen := dict }}
-{{- range $key := list "http" "grpc" "admin" "envoyAdmin" }}
+{{- /* Sidecar mode: the agent listens on grpc and admin only (Envoy is the pod's proxy). */}}
+{{- $keys := ternary (list "grpc" "admin") (list "http" "grpc" "admin" "envoyAdmin") (eq .Values.mode "sidecar") }}
+{{- range $key := $keys }}
 {{- $port := toString (int (get $ports $key)) }}
 {{- if hasKey $seen $port }}
 {{- fail (printf "ports.%s and ports.%s are both %s: every port must differ" (get $seen $port) $key $port) }}
@@ -125,7 +127,17 @@ the Secret in providerKeys.existingSecret must hold (for NOTES.txt).
 {{- if $var }}{{ $vars = append $vars $var }}{{ end }}
 {{- end }}
 {{- end }}
+{{- range $section := list (list "admin" "token_env") }}
+{{- $block := get $agent (index $section 0) }}
+{{- if and (kindIs "map" $block) (get $block (index $section 1)) }}
+{{- $vars = append $vars (get $block (index $section 1)) }}
+{{- end }}
+{{- end }}
 {{- $cache := get $agent "cache" }}
+{{- $redis := and (kindIs "map" $cache) (get $cache "redis") }}
+{{- if and (kindIs "map" $redis) (get $redis "password_env") }}
+{{- $vars = append $vars (get $redis "password_env") }}
+{{- end }}
 {{- $semantic := and (kindIs "map" $cache) (get $cache "semantic") }}
 {{- $openai := and (kindIs "map" $semantic) (get $semantic "openai") }}
 {{- if and (kindIs "map" $openai) (get $openai "api_key_env") }}
