@@ -58,6 +58,9 @@ DOCS_END = "<!-- bench:results:end -->"
 
 MODEL = "bench-chat"  # client-facing model name in the gateway config
 PROVIDER = "fake"  # provider name = the gateway Envoy's cluster name
+# The chain scenario: a second provider on the same upstream, tried only if the first fails.
+BACKUP = "fake-backup"
+CHAIN_CLUSTER = "edge_agent_chain_0_0"  # model 0, starting at target 0 (priority strategy)
 BARE_CLUSTER = "fake_upstream"
 UPSTREAM_PREFIX = "fake_upstream"  # the upstream Envoy's HTTP stat prefix
 CHAT_PATH = "/v1/chat/completions"
@@ -466,7 +469,12 @@ class Gateway:
     """`edge-agent run` (Envoy + agent) with one provider pointing at the fake upstream."""
 
     def __init__(
-        self, upstream_port: int, concurrency: int, workdir: Path, semantic: bool = True
+        self,
+        upstream_port: int,
+        concurrency: int,
+        workdir: Path,
+        semantic: bool = True,
+        chain: bool = False,
     ) -> None:
         self.ports = {k: free_port() for k in ("envoy", "grpc", "admin", "envoy_admin")}
         self.config = {
@@ -489,6 +497,18 @@ class Gateway:
             },
             "envoy": {"concurrency": concurrency, "log_level": "warning"},
         }
+        if chain:
+            # Two targets, failover on (the default): every request goes through the
+            # chain cluster, the agent filtering the attempt as an upstream filter too.
+            backup = {**self.config["providers"][0], "name": BACKUP}
+            self.config["providers"].append(backup)
+            self.config["models"] = [
+                {
+                    "name": MODEL,
+                    "strategy": "priority",
+                    "targets": [f"{PROVIDER}/gpt-4o-mini", f"{BACKUP}/gpt-4o-mini"],
+                }
+            ]
         self.workdir = workdir
         self.log = workdir / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -905,6 +925,56 @@ class Bench:
             gw.stop()
         return [miss, hit]
 
+    def run_chain(self) -> Scenario:
+        """Misses through a failover chain whose first target answers: what the chain's
+        per-attempt agent pass costs, against the plain exact-tier miss."""
+        gw = Gateway(
+            self.upstream.listen_port, self.s.envoy_concurrency, self.workdir, False, chain=True
+        )
+        try:
+            gw.start()
+            if gw.envoy_pid is None:
+                raise BenchError("could not find the Envoy started by edge-agent run")
+            assert gw.proc is not None
+            pids = {
+                "envoy": gw.envoy_pid,
+                "agent": gw.proc.pid,
+                "upstream": self._pid(self.upstream),
+            }
+            self._probe_gateway(gw)
+            before = envoy_stats(gw.envoy_admin_port)
+
+            def verify(sc: Scenario) -> None:
+                self._check_cache(sc, expect="miss")
+                self.check_upstream_count(sc)
+                self.check_reuse(sc)
+                after = envoy_stats(gw.envoy_admin_port)
+                key = f"cluster.{CHAIN_CLUSTER}.upstream_rq_total"
+                through_chain = after.get(key, 0) - before.get(key, 0)
+                assert sc.wrk is not None
+                sc.check(
+                    through_chain >= sc.wrk.requests,
+                    f"{through_chain} requests went through {CHAIN_CLUSTER} for "
+                    f"{sc.wrk.requests} completed ones",
+                )
+                retried = after.get(f"cluster.{CHAIN_CLUSTER}.upstream_rq_retry", 0)
+                sc.check(retried == 0, f"{retried} attempts were retried (the first target failed)")
+
+            return self.measure(
+                "miss_chain",
+                "Envoy + agent, cache miss through a failover chain (exact tier only)",
+                gw.url,
+                "unique",
+                f"chain-{self.nonce}",
+                pids,
+                gw.envoy_admin_port,
+                CHAIN_CLUSTER,
+                gw.cache_counts,
+                verify,
+            )
+        finally:
+            gw.stop()
+
     def _probe_gateway(self, gw: Gateway) -> None:
         status, headers, body = http("POST", gw.url + CHAT_PATH, request_body(f"p-{self.nonce}"))
         answer = json.loads(body) if status == 200 else None
@@ -1198,6 +1268,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("bare", lambda: [bench.run_bare()]),
                 ("gateway", lambda: bench.run_gateway()),
                 ("gateway, exact tier only", lambda: bench.run_gateway(semantic=False)),
+                ("gateway, failover chain", lambda: [bench.run_chain()]),
             ]
             if not args.no_direct:
                 steps.insert(0, ("direct", lambda: [bench.run_direct()]))
@@ -1212,7 +1283,7 @@ def main(argv: list[str] | None = None) -> int:
 
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     # Reference row last: the three scenarios the ratios are about come first.
-    order = ["bare", "miss_exact", "miss", "hit", "direct"]
+    order = ["bare", "miss_exact", "miss_chain", "miss", "hit", "direct"]
     rows.sort(key=lambda r: order.index(r.key))
     print(
         f"\n{results_table(rows)}\n\n{checks_table(rows)}\n\n{cost_table(rows)}\n\n"
