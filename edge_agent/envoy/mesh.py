@@ -17,6 +17,7 @@ Two shapes (docs/deploy.md):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
@@ -158,10 +159,14 @@ def mesh_host(provider: Provider, options: MeshOptions) -> MeshHost:
 
 
 def k8s_name(*parts: str) -> str:
-    """A DNS-1123 object name from free text (provider names may hold '_' and '.')."""
-    text = "-".join(parts).lower()
-    text = re.sub(r"[^a-z0-9-]+", "-", text).strip("-")
-    return re.sub(r"-{2,}", "-", text)[:63].rstrip("-")
+    """A DNS-1123 label from free text (provider names may hold '_' and '.'); a name
+    too long is cut and given a hash of the whole, so two long hosts cannot collide."""
+    whole = "-".join(parts).lower()
+    text = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", whole).strip("-"))
+    if len(text) <= 63:
+        return text
+    digest = hashlib.sha256(whole.encode()).hexdigest()[:8]
+    return f"{text[:54].rstrip('-')}-{digest}"
 
 
 def _metadata(options: MeshOptions, name: str) -> dict[str, Any]:

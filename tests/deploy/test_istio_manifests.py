@@ -290,3 +290,27 @@ def test_helm_values_round_trip_to_the_same_config() -> None:
         "admin": f"0.0.0.0:{values['mesh']['ports']['admin']}",
     }
     assert parse_config(yaml.safe_load(yaml.safe_dump(config))).model_dump() == CONFIG.model_dump()
+
+
+def test_long_host_names_give_distinct_valid_object_names() -> None:
+    # Hosts that differ only past the 63rd character of the object name.
+    long = "a-very-long-internal-model-gateway-name-for-testing-purposes"
+    config = parse_config(
+        {
+            "providers": [
+                {
+                    "name": n,
+                    "type": "openai_compatible",
+                    "base_url": f"https://{long}-{n}.example.com",
+                }
+                for n in ("one", "two")
+            ],
+            "models": [{"name": "m", "targets": ["one/m"]}],
+        }
+    )
+    objects = mesh.manifests(config, mesh.MeshOptions())
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(set(names)) == len(names)
+    for obj in objects:
+        assert kube.istio_errors(obj) == [], obj["metadata"]["name"]
+        assert len(obj["metadata"]["name"]) <= 63
