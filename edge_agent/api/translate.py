@@ -38,8 +38,10 @@ _STOP_FROM_OPENAI = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-# OpenAI chat fields with no Anthropic counterpart that change the answer.
-_OPENAI_ONLY = {
+# OpenAI chat fields that change the answer, and whether a request uses each. A provider
+# schema without a counterpart for one names it (`refuse_unsupported`): the request is
+# refused with a 400 naming the field rather than answered as if it were not there.
+_USES: dict[str, Callable[[Any], bool]] = {
     "n": lambda v: v not in (None, 1),
     "logprobs": lambda v: bool(v),
     "top_logprobs": lambda v: v is not None,
@@ -52,8 +54,39 @@ _OPENAI_ONLY = {
     "functions": lambda v: v is not None,
     "function_call": lambda v: v is not None,
     "web_search_options": lambda v: v is not None,
-    "response_format": lambda v: v is not None and v.get("type") != "text",
+    "reasoning_effort": lambda v: v is not None,
+    "verbosity": lambda v: v is not None,
+    "parallel_tool_calls": lambda v: v is False,
+    "response_format": lambda v: not (isinstance(v, dict) and v.get("type") == "text"),
 }
+
+
+def refuse_unsupported(
+    body: dict[str, Any], fields: tuple[str, ...], refuse: Callable[[str], ApiError]
+) -> None:
+    """Raise `refuse(field)` for the first of `fields` the request uses."""
+    for field in fields:
+        value = body.get(field)
+        if value is not None and _USES[field](value):
+            raise refuse(field)
+
+
+# Those the Messages API has no counterpart for.
+_NOT_IN_MESSAGES = (
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "functions",
+    "function_call",
+    "web_search_options",
+    "response_format",
+)
 # Anthropic fields with no OpenAI chat counterpart that change the answer.
 _ANTHROPIC_ONLY = {
     "top_k": lambda v: v is not None,
@@ -178,10 +211,7 @@ def _tool_use_blocks(calls: Any, path: str) -> list[dict[str, Any]]:
 
 def chat_to_messages(body: dict[str, Any], model: str) -> dict[str, Any]:
     """An OpenAI chat request as an Anthropic Messages request (for `model`)."""
-    for field, present in _OPENAI_ONLY.items():
-        value = body.get(field)
-        if isinstance(value, dict | list | str | int | float | bool) and present(value):
-            raise _to_a(field)
+    refuse_unsupported(body, _NOT_IN_MESSAGES, _to_a)
     out: dict[str, Any] = {"model": model}
     system: list[str] = []
     messages: list[dict[str, Any]] = []

@@ -41,6 +41,7 @@ from edge_agent.api.translate import (
     call_arguments,
     completion,
     image_url_of,
+    refuse_unsupported,
     untranslatable,
 )
 from edge_agent.config import Provider
@@ -73,23 +74,23 @@ _IMAGE_FORMATS = {
     "image/webp": "webp",
 }
 # OpenAI chat fields that change the answer and that Converse cannot carry.
-_OPENAI_ONLY: dict[str, Callable[[Any], bool]] = {
-    "n": lambda v: v not in (None, 1),
-    "logprobs": lambda v: bool(v),
-    "top_logprobs": lambda v: v is not None,
-    "frequency_penalty": lambda v: v not in (None, 0),
-    "presence_penalty": lambda v: v not in (None, 0),
-    "logit_bias": lambda v: bool(v),
-    "audio": lambda v: v is not None,
-    "modalities": lambda v: v not in (None, ["text"]),
-    "prediction": lambda v: v is not None,
-    "functions": lambda v: v is not None,
-    "function_call": lambda v: v is not None,
-    "web_search_options": lambda v: v is not None,
-    "reasoning_effort": lambda v: v is not None,
-    "parallel_tool_calls": lambda v: v is False,
-    "response_format": lambda v: not (isinstance(v, dict) and v.get("type") == "text"),
-}
+_OPENAI_ONLY = (
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "functions",
+    "function_call",
+    "web_search_options",
+    "reasoning_effort",
+    "parallel_tool_calls",
+    "response_format",
+)
 
 
 def _refuse(field: str, why: str = "") -> ApiError:
@@ -203,10 +204,7 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 
 def chat_to_converse(chat: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request as a Converse request body (the model goes in the path)."""
-    for field, present in _OPENAI_ONLY.items():
-        value = chat.get(field)
-        if value is not None and present(value):
-            raise _refuse(field)
+    refuse_unsupported(chat, _OPENAI_ONLY, _refuse)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     history_has_tools = False

@@ -33,7 +33,13 @@ import orjson
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
-from edge_agent.api.translate import ChatChunkWriter, StreamTranslator, completion, untranslatable
+from edge_agent.api.translate import (
+    ChatChunkWriter,
+    StreamTranslator,
+    completion,
+    refuse_unsupported,
+    untranslatable,
+)
 from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
 
@@ -48,19 +54,19 @@ _FINISH_FROM_COHERE = {
 # Cohere ends these generations early without an OpenAI way to say so.
 _FAILED_FINISH = frozenset({"ERROR", "TIMEOUT"})
 # OpenAI chat fields with no Cohere v2 counterpart that change the answer.
-_OPENAI_ONLY: dict[str, Callable[[Any], bool]] = {
-    "n": lambda v: v not in (None, 1),
-    "logprobs": lambda v: bool(v),
-    "top_logprobs": lambda v: v is not None,
-    "logit_bias": lambda v: bool(v),
-    "audio": lambda v: v is not None,
-    "modalities": lambda v: v not in (None, ["text"]),
-    "prediction": lambda v: v is not None,
-    "functions": lambda v: v is not None,
-    "function_call": lambda v: v is not None,
-    "web_search_options": lambda v: v is not None,
-    "reasoning_effort": lambda v: v is not None,
-}
+_OPENAI_ONLY = (
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "functions",
+    "function_call",
+    "web_search_options",
+    "reasoning_effort",
+)
 _WHY = {
     "logprobs": "Cohere reports token ids, not the token text OpenAI's logprobs carry",
     "top_logprobs": "Cohere reports no alternative tokens",
@@ -227,10 +233,7 @@ def _unit(body: dict[str, Any], field: str) -> float | None:
 
 def chat_to_cohere(body: dict[str, Any], model: str) -> dict[str, Any]:
     """An OpenAI chat request as a Cohere v2 chat request (for `model`)."""
-    for field, present in _OPENAI_ONLY.items():
-        value = body.get(field)
-        if value is not None and present(value):
-            raise _refuse(field, _WHY.get(field, ""))
+    refuse_unsupported(body, _OPENAI_ONLY, lambda field: _refuse(field, _WHY.get(field, "")))
     system: list[str] = []
     messages: list[dict[str, Any]] = []
     for i, message in enumerate(body.get("messages") or []):

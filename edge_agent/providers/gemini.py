@@ -35,6 +35,7 @@ from edge_agent.api.translate import (
     StreamTranslator,
     call_arguments,
     completion,
+    refuse_unsupported,
 )
 from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
@@ -52,20 +53,20 @@ _FINISH = {
     "IMAGE_SAFETY": "content_filter",
 }
 # OpenAI chat fields with no Gemini counterpart that change the answer.
-_OPENAI_ONLY: dict[str, Callable[[Any], bool]] = {
-    "n": lambda v: v not in (None, 1),
-    "logprobs": lambda v: bool(v),
-    "top_logprobs": lambda v: v is not None,
-    "logit_bias": lambda v: bool(v),
-    "audio": lambda v: v is not None,
-    "modalities": lambda v: v not in (None, ["text"]),
-    "prediction": lambda v: v is not None,
-    "functions": lambda v: v is not None,
-    "function_call": lambda v: v is not None,
-    "web_search_options": lambda v: v is not None,
-    "reasoning_effort": lambda v: v is not None,
-    "verbosity": lambda v: v is not None,
-}
+_OPENAI_ONLY = (
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "functions",
+    "function_call",
+    "web_search_options",
+    "reasoning_effort",
+    "verbosity",
+)
 # Gemini's Schema: a subset of OpenAPI 3.0 (https://ai.google.dev/api/caching#Schema).
 _SCHEMA_KEYS = frozenset(
     {
@@ -403,10 +404,7 @@ def _tool_config(choice: Any, tools: list[dict[str, Any]]) -> dict[str, Any]:
 
 def chat_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request as a Gemini GenerateContentRequest (the model is in the path)."""
-    for field, present in _OPENAI_ONLY.items():
-        value = body.get(field)
-        if value is not None and present(value):
-            raise _refuse(field)
+    refuse_unsupported(body, _OPENAI_ONLY, _refuse)
     system, contents = _contents(body.get("messages"))
     out: dict[str, Any] = {"contents": contents}
     if system:

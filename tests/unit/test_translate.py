@@ -84,7 +84,13 @@ def test_images_translate_both_ways() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("n", 2), ("logprobs", True), ("response_format", {"type": "json_object"}), ("audio", {})],
+    [
+        ("n", 2),
+        ("logprobs", True),
+        ("response_format", {"type": "json_object"}),
+        ("response_format", "json"),  # malformed: refused, never a crash
+        ("audio", {}),
+    ],
 )
 def test_openai_only_fields_are_refused_not_dropped(field: str, value: object) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], field: value}
@@ -92,6 +98,11 @@ def test_openai_only_fields_are_refused_not_dropped(field: str, value: object) -
         translate.chat_to_messages(body, "c")
     assert err.value.status == 400 and err.value.param == field
     assert "cannot be translated" in err.value.message
+
+
+def test_plain_text_response_format_passes() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}}
+    assert translate.chat_to_messages(body, "c")["messages"]
 
 
 def test_temperature_above_anthropic_range_is_refused() -> None:
