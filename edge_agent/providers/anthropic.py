@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from edge_agent.api import translate
 from edge_agent.api.anthropic import ANTHROPIC_VERSION
 from edge_agent.api.openai import Endpoint
-from edge_agent.api.translate import StreamTranslator
 from edge_agent.config import Provider
-from edge_agent.providers.base import Schema
+from edge_agent.providers.base import Codec, Schema
 
-
-class AnthropicCodec:
-    """Messages ⇄ OpenAI chat (the mapping itself is in api/translate.py)."""
-
-    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate.chat_to_messages(chat, model)
-
-    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate.message_to_completion(body, model)
-
-    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator:
-        return translate.MessagesStreamToChat(model, include_usage)
-
-    def error_to_chat(self, status: int, body: bytes) -> bytes:
-        return translate.error_to_openai(status, body)
+#: Messages ⇄ OpenAI chat (the mapping itself is in api/translate.py).
+CODEC = Codec(
+    request_from_chat=translate.chat_to_messages,
+    response_to_chat=translate.message_to_completion,
+    stream_to_chat=translate.MessagesStreamToChat,
+    error_to_chat=translate.error_to_openai,
+)
 
 
 class AnthropicAdapter:
     schema: Schema = "anthropic"
     endpoints = frozenset({Endpoint.MESSAGES})
-    codec = AnthropicCodec()
+    codec = CODEC
 
     def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
         # base_url is what you would give the Anthropic SDK: a host, without /v1.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent.api.openai import Endpoint
@@ -51,6 +52,16 @@ class ProviderCodec(Protocol):
     def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator: ...
 
     def error_to_chat(self, status: int, body: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A ProviderCodec made of one schema's four translation functions."""
+
+    request_from_chat: Callable[[dict[str, Any], str], dict[str, Any]]
+    response_to_chat: Callable[[dict[str, Any], str], dict[str, Any]]
+    stream_to_chat: Callable[[str, bool], StreamTranslator]
+    error_to_chat: Callable[[int, bytes], bytes]
 
 
 class ProviderAdapter(Protocol):

@@ -37,7 +37,6 @@ from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
 from edge_agent.api.translate import (
     ChatChunkWriter,
-    StreamTranslator,
     call_arguments,
     completion,
     image_url_of,
@@ -45,7 +44,7 @@ from edge_agent.api.translate import (
     untranslatable,
 )
 from edge_agent.config import Provider
-from edge_agent.providers.base import Schema
+from edge_agent.providers.base import Codec, Schema
 
 #: SigV4 signing name of bedrock-runtime (its endpoint prefix differs: bedrock-runtime).
 SERVICE = "bedrock"
@@ -486,20 +485,13 @@ class ConverseStreamToChat(ChatChunkWriter):
 # =========================================================================== codec
 
 
-class BedrockCodec:
-    """Converse ⇄ OpenAI chat."""
-
-    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
-        return chat_to_converse(chat)
-
-    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        return converse_to_completion(body, model)
-
-    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator:
-        return ConverseStreamToChat(model, include_usage)
-
-    def error_to_chat(self, status: int, body: bytes) -> bytes:
-        return error_to_openai(status, body)
+#: Converse ⇄ OpenAI chat.
+CODEC = Codec(
+    request_from_chat=lambda chat, model: chat_to_converse(chat),  # the model is in the path
+    response_to_chat=converse_to_completion,
+    stream_to_chat=ConverseStreamToChat,
+    error_to_chat=error_to_openai,
+)
 
 
 def region_of(provider: Provider) -> str | None:
@@ -519,7 +511,7 @@ def _env(environ: Mapping[str, str], var: str | None) -> str | None:
 class BedrockAdapter:
     schema: Schema = "bedrock"
     endpoints: frozenset[Endpoint] = frozenset()  # every request is translated
-    codec = BedrockCodec()
+    codec = CODEC
 
     def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
         env = environ or {}

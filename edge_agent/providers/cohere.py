@@ -35,13 +35,12 @@ from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
 from edge_agent.api.translate import (
     ChatChunkWriter,
-    StreamTranslator,
     completion,
     refuse_unsupported,
     untranslatable,
 )
 from edge_agent.config import Provider
-from edge_agent.providers.base import Schema
+from edge_agent.providers.base import Codec, Schema
 
 log = logging.getLogger("edge_agent.providers.cohere")
 
@@ -524,26 +523,19 @@ class CohereStreamToChat(ChatChunkWriter):
 # =========================================================================== adapter
 
 
-class CohereCodec:
-    """Cohere v2 chat ⇄ OpenAI chat."""
-
-    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
-        return chat_to_cohere(chat, model)
-
-    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        return cohere_to_completion(body, model)
-
-    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator:
-        return CohereStreamToChat(model, include_usage)
-
-    def error_to_chat(self, status: int, body: bytes) -> bytes:
-        return error_to_openai(status, body)
+#: Cohere v2 chat ⇄ OpenAI chat.
+CODEC = Codec(
+    request_from_chat=chat_to_cohere,
+    response_to_chat=cohere_to_completion,
+    stream_to_chat=CohereStreamToChat,
+    error_to_chat=error_to_openai,
+)
 
 
 class CohereAdapter:
     schema: Schema = "cohere"
     endpoints: frozenset[Endpoint] = frozenset()  # everything goes through the codec
-    codec = CohereCodec()
+    codec = CODEC
 
     def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
         # base_url is what you would give Cohere's SDK (https://api.cohere.com); a path

@@ -32,13 +32,12 @@ from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
 from edge_agent.api.translate import (
     ChatChunkWriter,
-    StreamTranslator,
     call_arguments,
     completion,
     refuse_unsupported,
 )
 from edge_agent.config import Provider
-from edge_agent.providers.base import Schema
+from edge_agent.providers.base import Codec, Schema
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
@@ -625,26 +624,19 @@ class GeminiStreamToChat(ChatChunkWriter):
 # =========================================================================== provider
 
 
-class GeminiCodec:
-    """GenerateContent ⇄ OpenAI chat."""
-
-    def request_from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
-        return chat_to_gemini(chat)
-
-    def response_to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        return gemini_to_completion(body, model)
-
-    def stream_to_chat(self, model: str, include_usage: bool) -> StreamTranslator:
-        return GeminiStreamToChat(model, include_usage)
-
-    def error_to_chat(self, status: int, body: bytes) -> bytes:
-        return error_to_chat(status, body)
+#: GenerateContent ⇄ OpenAI chat.
+CODEC = Codec(
+    request_from_chat=lambda chat, model: chat_to_gemini(chat),  # the model is in the path
+    response_to_chat=gemini_to_completion,
+    stream_to_chat=GeminiStreamToChat,
+    error_to_chat=error_to_chat,
+)
 
 
 class GeminiAdapter:
     schema: Schema = "gemini"
     endpoints: frozenset[Endpoint] = frozenset()  # clients reach it only through translation
-    codec = GeminiCodec()
+    codec = CODEC
 
     def __init__(self, provider: Provider, environ: Mapping[str, str] | None = None) -> None:
         # base_url as Google's docs give it (a host), optionally with a prefix or /v1beta.

@@ -18,8 +18,8 @@ from edge_agent.api.sse import SSEParser
 from edge_agent.api.translate import Chain, ChatStreamToMessages
 from edge_agent.config import Provider
 from edge_agent.providers.bedrock import (
+    CODEC,
     BedrockAdapter,
-    BedrockCodec,
     ConverseStreamToChat,
     region_of,
 )
@@ -51,7 +51,7 @@ AWS_VECTOR_TIME = dt.datetime(2015, 8, 30, 12, 36, tzinfo=dt.UTC)
 GET_VANILLA = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
 POST_VANILLA = "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"
 
-codec = BedrockCodec()
+codec = CODEC
 
 
 def provider(**kw: Any) -> Provider:

@@ -13,10 +13,9 @@ from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser, StreamAssembler
 from edge_agent.config import Provider
-from edge_agent.providers.cohere import CohereAdapter, CohereCodec, CohereStreamToChat
+from edge_agent.providers.cohere import CODEC, CohereAdapter, CohereStreamToChat
 from tests.fakes.cohere import TEMPLATE_TOKENS, FakeCohere, FakeCohereThread
 
-CODEC = CohereCodec()
 WEATHER = {
     "type": "function",
     "function": {
@@ -631,7 +630,7 @@ def test_adapter_identity_and_credentials() -> None:
     adapter = CohereAdapter(provider("https://api.cohere.com"), {})
     assert adapter.schema == "cohere"
     assert adapter.endpoints == frozenset()
-    assert isinstance(adapter.codec, CohereCodec)
+    assert adapter.codec is CODEC
     assert adapter.auth_headers("co-key") == [("authorization", "Bearer co-key")]
     assert adapter.auth_headers(None) == []
 

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError, EventStreamError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser
 from edge_agent.config import Provider
-from edge_agent.providers.bedrock import BedrockAdapter, BedrockCodec
+from edge_agent.providers.bedrock import CODEC, BedrockAdapter
 from tests.fakes.bedrock import EVENT_STREAM, FakeBedrock, FakeBedrockThread
 
 KEY_ID = "AKIDFAKEBEDROCK"
@@ -247,7 +247,7 @@ def via_adapter(
     fake: FakeBedrock, chat: dict[str, Any], *, stream: bool = False, api_key: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     adapter = BedrockAdapter(bedrock_provider(fake), {"AK": KEY_ID, "SK": SECRET})
-    body = json.dumps(BedrockCodec().request_from_chat(chat, MODEL)).encode()
+    body = json.dumps(CODEC.request_from_chat(chat, MODEL)).encode()
     path = adapter.upstream_path(Endpoint.CHAT, MODEL, "ignored=1", stream=stream)
     headers = dict(adapter.auth_headers(api_key, path=path, body=body))
     headers["content-type"] = "application/json"
@@ -267,7 +267,7 @@ def test_adapter_signature_is_accepted(fake: FakeBedrock) -> None:
 
 
 def test_codec_round_trip_with_tools(fake: FakeBedrock) -> None:
-    codec = BedrockCodec()
+    codec = CODEC
     tool = {
         "type": "function",
         "function": {
@@ -310,7 +310,7 @@ def test_codec_stream_round_trip(fake: FakeBedrock) -> None:
     status, headers, data = via_adapter(fake, chat, stream=True)
     assert status == 200, data
     assert headers["content-type"] == EVENT_STREAM
-    translator = BedrockCodec().stream_to_chat(MODEL, include_usage=True)
+    translator = CODEC.stream_to_chat(MODEL, include_usage=True)
     out = b"".join(translator.feed(data[i : i + 5]) for i in range(0, len(data), 5))
     out += translator.finish()
     events = [e.data for e in SSEParser().feed(out)]
@@ -329,7 +329,7 @@ def test_codec_reads_the_fake_errors(fake: FakeBedrock) -> None:
     )
     assert status == 429
     assert headers["x-amzn-errortype"].startswith("ThrottlingException")
-    error = json.loads(BedrockCodec().error_to_chat(status, data))["error"]
+    error = json.loads(CODEC.error_to_chat(status, data))["error"]
     assert error["type"] == "rate_limit_error"
     assert error["message"].startswith("Too many requests")
 

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from edge_agent.api.sse import SSEParser
-from edge_agent.providers.gemini import GeminiCodec, GeminiStreamToChat
+from edge_agent.providers.gemini import CODEC, GeminiStreamToChat
 from tests.fakes.gemini import STATUSES, FakeGemini, FakeGeminiThread, status_for
 
 KEY = "AIza-test-key"
@@ -487,7 +487,7 @@ async def test_models_list_delay_and_lifecycle() -> None:
 
 def test_codec_tool_loop_against_the_fake(fake: FakeGemini) -> None:
     """The codec's requests pass Google's validation, and its answers close the loop."""
-    codec = GeminiCodec()
+    codec = CODEC
     model = "gemini-3-flash"  # the strict one: thought signatures must come back
     tool = {
         "type": "function",
@@ -532,7 +532,7 @@ def test_codec_tool_loop_against_the_fake(fake: FakeGemini) -> None:
 
 
 def test_codec_stream_against_the_fake(fake: FakeGemini) -> None:
-    codec = GeminiCodec()
+    codec = CODEC
     chat = {"messages": [{"role": "user", "content": "stream this please now"}], "stream": True}
     _, _, raw = post(
         fake, codec.request_from_chat(chat, "g"), method="streamGenerateContent", query="?alt=sse"

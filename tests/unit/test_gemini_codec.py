@@ -12,13 +12,12 @@ from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser
 from edge_agent.config import Provider
 from edge_agent.providers.gemini import (
+    CODEC,
     SKIP_SIGNATURE,
     GeminiAdapter,
-    GeminiCodec,
     GeminiStreamToChat,
 )
 
-CODEC = GeminiCodec()
 TOOL = {
     "type": "function",
     "function": {
@@ -740,7 +739,7 @@ def adapter(base_url: str) -> GeminiAdapter:
 
 def test_adapter_paths_and_credentials() -> None:
     a = adapter("https://generativelanguage.googleapis.com")
-    assert (a.schema, a.endpoints, isinstance(a.codec, GeminiCodec)) == (
+    assert (a.schema, a.endpoints, a.codec is CODEC) == (
         "gemini",
         frozenset(),
         True,
