@@ -158,26 +158,23 @@ def chain_cluster(
     return cluster
 
 
-def upstream_ext_proc_filter(config: Config) -> dict[str, Any]:
-    """The agent once per attempt on a chain cluster: translation, credentials, health."""
+def _ext_proc(config: Config, grpc_service: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The agent as an ext_proc filter: what both of its places in Envoy share."""
     env = config.envoy
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER},
-                "initial_metadata": [{"key": STAGE_METADATA, "value": "upstream"}],
-            },
-            # Without the agent an attempt would reach the provider untranslated and
-            # without credentials: refuse instead (an upstream filter's refusal is final).
-            "failure_mode_allow": False,
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}, **grpc_service},
             "status_on_error": {"code": env.status_on_error},
             "message_timeout": _duration(env.message_timeout_ms / 1000),
+            # The agent asks for the response body only when it needs it (cache capture).
             "allow_mode_override": True,
-            "request_attributes": [TARGET_ATTRIBUTE],
+            **fields,
             "processing_mode": {
                 "request_header_mode": "SEND",
+                # Not BUFFERED_PARTIAL: with it, Envoy 1.40 sometimes picks the route
+                # before applying clear_route_cache, and the routing header is ignored.
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
                 "response_header_mode": "SEND",
@@ -186,6 +183,18 @@ def upstream_ext_proc_filter(config: Config) -> dict[str, Any]:
             },
         },
     }
+
+
+def upstream_ext_proc_filter(config: Config) -> dict[str, Any]:
+    """The agent once per attempt on a chain cluster: translation, credentials, health."""
+    return _ext_proc(
+        config,
+        {"initial_metadata": [{"key": STAGE_METADATA, "value": "upstream"}]},
+        # Without the agent an attempt would reach the provider untranslated and
+        # without credentials: refuse instead (an upstream filter's refusal is final).
+        failure_mode_allow=False,
+        request_attributes=[TARGET_ATTRIBUTE],
+    )
 
 
 def provider_cluster(
@@ -262,38 +271,19 @@ def ext_proc_cluster(config: Config) -> dict[str, Any]:
 def ext_proc_filter(config: Config) -> dict[str, Any]:
     """The ext_proc HTTP filter; shared by the standalone bootstrap and mesh manifests."""
     env = config.envoy
-    return {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER},
-            },
-            "failure_mode_allow": env.failure_mode == "open",
-            "status_on_error": {"code": env.status_on_error},
-            "message_timeout": _duration(env.message_timeout_ms / 1000),
-            # A request waiting for an identical one in flight (cache.coalesce) asks Envoy
-            # to wait longer for its answer, up to this bound.
-            "max_message_timeout": _duration(
-                config.cache.coalesce.max_wait_s + env.message_timeout_ms / 1000 + 2.0
-            ),
-            # The agent asks for the response body only when it needs it (cache capture).
-            "allow_mode_override": True,
-            # Lets the agent strip x-envoy-attempt-count (which it reads for failover
-            # accounting) from answers; Envoy ignores x-envoy-* mutations otherwise.
-            "mutation_rules": {"allow_envoy": True},
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                # Not BUFFERED_PARTIAL: with it, Envoy 1.40 sometimes picks the route
-                # before applying clear_route_cache, and the routing header is ignored.
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
-                "response_body_mode": "NONE",
-                "response_trailer_mode": "SKIP",
-            },
-        },
-    }
+    return _ext_proc(
+        config,
+        {},
+        failure_mode_allow=env.failure_mode == "open",
+        # A request waiting for an identical one in flight (cache.coalesce) asks Envoy
+        # to wait longer for its answer, up to this bound.
+        max_message_timeout=_duration(
+            config.cache.coalesce.max_wait_s + env.message_timeout_ms / 1000 + 2.0
+        ),
+        # Lets the agent strip x-envoy-attempt-count (which it reads for failover
+        # accounting) from answers; Envoy ignores x-envoy-* mutations otherwise.
+        mutation_rules={"allow_envoy": True},
+    )
 
 
 _NOT_ROUTED = (
