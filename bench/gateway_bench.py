@@ -860,16 +860,7 @@ class Bench:
         """Miss and hit with the default config; with semantic=False, the miss only."""
         gw = Gateway(self.upstream.listen_port, self.s.envoy_concurrency, self.workdir, semantic)
         try:
-            gw.start()
-            if gw.envoy_pid is None:
-                raise BenchError("could not find the Envoy started by edge-agent run")
-            assert gw.proc is not None
-            pids = {
-                "envoy": gw.envoy_pid,
-                "agent": gw.proc.pid,
-                "upstream": self._pid(self.upstream),
-            }
-            self._probe_gateway(gw)
+            pids = self._start_gateway(gw)
 
             def verify_miss(sc: Scenario) -> None:
                 self._check_cache(sc, expect="miss")
@@ -932,16 +923,7 @@ class Bench:
             self.upstream.listen_port, self.s.envoy_concurrency, self.workdir, False, chain=True
         )
         try:
-            gw.start()
-            if gw.envoy_pid is None:
-                raise BenchError("could not find the Envoy started by edge-agent run")
-            assert gw.proc is not None
-            pids = {
-                "envoy": gw.envoy_pid,
-                "agent": gw.proc.pid,
-                "upstream": self._pid(self.upstream),
-            }
-            self._probe_gateway(gw)
+            pids = self._start_gateway(gw)
             before = envoy_stats(gw.envoy_admin_port)
 
             def verify(sc: Scenario) -> None:
@@ -974,6 +956,16 @@ class Bench:
             )
         finally:
             gw.stop()
+
+    def _start_gateway(self, gw: Gateway) -> dict[str, int]:
+        """Start it, check one answer; the processes whose CPU the scenario counts."""
+        gw.start()
+        if gw.envoy_pid is None:
+            raise BenchError("could not find the Envoy started by edge-agent run")
+        assert gw.proc is not None
+        pids = {"envoy": gw.envoy_pid, "agent": gw.proc.pid, "upstream": self._pid(self.upstream)}
+        self._probe_gateway(gw)
+        return pids
 
     def _probe_gateway(self, gw: Gateway) -> None:
         status, headers, body = http("POST", gw.url + CHAT_PATH, request_body(f"p-{self.nonce}"))
