@@ -126,6 +126,15 @@ def build_response(phase: str, decision: Decision) -> pb.ProcessingResponse:
     return resp
 
 
+def _trailers(phase: str | None) -> pb.ProcessingResponse | None:
+    """Trailers are not requested by the filter config; answer them so Envoy moves on."""
+    if phase not in ("request_trailers", "response_trailers"):
+        return None
+    resp = pb.ProcessingResponse()
+    getattr(resp, phase).SetInParent()
+    return resp
+
+
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """One gRPC bidi stream per HTTP request; one Exchange per stream."""
 
@@ -175,9 +184,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     started = perf_counter()  # the phase histogram measures our work only
                 self._observe[phase](perf_counter() - started)
                 yield resp
-                if exchange.done:
-                    # Nothing more to decide (an immediate response, or no response body
-                    # wanted): end the stream now rather than wait for Envoy to close it.
+                if exchange.done or resp.HasField("immediate_response"):
+                    # Nothing more to decide (an immediate response, ours or a refusal
+                    # after a bug, or no response body wanted): end the stream now rather
+                    # than wait for Envoy to close it.
                     return
         finally:
             exchange.close()
@@ -199,7 +209,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     continue
                 self._observe[phase](perf_counter() - started)
                 yield resp
-                if attempt.done:
+                if attempt.done or resp.HasField("immediate_response"):
                     return
         finally:
             attempt.close()
@@ -226,23 +236,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             elif phase == "response_body":
                 body = request.response_body
                 decision = attempt.response_body(body.body, body.end_of_stream)
-            elif phase in ("request_trailers", "response_trailers"):
-                resp = pb.ProcessingResponse()
-                getattr(resp, phase).SetInParent()
-                return resp
             else:
-                return None
+                return _trailers(phase)
             return build_response(phase, decision)
         except Exception:
             log.exception("ext_proc attempt %s failed for %s", phase, attempt.path)
-            self.agent.metrics.stream_errors.inc()
-            if phase in ("request_headers", "request_body"):
-                return build_response(
-                    phase,
-                    Respond(500, [("content-type", "application/json")], _INTERNAL_ERROR.body()),
-                )
-            assert phase is not None
-            return build_response(phase, Continue())
+            return self._failed(phase)
 
     async def drive(
         self, exchange: Exchange, step: Decision | Step
@@ -293,11 +292,17 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             return await self.drive(exchange, await self._wait(exchange, wait))
         except Exception:
             log.exception("ext_proc request_body failed after waiting for %s", exchange.path)
-            self.agent.metrics.stream_errors.inc()
-            return build_response(
-                "request_body",
-                Respond(500, [("content-type", "application/json")], _INTERNAL_ERROR.body()),
-            )
+            return self._failed("request_body")
+
+    def _failed(self, phase: str | None) -> pb.ProcessingResponse:
+        """A bug must never take a request down with it: refuse cleanly while the request
+        is still ours, let the provider's answer through afterwards."""
+        self.agent.metrics.stream_errors.inc()
+        assert phase is not None
+        if phase in ("request_headers", "request_body"):
+            error = Respond(500, [("content-type", "application/json")], _INTERNAL_ERROR.body())
+            return build_response(phase, error)
+        return build_response(phase, Continue())
 
     async def _handle(
         self, exchange: Exchange, phase: str | None, request: pb.ProcessingRequest
@@ -318,26 +323,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 body = request.response_body
                 decision = exchange.response_body(body.body, body.end_of_stream)
             else:
-                # Trailers are not requested by the filter config; answer so Envoy moves on.
-                if phase in ("request_trailers", "response_trailers"):
-                    resp = pb.ProcessingResponse()
-                    getattr(resp, phase).SetInParent()
-                    return resp
-                return None
+                return _trailers(phase)
             return build_response(phase, decision)
         except Exception:
-            # A bug must never take a request down with it: refuse cleanly while the
-            # request is still ours, let the provider's answer through afterwards.
             log.exception("ext_proc %s failed for %s", phase, exchange.path)
-            self.agent.metrics.stream_errors.inc()
-            if phase in ("request_headers", "request_body"):
-                return build_response(
-                    phase,
-                    Respond(
-                        500,
-                        [("content-type", "application/json")],
-                        _INTERNAL_ERROR.body(),
-                    ),
-                )
-            assert phase is not None
-            return build_response(phase, Continue())
+            return self._failed(phase)

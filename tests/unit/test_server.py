@@ -161,6 +161,28 @@ async def test_trailers_are_acknowledged(stub: pb_grpc.ExternalProcessorStub) ->
     assert await call.code() == grpc.StatusCode.OK
 
 
+async def test_a_bug_in_the_agent_is_a_clean_500_never_a_broken_stream(
+    stub: pb_grpc.ExternalProcessorStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent.exchange import Exchange
+
+    def boom(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Exchange, "request_body", boom)
+    call = stub.Process()
+    await call.write(_headers("POST", "/v1/chat/completions"))
+    await call.read()
+    req = pb.ProcessingRequest()
+    req.request_body.body = b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}'
+    req.request_body.end_of_stream = True
+    await call.write(req)
+    resp = await call.read()
+    assert resp.immediate_response.status.code == 500
+    assert b"failed to process this request" in resp.immediate_response.body
+    assert await call.code() == grpc.StatusCode.OK
+
+
 async def test_immediate_response_ends_the_stream(stub: pb_grpc.ExternalProcessorStub) -> None:
     call = stub.Process()
     await call.write(_headers("GET", "/v1/models"))
