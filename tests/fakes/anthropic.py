@@ -42,6 +42,7 @@ from edge_agent.demo.runner import (
     ServerThread,
     read_body,
 )
+from tests.fakes import arguments as schema_args
 
 __all__ = [
     "ANTHROPIC_VERSIONS",
@@ -133,7 +134,6 @@ _SERVER_TOOL_TYPE_RE = re.compile(r"^[a-z_]+_\d{8}$")  # e.g. web_search_2025030
 _TOOL_HINT_RE = re.compile(r"\b(weather|tool)\b", re.IGNORECASE)
 _WORD_RE = re.compile(r"\s*\S+")
 _JSON_PIECE_CHARS = 8
-_STRING_ARGUMENT_CHARS = 100
 _JSON = "application/json"
 
 
@@ -615,39 +615,6 @@ def _parse(payload: dict[str, Any], *, count_tokens: bool) -> _Request:
 # -- answers -------------------------------------------------------------------------------
 
 
-def _placeholder(schema: Any, question: str) -> Any:
-    """A deterministic value that fits a JSON-schema property well enough for tests."""
-    if not isinstance(schema, dict):
-        return None
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), None)
-    if kind == "string":
-        return question[:_STRING_ARGUMENT_CHARS] or "test"
-    if kind in ("integer", "number"):
-        return 1
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return []
-    if kind == "object":
-        return _tool_input(schema, question)
-    return None
-
-
-def _tool_input(schema: Any, question: str) -> dict[str, Any]:
-    if not isinstance(schema, dict):
-        return {}
-    properties = schema.get("properties")
-    required = schema.get("required")
-    if not isinstance(properties, dict) or not isinstance(required, list):
-        return {}
-    return {n: _placeholder(properties[n], question) for n in required if n in properties}
-
-
 def _pick_tool(request: _Request, question: str) -> dict[str, Any] | None:
     tools = [t for t in request.tools if "input_schema" in t]  # server tools run server-side
     if not tools:
@@ -876,7 +843,9 @@ class FakeAnthropic(FakeServer):
             tool = None
         tool_input = ""
         if tool is not None:
-            tool_input = orjson.dumps(_tool_input(tool["input_schema"], question)).decode()
+            tool_input = orjson.dumps(
+                schema_args.tool_input(tool["input_schema"], question)
+            ).decode()
         tool_tokens = max(1, len(tool_input) // 4) if tool is not None else 0
         if _count_words(text) + tool_tokens > budget:
             text = "".join(_split_words(text)[: max(0, budget)])

@@ -51,6 +51,7 @@ from edge_agent.demo.runner import (
     read_body,
 )
 from edge_agent.providers.bedrock import BedrockAdapter
+from tests.fakes import arguments as schema_args
 
 __all__ = [
     "ERROR_TYPES",
@@ -116,7 +117,6 @@ _PATH_RE = re.compile(r"^(?P<prefix>.*)/model/(?P<model>[^/]+)/(?P<op>converse|c
 _TOOL_HINT_RE = re.compile(r"\b(weather|tool)\b", re.IGNORECASE)
 _WORD_RE = re.compile(r"\s*\S+")
 _JSON_PIECE_CHARS = 8
-_STRING_ARGUMENT_CHARS = 100
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
@@ -436,34 +436,6 @@ def _parse(payload: dict[str, Any], model: str) -> _Request:
 # -- answers ---------------------------------------------------------------------------------
 
 
-def _placeholder(schema: Any, question: str) -> Any:
-    if not isinstance(schema, dict):
-        return None
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if kind == "string":
-        return question[:_STRING_ARGUMENT_CHARS] or "test"
-    if kind in ("integer", "number"):
-        return 1
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return []
-    if kind == "object":
-        return _tool_input(schema, question)
-    return None
-
-
-def _tool_input(schema: Any, question: str) -> dict[str, Any]:
-    if not isinstance(schema, dict):
-        return {}
-    properties, required = schema.get("properties"), schema.get("required")
-    if not isinstance(properties, dict) or not isinstance(required, list):
-        return {}
-    return {n: _placeholder(properties[n], question) for n in required if n in properties}
-
-
 def _pick_tool(request: _Request, question: str) -> dict[str, Any] | None:
     if not request.tools:
         return None
@@ -676,7 +648,7 @@ class FakeBedrock(FakeServer):
         text, cut = _cut_at_stop(text, request.stop_sequences)
         if cut:
             stop_reason, tool = "stop_sequence", None
-        tool_input = _tool_input(tool["inputSchema"]["json"], question) if tool else None
+        tool_input = schema_args.tool_input(tool["inputSchema"]["json"], question) if tool else None
         tool_tokens = max(1, len(orjson.dumps(tool_input)) // 4) if tool else 0
         budget = request.max_tokens
         if budget is not None and _count_words(text) + tool_tokens > budget:

@@ -46,6 +46,7 @@ from edge_agent.demo.runner import (
     ServerThread,
     read_body,
 )
+from tests.fakes import arguments as schema_args
 
 __all__ = ["TEMPLATE_TOKENS", "FakeCohere", "FakeCohereThread", "RecordedRequest"]
 
@@ -99,7 +100,6 @@ _MESSAGE_FIELDS = {
 _TOOL_HINT_RE = re.compile(r"\b(weather|tool)\b", re.IGNORECASE)
 _WORD_RE = re.compile(r"\s*\S+")
 _JSON_PIECE_CHARS = 8
-_STRING_ARGUMENT_CHARS = 100
 _JSON = "application/json"
 
 
@@ -412,39 +412,6 @@ def _parse(payload: dict[str, Any]) -> _Request:
 # -- answers -------------------------------------------------------------------------------
 
 
-def _placeholder(schema: Any, question: str) -> Any:
-    if not isinstance(schema, dict):
-        return None
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), None)
-    if kind == "string":
-        return question[:_STRING_ARGUMENT_CHARS] or "test"
-    if kind in ("integer", "number"):
-        return 1
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return []
-    if kind == "object":
-        return _fill(schema, question)
-    return None
-
-
-def _fill(schema: Any, question: str) -> dict[str, Any]:
-    """The schema's required properties with deterministic values."""
-    if not isinstance(schema, dict):
-        return {}
-    properties = schema.get("properties")
-    required = schema.get("required")
-    if not isinstance(properties, dict) or not isinstance(required, list):
-        return {}
-    return {n: _placeholder(properties[n], question) for n in required if n in properties}
-
-
 def _pick_tool(request: _Request, question: str) -> dict[str, Any] | None:
     if not request.tools or request.tool_choice == "NONE":
         return None
@@ -647,7 +614,7 @@ class FakeCohere(FakeServer):
                 text = f"I will use the {tool['name']} tool."
             elif request.response_format is not None:
                 schema = request.response_format.get("json_schema")
-                filled = _fill(schema, question) if schema else {"echo": question}
+                filled = schema_args.tool_input(schema, question) if schema else {"echo": question}
                 text = orjson.dumps(filled).decode()
             else:
                 text = f"Echo: {question}".strip()
@@ -655,7 +622,11 @@ class FakeCohere(FakeServer):
         text, stopped = _cut_at_stop(text, request.stop_sequences)
         if stopped:
             finish, tool = "STOP_SEQUENCE", None
-        arguments = orjson.dumps(_fill(tool.get("parameters"), question)).decode() if tool else ""
+        arguments = (
+            orjson.dumps(schema_args.tool_input(tool.get("parameters"), question)).decode()
+            if tool
+            else ""
+        )
         tool_tokens = max(1, len(arguments) // 4) if tool else 0
         budget = request.max_tokens
         if budget is not None and _count_words(text) + tool_tokens > budget:
