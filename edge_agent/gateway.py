@@ -171,10 +171,16 @@ def _print_demo_hints(config: Config) -> None:
         "  # the same again: x-edge-agent-cache: hit (the demo upstream sees nothing)",
     ]
     if config.cache.semantic.enabled:
-        lines += [
-            curl("Which city is the capital of France?"),
-            "  # a paraphrase: x-edge-agent-cache: semantic-hit, with x-edge-agent-cache-score",
-        ]
+        lines.append(curl("Which city is the capital of France?"))
+        if config.cache.semantic.mode == "serve":
+            lines.append(
+                "  # a paraphrase: x-edge-agent-cache: semantic-hit, with x-edge-agent-cache-score"
+            )
+        else:
+            lines += [
+                "  # a paraphrase: answered by the upstream; the semantic tier (shadow mode)",
+                f"  # counts it: curl -s http://{config.listen.admin}/metrics | grep shadow_hit",
+            ]
     lines += [
         f"  curl -s {base}/v1/models",
         f"Metrics: http://{config.listen.admin}/metrics    Stop: Ctrl-C",

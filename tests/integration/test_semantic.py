@@ -15,14 +15,32 @@ from tests.helpers import Gateway, free_port, metric_value, post_json, write_con
 
 QUESTION = "What is the capital city of France?"
 PARAPHRASE = "Which city is the capital of France?"
+# A long request, then the same one re-asked in other words.
+LONG = (
+    "Could you draft a short email to the facilities team? The air conditioning on the "
+    "third floor has been broken since Monday, the meeting rooms are too hot to use in the "
+    "afternoon, and we have a client visit on Thursday. Ask them to repair it before "
+    "Wednesday evening and to tell us if they need access to the server room."
+)
+LONG_REWORDED = (
+    "hey, please write a brief e-mail to the facilities team: the air conditioning on the "
+    "third floor has been broken since Monday, the meeting rooms are too hot to use in the "
+    "afternoon and we have a client visit on Thursday. Ask them to fix it before Wednesday "
+    "evening, and to let us know if they need access to the server room. Thanks!"
+)
+REVIEW = (
+    "I ordered the standing desk for my home office. Delivery took three weeks instead of "
+    "one, and two screws were missing from the box.\nSupport sent the screws within two "
+    "days and apologised.\nThe desk itself is sturdy and quiet, and I use it every day now."
+)
 
 
 @pytest.fixture(scope="module")
 def semantic_gateway(
     providers: dict[str, FakeOpenAI], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    # The default semantic settings: what `cache.semantic: {enabled: true}` gives.
-    config = two_provider_config(providers, cache={"semantic": {"enabled": True}})
+    # The default semantic settings, serving (the default mode is shadow).
+    config = two_provider_config(providers, cache={"semantic": {"enabled": True, "mode": "serve"}})
     tmp: Path = tmp_path_factory.mktemp("semantic")
     gw = Gateway(config, write_config(tmp, config), dict(PROVIDER_KEYS)).start()
     try:
@@ -85,6 +103,53 @@ def test_hard_negative_is_not_served(
     other_number = ask(semantic_gateway, "Convert 45 degrees Celsius to Fahrenheit", system=system)
     assert other_number.headers["x-edge-agent-cache"] == "miss"
     assert len(fresh["alpha"].requests) == 3
+
+
+def test_long_paraphrase_served_changed_instruction_refused(
+    semantic_gateway: Gateway, fresh: dict[str, FakeOpenAI]
+) -> None:
+    """The near-miss that served wrong answers: the same pasted review under another
+    instruction is refused however close the embeddings (cosine ~0.99); the same long
+    request re-asked in other words is served."""
+    system = "Office assistant. (near-miss test)"
+    first = ask(semantic_gateway, LONG, system=system)
+    assert first.headers["x-edge-agent-cache"] == "miss"
+    again = ask(semantic_gateway, LONG_REWORDED, system=system)
+    assert again.headers["x-edge-agent-cache"] == "semantic-hit", again.headers
+    assert again.json() == first.json()
+
+    summary = ask(semantic_gateway, f"Summarize this customer review:\n\n{REVIEW}", system=system)
+    assert summary.headers["x-edge-agent-cache"] == "miss"
+    reply = ask(semantic_gateway, f"Reply to this customer review:\n\n{REVIEW}", system=system)
+    assert reply.headers["x-edge-agent-cache"] == "miss"
+    assert reply.json() != summary.json()  # the provider answered the new instruction
+    same = ask(semantic_gateway, f"{REVIEW}\n\nCan you sum up this customer review?", system=system)
+    assert same.headers["x-edge-agent-cache"] == "semantic-hit"
+    assert same.json() == summary.json()
+    assert len(fresh["alpha"].requests) == 3
+    refused = metric_value(
+        semantic_gateway.metrics(), "edge_agent_semantic_lookups_total", outcome="refused"
+    )
+    assert refused >= 1
+
+
+def test_default_mode_is_shadow(
+    providers: dict[str, FakeOpenAI], tmp_path: Path, fresh: dict[str, FakeOpenAI]
+) -> None:
+    """No configuration reaches the bar for serving semantic hits (docs/semantic-cache.md):
+    by default the tier only measures what it would have served."""
+    gw = _gateway(tmp_path, providers, {"enabled": True})
+    try:
+        ask(gw, QUESTION)
+        second = ask(gw, PARAPHRASE)
+        assert second.headers["x-edge-agent-cache"] == "miss"
+        assert (
+            metric_value(gw.metrics(), "edge_agent_semantic_lookups_total", outcome="shadow_hit")
+            == 1
+        )
+        assert len(fresh["alpha"].requests) == 2
+    finally:
+        gw.stop()
 
 
 def test_streamed_miss_feeds_the_semantic_tier(

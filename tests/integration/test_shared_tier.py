@@ -36,7 +36,7 @@ def config(upstream: FakeOpenAI, url: str, prefix: str, semantic: bool = False) 
         "providers": [{"name": "up", "type": "openai", "base_url": upstream.url}],
         "models": [{"name": "m", "targets": ["up/m"]}],
         "cache": {
-            "semantic": {"enabled": semantic},
+            "semantic": {"enabled": semantic, "mode": "serve"},
             "redis": {"url": url, "key_prefix": prefix, "timeout_ms": 100},
         },
     }
