@@ -147,6 +147,10 @@ def features(tokens: Sequence[Token], line_hashes: Sequence[int]) -> Features:
                 group, joining = -1, False
             continue
         key = lexicon.ABBREV.get(tok.key, tok.key) if tok.tag == "word" else tok.key
+        if key == "'s":
+            if kinds and kinds[-1] in _ARGS:
+                markers[-1] = "of"  # the owner: "Alice's manager" = "the manager of Alice"
+            continue
         if tok.tag == "word" and key in _NEGATORS:
             negated = _MARKER_REACH + 1
             continue
@@ -353,6 +357,12 @@ def _roles(a: Features, b: Features, pairs: list[tuple[int, int]]) -> str | None
       what time in New York"), unless they are joined as equals ("X and Y").
     """
     args = sorted((i, j) for i, j in pairs if a.kinds[i] in _ARGS)
+    amap = dict(pairs)
+    for i, j in pairs:
+        # "only managers can approve" / "managers can approve only invoices": a word like
+        # "only", "except", "instead" must govern the same word on both sides
+        if a.kinds[i] == POLAR and amap.get(_next_arg(a, i)) != _next_arg(b, j):
+            return "roles differ"
     for i, j in args:
         ma, mb = a.markers[i], b.markers[j]
         if ma.startswith("!") != mb.startswith("!"):
@@ -389,6 +399,13 @@ def _roles(a: Features, b: Features, pairs: list[tuple[int, int]]) -> str | None
                 return "roles differ"  # the phrases moved around the same middle
             if not ma_p and _agent(a, p) and _agent(a, q):
                 return "roles differ"
+    return None
+
+
+def _next_arg(f: Features, i: int) -> int | None:
+    for k in range(i + 1, len(f.keys)):
+        if f.kinds[k] in _ARGS:
+            return k
     return None
 
 

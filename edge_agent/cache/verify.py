@@ -1239,6 +1239,8 @@ class _Parser:
                 out.append(align.Token(self.unit_at[i], "thing", line))
             elif i in self.name_at:
                 out.extend(align.Token(n, _name_tag(n, t.raw), line) for n in self.name_at[i])
+                if t.raw.replace("\u2019", "'").endswith(("'s", "s'")):
+                    out.append(align.Token("'s", "word", line))  # "Alice's manager"
             elif t.low in self.identifiers:
                 out.append(align.Token(t.low, "thing", line))
             elif t.low == "dr" and i > 0 and toks[i - 1].low == "tl":
@@ -1359,6 +1361,8 @@ _KEYWORDS = _words("for while do if else switch case try catch finally with sele
 
 _CLAUSE_BREAKS = frozenset(",.;:!?()[]{}\n")
 _APOSTROPHE_TAILS = ("'s", "'m", "'re", "'ve", "'ll", "'d", "s'", "'ing", "'ed")
+# "it's", "what's", "let's": a verb or "us" contracted, not a possessive
+_CONTRACTED = _words("it that what there here who where how when let he she this")
 
 
 def _line_hash(line: str) -> int:
@@ -1413,6 +1417,9 @@ def _align_words(low: str) -> tuple[str, ...]:
         return ("not",)  # the negation guard counts it; the alignment notes its scope
     if w in lexicon.ABBREV:  # "w/o" before it is split at the slash
         return (w,)
+    if w.endswith(("'s", "s'")) and len(w) > 2 and w[:-2] not in _CONTRACTED:
+        # "the manager's assistant": the owner's role is marked, as "of" would mark it
+        return (*_align_words(w[:-2] if w.endswith("'s") else w[:-1]), "'s")
     for tail in _APOSTROPHE_TAILS:
         if w.endswith(tail) and len(w) > len(tail):
             w = w[: -len(tail)]

@@ -128,6 +128,16 @@ REFUSE = [
         "Write a Python function that converts a dict into a JSON string.",
         "I have a JSON string and need it as a Python dict, can you write a function?",
     ),
+    (
+        "role-swap",
+        "Email the manager's assistant about the new schedule.",
+        "Email the assistant's manager about the new schedule.",
+    ),
+    (
+        "negation",
+        "Only managers can approve invoices over 5000 dollars, right?",
+        "Managers can approve only invoices over 5000 dollars, right?",
+    ),
     # the same pasted text or code, another instruction
     ("instruction", f"Summarize this review:\n{REVIEW}", f"Reply to this review:\n{REVIEW}"),
     (
@@ -229,6 +239,11 @@ SERVE = [
     ),
     ("typo", "Summarize the attached meeting notes.", "Sumarize the attached meeting notes."),
     ("reorder", "Flights from Paris to Rome in May", "In May, flights to Rome from Paris"),
+    (
+        "reorder",
+        "Email the assistant of the manager about the new schedule.",
+        "Email the manager's assistant about the new schedule.",
+    ),
     (
         "reorder",
         "Compare Terraform, Pulumi and CloudFormation.",
