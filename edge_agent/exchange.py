@@ -368,6 +368,8 @@ class Exchange:
             m.semantic_lookups.labels("store_only").inc()
         elif result.hit is None:
             m.semantic_lookups.labels("refused" if result.refused else "miss").inc()
+            if result.refused:
+                m.semantic_refusals.labels(result.refused).inc()
         elif agent.semantic_mode == "shadow":
             m.semantic_lookups.labels("shadow_hit").inc()
             self._shadow_hit = result.hit

@@ -241,8 +241,10 @@ def _unshared(a: Features, b: Features) -> tuple[list[int], list[int], bool]:
 
 def differences(a: Features, b: Features) -> str | None:
     """None when every difference between the two prompts is explained, else a
-    short reason ("wording differs", "a word was added", "roles differ")."""
-    return residue(a, b)[0]
+    short reason ("wording differs", "a word was added", "roles differ"). Symmetric:
+    the alignment is greedy in reading order, so it runs both ways and either way's
+    refusal counts."""
+    return residue(a, b)[0] or residue(b, a)[0]
 
 
 def residue(a: Features, b: Features) -> tuple[str | None, list[str], list[str]]:

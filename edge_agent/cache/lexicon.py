@@ -469,6 +469,40 @@ def _usual_pos(db: wordnet.WordNet, word: str) -> tuple[str, ...]:
     return tuple(pos for pos, n in counts.items() if n * 4 >= top)
 
 
+# Word pairs that differ only in a contrasting prefix or a role suffix name opposite
+# things, whatever WordNet or a spelling rule says ("postpaid" is in WordNet as "with
+# postage prepaid"; "franchisee" / "franchisor" are two letters apart).
+_PREFIX_PAIRS = (
+    ("pre", "post"),
+    ("in", "out"),
+    ("up", "down"),
+    ("over", "under"),
+    ("inter", "intra"),
+    ("im", "ex"),
+    ("en", "de"),
+    ("", "un"),
+    ("", "non"),
+    ("", "anti"),
+    ("", "dis"),
+    ("", "de"),
+)
+_ROLE_SUFFIXES = ("ee", "er", "or", "ees", "ers", "ors")
+
+
+def contrasting(a: str, b: str) -> bool:
+    """The two words differ only by an opposite prefix or a doer/receiver suffix."""
+    for x, y in _PREFIX_PAIRS:
+        for p, q in ((x, y), (y, x)):
+            stem = a[len(p) :]
+            if a.startswith(p) and b.startswith(q) and stem == b[len(q) :] and len(stem) >= 3:
+                return True
+    for x in _ROLE_SUFFIXES:
+        for y in _ROLE_SUFFIXES:
+            if x != y and a.endswith(x) and b.endswith(y) and a[: -len(x)] == b[: -len(y)]:
+                return len(a) - len(x) >= 3
+    return False
+
+
 @lru_cache(maxsize=1 << 16)
 def related(a: str, b: str) -> bool:
     """Whether two lower-case words can mean the same in a request."""
@@ -476,6 +510,8 @@ def related(a: str, b: str) -> bool:
         return True
     if a > b:
         return related(b, a)
+    if contrasting(a, b):
+        return False
     ka, kb = EQUIV.get(a), EQUIV.get(b)
     if ka is not None and ka == kb:
         return True

@@ -1238,7 +1238,7 @@ class _Parser:
             elif i in self.unit_at:
                 out.append(align.Token(self.unit_at[i], "thing", line))
             elif i in self.name_at:
-                out.extend(align.Token(n, _name_tag(n, t.raw), line) for n in self.name_at[i])
+                out.extend(self._name_parts(t, self.name_at[i], line))
                 if t.raw.replace("\u2019", "'").endswith(("'s", "s'")):
                     out.append(align.Token("'s", "word", line))  # "Alice's manager"
             elif t.low in self.identifiers:
@@ -1252,6 +1252,26 @@ class _Parser:
             else:
                 out.extend(align.Token(w, "word", line) for w in _align_words(t.low))
         return align.features(_compounds(out), hashes)
+
+    def _name_parts(self, t: _Tok, names: tuple[str, ...], line: int) -> list[align.Token]:
+        """A token with a name in it; "PVC-free", "Paris-based": the other parts are
+        words, not dropped."""
+        parts = [p for p in _PARTS_RE.split(t.raw) if p]
+        if len(parts) < 2:
+            return [align.Token(n, _name_tag(n, t.raw), line) for n in names]
+        out: list[align.Token] = []
+        left = list(names)
+        for part in parts:
+            low = part.lower()
+            key = _CASED_ALIASES.get(part) or _ALIASES.get(low) or _norm_word(part)
+            match = next((n for n in left if n in (low, key)), None)
+            if match is not None:
+                left.remove(match)
+                out.append(align.Token(match, _name_tag(match, part), line))
+            else:
+                out.extend(align.Token(w, "word", line) for w in _align_words(low))
+        out.extend(align.Token(n, _name_tag(n, t.raw), line) for n in left)
+        return out
 
     def _frame(self) -> tuple[str, ...]:
         # Quantities are the number guard's business: here one placeholder, so that

@@ -100,6 +100,14 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.semantic_refusals = Counter(
+            "edge_agent_semantic_refusals",
+            "Semantic lookups whose best candidate above the threshold the verifier refused, "
+            "by reason (a closed set: numbers differ, wording differs, a word was added, "
+            "roles differ, ...; never prompt text).",
+            ["reason"],
+            registry=r,
+        )
         self.semantic_score = Histogram(
             "edge_agent_semantic_hit_score",
             "Cosine similarity of served semantic hits.",

@@ -199,6 +199,21 @@ REFUSE = [
         "How much paid leave do fathers get in Norway?",
         "How much paid leave do mothers get in Norway?",
     ),
+    (
+        "qualifier",
+        "Write a retention script for postpaid mobile customers who want to cancel.",
+        "Write a retention script for prepaid mobile customers who want to cancel.",
+    ),
+    (
+        "role-swap",
+        "Our franchisee in Lyon pays us a 6% royalty. Write the contract clause.",
+        "We pay our franchisor in Lyon a 6% royalty. Write the contract clause.",
+    ),
+    (
+        "negation",
+        "Write a product description for the tote bag, noting that it is made with PVC.",
+        "Write a product description for the tote bag, noting that it is PVC-free.",
+    ),
     # negation and exclusion
     (
         "negation",
@@ -385,6 +400,10 @@ def test_related_tells_synonyms_from_siblings_and_opposites() -> None:
         ("doubly", "singly"),
         ("import", "export"),
         ("tie", "bow_tie"),
+        ("postpaid", "prepaid"),
+        ("franchisee", "franchisor"),
+        ("employer", "employee"),
+        ("inbound", "outbound"),
     ]:
         assert not lexicon.related(a, b), (a, b)
 

@@ -258,6 +258,12 @@ def test_fuzz_never_raises_and_is_symmetric(a: str, b: str) -> None:
     assert ok == (r is None) and why == r
 
 
+def test_symmetric_where_the_greedy_alignment_is_not() -> None:
+    # Found by the fuzz test above: aligning left to right found a role change one way
+    # only; the alignment now runs both ways.
+    assert reason("B:I", "I B:a") == reason("I B:a", "B:I") is not None
+
+
 @settings(max_examples=200, deadline=None)
 @given(_TEXTS)
 def test_fuzz_same_text_agrees(a: str) -> None:
