@@ -12,8 +12,9 @@ all-MiniLM-L6-v2 int8):
                 default is t = verify.DEFAULT_THRESHOLD
 
 Data: the project's near-miss set (bench/semantic_nearmiss_pairs.jsonl: prompts of the
-kind people send to assistants at work, six writers; `dev` tuned on, `test` written by
-two other writers and only evaluated), the earlier question set
+kind people send to assistants at work by ten writers; `dev` tuned on; `test` and
+`holdout` written by others, each first evaluated with the verifier frozen and then
+used to fix what it found, see docs/semantic-cache.md), the earlier question set
 (bench/semantic_pairs.jsonl, `dev` / `test`) and a fixed-seed balanced sample of the
 Quora question pairs in ../shared/semantic-eval/ (read from there, never copied; see
 its SOURCE.md).
@@ -288,10 +289,9 @@ def _measure(probes: np.ndarray, search: Callable[[np.ndarray], object]) -> tupl
 def verifier_cost(datasets: Sequence[Dataset], threshold: float) -> list[list[str]]:
     """What the verifier adds to a lookup with a candidate above the threshold: the
     query's signature and one check (the entry's signature was made at store time).
-    Cold: every cache of word knowledge emptied first (a prompt of new words); warm:
-    the caches as a running agent has them."""
-    from edge_agent.cache import lexicon
-
+    Cold: every cache of word knowledge emptied first (a prompt of new words; the
+    WordNet files stay in the page cache, as they do in a running agent); warm: the
+    caches as a running agent has them."""
     work = [
         (a, b)
         for ds in datasets
@@ -304,7 +304,7 @@ def verifier_cost(datasets: Sequence[Dataset], threshold: float) -> list[list[st
         lat: dict[str, list[float]] = {"short (< 300 chars)": [], "long (>= 300 chars)": []}
         for a, b in work:
             if cold:
-                lexicon.clear_caches()
+                verify.clear_caches()
             t0 = time.perf_counter()
             verify.check(verify.signature(b), entries[a])
             lat["short (< 300 chars)" if len(b) < 300 else "long (>= 300 chars)"].append(

@@ -114,9 +114,19 @@ class Features:
     line_of: tuple[int, ...]  # each word's line number
     line_hashes: tuple[int, ...]  # each line's hash (0: empty)
     coord: tuple[int, ...]  # coordination group of each word (-1: none, -2: not a noun)
+    # About the words themselves ("how do you spell...", "plural of...", an acronym, a
+    # cipher): no typo, word form or synonym may stand for another word.
+    literal: bool = False
 
 
 EMPTY = Features((), b"", (), (), (), ())
+_LITERAL_CUES = lexicon.words(
+    """
+    spell spelled spelt spelling spellings misspell misspelled misspelling plural plurals
+    singular acronym acronyms abbreviation abbreviations cipher ciphertext anagram
+    anagrams typo typos rhyme rhymes pronounce pronunciation conjugate conjugation letters
+    """
+)
 
 
 def features(tokens: Sequence[Token], line_hashes: Sequence[int]) -> Features:
@@ -208,6 +218,7 @@ def features(tokens: Sequence[Token], line_hashes: Sequence[int]) -> Features:
         tuple(line_of),
         tuple(line_hashes),
         tuple(coord),
+        any(k in _LITERAL_CUES for k in keys),
     )
 
 
@@ -251,18 +262,22 @@ def residue(a: Features, b: Features) -> tuple[str | None, list[str], list[str]]
     """The verdict and the unexplained words of each side (for tests and the
     benchmark: never logged, they are prompt text)."""
     ia, ib, payload = _unshared(a, b)
-    # Exact matches first (as multisets), then related words, in reading order.
-    # Same word first, by its base form ("region" / "regions"), in reading order.
+    literal = a.literal or b.literal
+    key = (lambda w: w) if literal else lexicon.base
+    if _requests_differ(a, b, ia, ib):
+        return "wording differs", [], []
+    # Same word first, by its base form ("region" / "regions"), in reading order; then
+    # related words.
     free_b: dict[str, list[int]] = {}
     for j in ib:
         if b.kinds[j] != REQUEST:
-            free_b.setdefault(lexicon.base(b.keys[j]), []).append(j)
+            free_b.setdefault(key(b.keys[j]), []).append(j)
     pairs: list[tuple[int, int]] = []
     left_a: list[int] = []
     for i in ia:
         if a.kinds[i] == REQUEST:
             continue
-        slot = free_b.get(lexicon.base(a.keys[i]))
+        slot = free_b.get(key(a.keys[i]))
         if slot:
             pairs.append((i, slot.pop(0)))
         else:
@@ -271,7 +286,7 @@ def residue(a: Features, b: Features) -> tuple[str | None, list[str], list[str]]
     still_a: list[int] = []
     for i in left_a:
         ka = a.keys[i]
-        if a.kinds[i] in _RELATABLE:
+        if a.kinds[i] in _RELATABLE and not literal:
             for n, j in enumerate(left_b):
                 if b.kinds[j] in _RELATABLE and lexicon.related(ka, b.keys[j]):
                     pairs.append((i, j))
@@ -304,6 +319,16 @@ def residue(a: Features, b: Features) -> tuple[str | None, list[str], list[str]]
     if verdict:
         return verdict, extra_a, extra_b
     return _roles(a, b, pairs), extra_a, extra_b
+
+
+def _requests_differ(a: Features, b: Features, ia: list[int], ib: list[int]) -> bool:
+    """Both prompts ask for something in so many words, and not the same thing: "write
+    unit tests for" / "explain unit tests for", "build" / "check" an image. A shared
+    class is enough ("write a function that checks" / "a func to check"); framing
+    ("help me", "give me", "show me") says nothing."""
+    ca = {lexicon.request_class(a.keys[i]) for i in ia if a.kinds[i] == REQUEST} - {0}
+    cb = {lexicon.request_class(b.keys[j]) for j in ib if b.kinds[j] == REQUEST} - {0}
+    return bool(ca and cb and not ca & cb)
 
 
 def _verdict(ra: list[int], rb: list[int], a: Features, b: Features) -> str | None:

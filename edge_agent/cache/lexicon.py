@@ -24,8 +24,12 @@ from functools import lru_cache
 from edge_agent.cache import wordnet
 
 
-def _words(s: str) -> frozenset[str]:
+def words(s: str) -> frozenset[str]:
+    """A word list written as one string."""
     return frozenset(s.split())
+
+
+_words = words
 
 
 # Words that carry no content of the request: articles, pronouns, auxiliaries,
@@ -63,10 +67,10 @@ FRAME = _words(
     procedure elements items contents entries options ideas steps
     """
 )
-# "Do this for me": these verbs (and their nouns) only frame the request. On one side
-# only they are no difference; against each other they are equivalent. A request
-# that differs in substance ("summarize" / "reply to", "explain" / "find the bug in")
-# leaves the substance unmatched.
+# "Do this for me": these verbs (and their nouns) frame the request. On one side only
+# they are no difference ("explain recursion" / "recursion?"); against each other they
+# must be of one class (REQUEST_CLASS): "write" / "draft" is the same request, "write
+# tests for" / "explain tests for" is not.
 REQUEST = _words(
     """
     write draft compose create generate produce make give provide prepare craft put
@@ -80,6 +84,32 @@ REQUEST = _words(
     difference differences compare comparison contrast differ
     """
 )
+_REQUEST_CLASSES = (
+    "need want like love help assist show tell know get go try come give provide steps "
+    "step instructions guide tutorial walkthrough tips advice suggestions "
+    "recommendations suggest recommend",
+    "write draft compose create generate produce make prepare craft put",
+    "explain describe walk clarify understand mean means meaning teach define definition ask",
+    "find calculate compute determine figure work_out figure_out",
+    "check",
+    "turn convert rewrite",
+    "build set_up setup",
+    "add",
+    "difference differences compare comparison contrast differ",
+)
+REQUEST_CLASS: dict[str, int] = {
+    w: k for k, group in enumerate(_REQUEST_CLASSES) for w in group.split()
+}
+
+
+def request_class(word: str) -> int:
+    """The class of a request word (its lemma's, for "explains", "wrote")."""
+    k = REQUEST_CLASS.get(word)
+    if k is None:
+        k = next((REQUEST_CLASS[w] for w in lemmas(word) if w in REQUEST_CLASS), 0)
+    return k
+
+
 # Words that change an answer by their presence: the alignment refuses them unmatched.
 POLAR = _words(
     """
@@ -362,7 +392,7 @@ _GENERIC_VERBS = _words(
 _MAX_SENSES = 8  # rare senses link everything to everything
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def lemmas(word: str) -> frozenset[str]:
     """Base forms of a lower-case word in any part of speech, itself included."""
     out = {word}
@@ -375,7 +405,7 @@ def lemmas(word: str) -> frozenset[str]:
     return frozenset(out)
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def compound(a: str, b: str) -> bool:
     """WordNet has "a_b" as one lemma (in some inflection: "summed up")."""
     db = wordnet.shared()
@@ -416,7 +446,7 @@ def _sid(pos: str, offset: int) -> int:
 
 
 # Bounded: a word's synsets and neighbours take a few kilobytes.
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=1 << 12)
 def _senses(word: str) -> tuple[frozenset[int], frozenset[int], frozenset[str]]:
     """The word's synsets (first senses of its usual parts of speech), the synsets one
     semantic link away, and the words one lexical link away (a derived form)."""
@@ -503,13 +533,15 @@ def contrasting(a: str, b: str) -> bool:
     return False
 
 
-@lru_cache(maxsize=1 << 16)
 def related(a: str, b: str) -> bool:
     """Whether two lower-case words can mean the same in a request."""
     if a == b:
         return True
-    if a > b:
-        return related(b, a)
+    return _related(a, b) if a < b else _related(b, a)
+
+
+@lru_cache(maxsize=1 << 15)
+def _related(a: str, b: str) -> bool:
     if contrasting(a, b):
         return False
     ka, kb = EQUIV.get(a), EQUIV.get(b)
@@ -537,7 +569,7 @@ def related(a: str, b: str) -> bool:
 def _spelling(a: str, b: str) -> bool:
     """British/American spellings and typos: a word WordNet does not know that is one
     edit (two for long words) away from the other."""
-    if len(a) < 3 or len(b) < 3 or a[0] != b[0]:
+    if len(a) < 3 or len(b) < 3 or a[0] != b[0] or max(len(a), len(b)) > _SPELL_MAX:
         return False
     ka, kb = known(a), known(b)
     if ka and kb:
@@ -551,6 +583,9 @@ def _spelling(a: str, b: str) -> bool:
         return False
     limit = 2 if min(len(a), len(b)) >= 8 else 1
     return _distance(a, b, limit) <= limit
+
+
+_SPELL_MAX = 30  # longer "words" (hashes, base64, joined junk) are never typos of another
 
 
 def _subsequence(short: str, long_: str) -> bool:
@@ -584,7 +619,7 @@ def _distance(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def kind(word: str) -> str:
     """The word's part in a request: "stop", "request", "frame", "polar", "marker" or
     "content" (everything else: what the request is about)."""
@@ -602,7 +637,7 @@ def kind(word: str) -> str:
     return "content"
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def noun(word: str) -> bool:
     """WordNet knows the word as a noun (or does not know it at all: a name, a term)."""
     db = wordnet.shared()
@@ -611,7 +646,7 @@ def noun(word: str) -> bool:
     return bool(db.lemmas(word, "n")) or not any(db.lemmas(word, p) for p in wordnet.POS)
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def verbal(word: str) -> bool:
     """The word is more often a verb than a noun ("boil", "send"; not "cost",
     "support"): after "to" it makes an infinitive, not a destination."""
@@ -622,7 +657,7 @@ def verbal(word: str) -> bool:
     return verb > sum(db.tagged(lemma, "n") for lemma in db.lemmas(word, "n"))
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def verb_only(word: str) -> bool:
     """A word WordNet knows only as a verb ("owes", "bit"): it ends a noun phrase."""
     db = wordnet.shared()
@@ -646,7 +681,7 @@ ORGANISATIONS = _words(
 )
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def animate(word: str) -> bool:
     """A person (first sense) or an organisation: a word that can be who does or gets
     something. Not animals: WordNet files "egg" with them."""
@@ -654,7 +689,7 @@ def animate(word: str) -> bool:
         return True
     db = wordnet.shared()
     if db is None:
-        return False
+        return True  # not knowing who can act, any noun might: the role check is stricter
     for lemma in db.lemmas(word, "n"):
         for offset in db.senses(lemma, "n")[:1]:
             syn = db.synset("n", offset)
@@ -665,9 +700,10 @@ def animate(word: str) -> bool:
 
 def clear_caches() -> None:
     """Forget every cached word fact (the benchmark's cold start)."""
-    for fn in (lemmas, base, compound, _senses, related, kind, noun, verbal, verb_only, animate):
+    for fn in (lemmas, base, compound, _senses, _related, kind, noun, verbal, verb_only):
         fn.cache_clear()
+    animate.cache_clear()
     db = wordnet.shared()
     if db is not None:
-        for cached in (db.senses, db.synset, db.lemmas):
+        for cached in (db.senses, db.synset, db.lemmas, db.tagged):
             cached.cache_clear()  # type: ignore[attr-defined]

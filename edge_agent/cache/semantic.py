@@ -47,7 +47,7 @@ class SemanticEntry:
     id: int
     partition: str
     text: str
-    signature: verify.Signature
+    signature: verify.Signature | None  # None until computed on the verifier thread
     body: bytes  # the complete answer (shared with the exact tier; counted in max_bytes)
     expires_at: float
     model: str = ""  # the client-facing model, for purges by model
@@ -287,9 +287,13 @@ class SemanticTier:
                 picked, refused = await loop.run_in_executor(
                     self._verifier, self._verify, sig, candidates
                 )
+                if picked is not None and not self._live(picked.entry):
+                    picked = None  # purged or expired while it was being verified
         except EmbedderError as exc:
+            signing.cancel()
             return LookupResult(None, None, sig, error=str(exc))
         except TimeoutError:
+            signing.cancel()  # nobody will read it: free the verifier thread
             return LookupResult(
                 None,
                 None,
@@ -299,21 +303,28 @@ class SemanticTier:
             )
         except Exception as exc:
             # A bug here must cost the request its semantic lookup, never the request.
+            signing.cancel()
             log.exception("semantic lookup failed")
             return LookupResult(None, None, sig, error=f"lookup failed: {exc!r}")
         return LookupResult(picked, vector, sig, refused=refused)
 
     def _candidates(self, found: list[tuple[int, float]]) -> list[tuple[SemanticEntry, float]]:
-        """Live entries above the threshold, best first."""
-        now = self._clock()
+        """Live entries above the threshold whose signature is ready, best first."""
         out = []
         for entry_id, score in found:
             if score < self.threshold:
                 break
             entry = self._entries.get(entry_id)
-            if entry is not None and entry.expires_at > now:
+            if entry is not None and self._live(entry) and entry.signature is not None:
                 out.append((entry, score))
         return out
+
+    def _live(self, entry: SemanticEntry) -> bool:
+        return self._entries.get(entry.id) is entry and entry.expires_at > self._clock()
+
+    @staticmethod
+    def _sign(entry: SemanticEntry) -> None:
+        entry.signature = verify.signature(entry.text)
 
     def _verify(
         self, sig: verify.Signature, candidates: list[tuple[SemanticEntry, float]]
@@ -322,6 +333,7 @@ class SemanticTier:
         entries' signatures are immutable, so reading them there is safe)."""
         refused = None
         for entry, score in candidates:
+            assert entry.signature is not None  # _candidates keeps only signed entries
             ok, reason = verify.accept(score, sig, entry.signature, self.threshold)
             if ok:
                 return SemanticHit(entry, score), None
@@ -333,7 +345,7 @@ class SemanticTier:
         partition: str,
         text: str,
         vector: np.ndarray,
-        signature: verify.Signature,
+        signature: verify.Signature | None,
         body: bytes,
         *,
         model: str = "",
@@ -363,6 +375,10 @@ class SemanticTier:
                 self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
             )
         entry = SemanticEntry(next(self._ids), scoped, text, signature, body, now + ttl, model, key)
+        if signature is None:
+            # From another replica: signed on the verifier thread, not on the event loop;
+            # until then the entry is no candidate.
+            self._verifier.submit(self._sign, entry).add_done_callback(_log_failure)
         self._entries[entry.id] = entry
         heapq.heappush(self._expiry, (entry.expires_at, entry.id))
         if key:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_agent.cache import verify
 from edge_agent.cache.records import PurgeFilter, SemanticPart, SharedEntry, SyncEvent
 from edge_agent.cache.redis_tier import RedisTier
 
@@ -210,7 +209,7 @@ class SharedCache:
                 part.partition,
                 part.text,
                 vector,
-                verify.signature(part.text),
+                None,  # signed on the tier's verifier thread, off the event loop
                 entry.body,
                 model=entry.model,
                 key=entry.key,  # the tier skips an answer it already holds

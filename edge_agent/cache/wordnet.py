@@ -16,11 +16,15 @@ worker, and it refuses files another account owns (docs/decisions.md).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+log = logging.getLogger("edge_agent.cache.wordnet")
 
 POS = ("n", "v", "a", "r")
 _FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
@@ -99,12 +103,12 @@ class WordNet:
                 self._data[pos] = _map(root / f"data.{name}")
             self._lexnames = _lexnames(root / "lexnames")
             self._exceptions = {pos: _exceptions(root / f"{_FILES[pos]}.exc") for pos in POS}
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an empty file, bad text
             raise WordNetUnavailable(f"cannot read WordNet at {root}: {exc}") from exc
         # Per instance, so that two databases never share answers; bounded (a synset
         # with its pointers is up to a few kilobytes).
         self.senses = lru_cache(maxsize=1 << 14)(self._senses)
-        self.synset = lru_cache(maxsize=1 << 13)(self._synset)
+        self.synset = lru_cache(maxsize=1 << 11)(self._synset)
         self.lemmas = lru_cache(maxsize=1 << 14)(self._lemmas)
         self.tagged = lru_cache(maxsize=1 << 14)(self._tagged)
 
@@ -234,17 +238,22 @@ def _search(m: mmap.mmap, key: bytes) -> bytes | None:
 
 _SHARED: WordNet | None = None
 _LOADED = False
+_LOCK = threading.Lock()
 
 
 def shared() -> WordNet | None:
-    """The process's database (None when the files are not installed)."""
+    """The process's database (None when the files are not installed or unreadable);
+    opened once, by whichever thread asks first."""
     global _SHARED, _LOADED
     if not _LOADED:
-        _LOADED = True
-        root = default_root()
-        if root is not None:
-            try:
-                _SHARED = WordNet(root)
-            except WordNetUnavailable:
-                _SHARED = None
+        with _LOCK:
+            if not _LOADED:
+                root = default_root()
+                if root is not None:
+                    try:
+                        _SHARED = WordNet(root)
+                    except WordNetUnavailable as exc:
+                        log.warning("%s", exc)
+                        _SHARED = None
+                _LOADED = True
     return _SHARED

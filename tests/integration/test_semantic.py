@@ -120,18 +120,21 @@ def test_long_paraphrase_served_changed_instruction_refused(
 
     summary = ask(semantic_gateway, f"Summarize this customer review:\n\n{REVIEW}", system=system)
     assert summary.headers["x-edge-agent-cache"] == "miss"
+    before = semantic_gateway.metrics()
     reply = ask(semantic_gateway, f"Reply to this customer review:\n\n{REVIEW}", system=system)
     assert reply.headers["x-edge-agent-cache"] == "miss"
+    after = semantic_gateway.metrics()
     assert reply.json() != summary.json()  # the provider answered the new instruction
     same = ask(semantic_gateway, f"{REVIEW}\n\nCan you sum up this customer review?", system=system)
     assert same.headers["x-edge-agent-cache"] == "semantic-hit"
     assert same.json() == summary.json()
     assert len(fresh["alpha"].requests) == 3
-    metrics = semantic_gateway.metrics()
-    assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="refused") >= 1
-    assert (
-        metric_value(metrics, "edge_agent_semantic_refusals_total", reason="wording differs") >= 1
-    )
+    # the "reply to" lookup itself was refused by the verifier, for a changed word
+    for name, labels in (
+        ("edge_agent_semantic_lookups_total", {"outcome": "refused"}),
+        ("edge_agent_semantic_refusals_total", {"reason": "wording differs"}),
+    ):
+        assert metric_value(after, name, **labels) == metric_value(before, name, **labels) + 1
 
 
 def test_default_mode_is_shadow(

@@ -295,6 +295,38 @@ def test_served(kind: str, a: str, b: str) -> None:
     assert check(sb, sa) is None
 
 
+def test_long_words_are_never_typos_and_cost_little() -> None:
+    """Two long unknown tokens a letter apart are not a typo of each other (nor an
+    edit-distance table of their size: the CPU of the verifier thread is shared)."""
+    a, b = "x" * 790 + "a", "x" * 790 + "b"
+    assert not lexicon.related(a, b)
+    assert check(signature(f"Decode {a}"), signature(f"Decode {b}")) is not None
+
+
+def test_prompts_about_words_match_words_exactly() -> None:
+    """Spelling, plurals, acronyms, ciphers: a typo or a word form is the question."""
+    for a, b in [
+        ("Is recieve spelled correctly?", "Is receive spelled correctly?"),
+        ("What is the plural of cactus?", "What is the plural of cacti?"),
+        ("Decode this Caesar cipher: khoorzruog", "Decode this Caesar cipher: khoorzruoh"),
+    ]:
+        assert check(signature(a), signature(b)) is not None, a
+
+
+def test_two_different_requests_are_a_difference() -> None:
+    for a, b in [
+        ("Write unit tests for this function", "Explain unit tests for this function"),
+        ("Rewrite this paragraph", "Explain this paragraph"),
+        ("Build a Docker image for the app", "Check a Docker image for the app"),
+    ]:
+        assert check(signature(a), signature(b)) is not None, a
+    # framing and one class of request on both sides
+    assert (
+        check(signature("Can you explain recursion?"), signature("Help me understand recursion"))
+        is None
+    )
+
+
 def test_alignment_alone_refuses_what_the_word_guards_miss() -> None:
     """The cases the other guards let through are the alignment's: a changed slot, a
     function word, a role."""
@@ -408,16 +440,26 @@ def test_related_tells_synonyms_from_siblings_and_opposites() -> None:
         assert not lexicon.related(a, b), (a, b)
 
 
-def test_without_wordnet_the_verifier_only_gets_stricter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A missing database costs recall, never precision: no word is then a synonym or
-    a typo of another."""
-    lexicon.clear_caches()
+def test_without_wordnet_no_near_miss_gets_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing database costs recall: no word is a synonym or a typo of another, and
+    any noun may be who acts, so the role check is stricter. Every near miss of the
+    labelled set stays refused."""
+    import json
+    from pathlib import Path
+
+    verify.clear_caches()
     monkeypatch.setattr(wordnet, "_SHARED", None)
     monkeypatch.setattr(wordnet, "_LOADED", True)
     try:
         assert not lexicon.related("fix", "repair")
         assert not lexicon.related("recieve", "receive")
-        for _, a, b in REFUSE:
-            assert check(signature(a), signature(b)) is not None
+        bench = Path(__file__).resolve().parents[2] / "bench"
+        served = []
+        for name in ("semantic_nearmiss_pairs.jsonl", "semantic_pairs.jsonl"):
+            for line in (bench / name).read_text(encoding="utf-8").splitlines():
+                r = json.loads(line)
+                if not r["label"] and check(signature(r["a"]), signature(r["b"])) is None:
+                    served.append((r["kind"], r["a"][:60]))
+        assert not served, served
     finally:
-        lexicon.clear_caches()
+        verify.clear_caches()

@@ -237,6 +237,9 @@ def test_long_and_odd_texts() -> None:
 
 _VOCAB = (
     "what is the how do I convert to from into in than not no don't isn't safe unsafe "
+    "manager's boss's's X's s' case-sensitive PVC-free a/b w/o dd/MM/yyyy (555) 123-4567 "
+    "only except per across between and or vs Alice Bob owes reports fix repair "
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx spelled plural \n\n "
     "3 4 3.0 three forty-two 1,000 10k 2nd third II % percent $ € °C °F C F km miles kg "
     "Python java JS US us Paris rome New York 'quoted' `code` \" ' os.path file.txt .csv "
     "a_b x^2 + - * / = 2x sqrt sum product ascending descending best worst who when why "
@@ -250,6 +253,7 @@ _TEXTS = st.one_of(st.text(max_size=300), st.lists(_PIECES, max_size=40).map(" "
 @given(_TEXTS, _TEXTS)
 def test_fuzz_never_raises_and_is_symmetric(a: str, b: str) -> None:
     sa, sb = signature(a), signature(b)
+    assert sa.parsed and sb.parsed  # the parser never fell back on generated text
     assert check(sa, sa) is None  # a question always agrees with itself
     r = check(sa, sb)
     assert r is None or (isinstance(r, str) and r != "verifier error")
@@ -313,7 +317,9 @@ def test_shipped_decision_on_the_question_test_split(
 
 def test_every_near_miss_is_refused_by_the_verifier() -> None:
     """Whatever the cosine: no pair of the near-miss set that needs another answer gets
-    through the verifier, in either split (cosine only picks the candidates)."""
+    through the verifier (cosine only picks the candidates). A regression test: every
+    split has been used to fix what it found (docs/semantic-cache.md, "Data"), so this
+    says nothing about prompts from new writers (first contact: precision about 0.9)."""
     served = [
         (r["kind"], r["a"][:60])
         for r in _pairs(NEARMISS)
@@ -361,7 +367,8 @@ def test_near_miss_file_is_well_formed() -> None:
     for split in SPLITS:
         kinds = {r["kind"] for r in rows if r["split"] == split}
         assert kinds == NEAR_KINDS[0] | NEAR_KINDS[1], split
-    # Each split was written by other people: the verifier was tuned on dev's writers.
+    # Each split was written by other people (the verifier was tuned on dev's writers;
+    # test's and holdout's were evaluated first, then used for fixes).
     writers = {s: {r["writer"] for r in rows if r["split"] == s} for s in SPLITS}
     assert not writers["dev"] & writers["test"] and not writers["dev"] & writers["holdout"]
     assert not writers["test"] & writers["holdout"]
