@@ -252,10 +252,8 @@ def _unshared(a: Features, b: Features) -> tuple[list[int], list[int], bool]:
 
 def differences(a: Features, b: Features) -> str | None:
     """None when every difference between the two prompts is explained, else a
-    short reason ("wording differs", "a word was added", "roles differ"). Symmetric:
-    the alignment is greedy in reading order, so it runs both ways and either way's
-    refusal counts."""
-    return residue(a, b)[0] or residue(b, a)[0]
+    short reason ("wording differs", "a word was added", "roles differ")."""
+    return residue(a, b)[0]
 
 
 def residue(a: Features, b: Features) -> tuple[str | None, list[str], list[str]]:
@@ -298,7 +296,7 @@ def residue(a: Features, b: Features) -> tuple[str | None, list[str], list[str]]
             still_a.append(i)
     # A name or thing matched once counts as present (the entity guard's rule); units
     # are the number guard's.
-    seen = {a.keys[i] for i, _ in pairs}
+    seen = {a.keys[i] for i, _ in pairs} | {b.keys[j] for _, j in pairs}
     ra = [i for i in still_a if _unexplained(a, i, payload) and not _present(a, i, seen)]
     rb = [j for j in left_b if _unexplained(b, j, payload) and not _present(b, j, seen)]
     # Question-frame nouns: one side may add one ("the flight time" / "how long"); two
@@ -372,9 +370,11 @@ _AGENTS = (NAME, PERSON)
 
 
 def _roles(a: Features, b: Features, pairs: list[tuple[int, int]]) -> str | None:
-    """Matched arguments must keep their roles.
+    """Matched arguments must keep their roles. Symmetric: every rule reads both sides
+    (a word that is a name on one side and a plain word on the other is a name).
 
     - What is negated: a word negated on one side only ("by the portal, not by email").
+    - What "only", "except", "instead" govern: the same word on both sides.
     - Who does it: the participants named without a preposition ("our clinic owes the
       lab", "the agency retains ownership"), in reading order, must be the same ones.
     - Two arguments that trade places must keep their prepositions: "from X to Y" /
@@ -383,23 +383,24 @@ def _roles(a: Features, b: Features, pairs: list[tuple[int, int]]) -> str | None
       unchanged middle swapped roles ("orders references customers", "9:30 in London,
       what time in New York"), unless they are joined as equals ("X and Y").
     """
-    args = sorted((i, j) for i, j in pairs if a.kinds[i] in _ARGS)
     amap = dict(pairs)
+    bmap = {j: i for i, j in pairs}
     for i, j in pairs:
-        # "only managers can approve" / "managers can approve only invoices": a word like
-        # "only", "except", "instead" must govern the same word on both sides
-        if a.kinds[i] == POLAR and amap.get(_next_arg(a, i)) != _next_arg(b, j):
+        if (a.kinds[i] == POLAR or b.kinds[j] == POLAR) and (
+            amap.get(_next_arg(a, i)) != _next_arg(b, j)
+            or bmap.get(_next_arg(b, j)) != _next_arg(a, i)
+        ):
             return "roles differ"
+    args = sorted((i, j) for i, j in pairs if a.kinds[i] in _ARGS or b.kinds[j] in _ARGS)
     for i, j in args:
         ma, mb = a.markers[i], b.markers[j]
         if ma.startswith("!") != mb.startswith("!"):
             return "roles differ"  # the negation moved to another word
         if ma and mb and _role(ma) != _role(mb):
             return "roles differ"  # "per region" / "across all regions"
-    subjects_a = [a.keys[i] for i, _ in args if _agent(a, i) and not a.markers[i]]
-    subjects_b = [
-        a.keys[i] for i, j in sorted(args, key=lambda t: t[1]) if _agent(a, i) and not b.markers[j]
-    ]
+    agents = [(i, j) for i, j in args if _agent(a, i) or _agent(b, j)]
+    subjects_a = [i for i, _ in agents if not a.markers[i]]
+    subjects_b = [i for i, j in sorted(agents, key=lambda t: t[1]) if not b.markers[j]]
     if subjects_a and subjects_b and subjects_a != subjects_b:
         return "roles differ"
     order = sorted(pairs)
@@ -407,7 +408,7 @@ def _roles(a: Features, b: Features, pairs: list[tuple[int, int]]) -> str | None
         p, p2 = args[x]
         for y in range(x + 1, len(args)):
             q, q2 = args[y]
-            if q2 > p2 or a.keys[p] == a.keys[q]:
+            if q2 > p2 or a.keys[p] == a.keys[q] or b.keys[p2] == b.keys[q2]:
                 continue  # same order (or the same word twice)
             ma_p, ma_q = _role(a.markers[p]), _role(a.markers[q])
             mb_p, mb_q = _role(b.markers[p2]), _role(b.markers[q2])
@@ -415,16 +416,20 @@ def _roles(a: Features, b: Features, pairs: list[tuple[int, int]]) -> str | None
                 return "roles differ"
             if not ma_p == ma_q == mb_p == mb_q:
                 continue  # restructured: the prepositions say who is who
-            if a.coord[p] >= 0 and a.coord[p] == a.coord[q]:
+            if (a.coord[p] >= 0 and a.coord[p] == a.coord[q]) or (
+                b.coord[p2] >= 0 and b.coord[p2] == b.coord[q2]
+            ):
                 continue
-            if b.coord[p2] >= 0 and b.coord[p2] == b.coord[q2]:
-                continue
-            middle = [j for i, j in order if p < i < q]
-            if middle and all(q2 < j < p2 for j in middle):
-                return "roles differ"  # nothing between them moved out
+            # nothing between them, on either side, moved out from between them
+            mid_a = [j for i, j in order if p < i < q]
+            mid_b = [i for i, j in order if q2 < j < p2]
+            if (mid_a and all(q2 < j < p2 for j in mid_a)) or (
+                mid_b and all(p < i < q for i in mid_b)
+            ):
+                return "roles differ"
             if _middle_kept(a, b, p, q, q2, p2):
                 return "roles differ"  # the phrases moved around the same middle
-            if not ma_p and _agent(a, p) and _agent(a, q):
+            if not ma_p and (_agent(a, p) or _agent(b, p2)) and (_agent(a, q) or _agent(b, q2)):
                 return "roles differ"
     return None
 
