@@ -81,7 +81,7 @@ _PAYLOAD_MIN = 12
 _MARKER_REACH = 3
 
 # Word kinds as stored (small ints keep signatures compact).
-STOP, REQUEST, MARKER, POLAR, CONTENT, PERSON, NAME, NUMBER, THING, FRAME = range(10)
+STOP, REQUEST, MARKER, POLAR, CONTENT, PERSON, NAME, NUMBER, THING, FRAME, UNIT = range(11)
 _KINDS = {
     "stop": STOP,
     "request": REQUEST,
@@ -97,8 +97,8 @@ class Token:
     """One token as the verifier's parser hands it over."""
 
     key: str  # lower-case word, or the canonical key of a name, number or unit
-    # "word"; "name" (someone who can act); "thing" (a known thing, place, date, unit,
-    # identifier); "num"; "ord" (an ordinal: "#2"); "punct" (a clause break or ",")
+    # "word"; "name" (someone who can act); "thing" (a known thing, place, date,
+    # identifier); "unit"; "num"; "ord" (an ordinal: "#2"); "punct" (a clause break)
     tag: str
     line: int  # index of the source line
 
@@ -149,10 +149,8 @@ def features(tokens: Sequence[Token], line_hashes: Sequence[int]) -> Features:
     for n, tok in enumerate(tokens):
         if tok.tag == "punct":
             last_marker, since_marker, negated = "", _MARKER_REACH + 1, 0
-            if tok.key in _COORD and coord and coord[-1] != -2:
-                group, joining, groups = _open(coord, group, groups)
-                if tok.key != ",":
-                    closed.add(group)
+            if tok.key in _COORD:
+                group, joining, groups = _coordinate(tok.key, coord, group, groups, closed)
             else:
                 group, joining = -1, False
             continue
@@ -168,6 +166,8 @@ def features(tokens: Sequence[Token], line_hashes: Sequence[int]) -> Features:
             kind = NAME
         elif tok.tag == "thing":
             kind = THING
+        elif tok.tag == "unit":
+            kind = UNIT  # the number guard compares units
         elif tok.tag == "ord":
             kind = POLAR  # "first" / "last", "2nd" / "3rd": never left over
         elif tok.tag == "num":
@@ -177,15 +177,14 @@ def features(tokens: Sequence[Token], line_hashes: Sequence[int]) -> Features:
         else:
             kind = _KINDS[lexicon.kind(key)]
         if kind == STOP:
-            if (key in _COORD and last_marker != "between") or key in _CLAUSE_OPENERS:
-                last_marker, since_marker = "", _MARKER_REACH + 1  # a new phrase
-            elif key in _COORD:
-                since_marker = 0  # "between X and Y": Y is between too
-            if key in _COORD and coord and coord[-1] != -2:
-                group, joining, groups = _open(coord, group, groups)
-                if key != ",":
-                    closed.add(group)
+            if key in _COORD:
+                if last_marker == "between":
+                    since_marker = 0  # "between X and Y": Y is between too
+                else:
+                    last_marker, since_marker = "", _MARKER_REACH + 1  # a new phrase
+                group, joining, groups = _coordinate(key, coord, group, groups, closed)
             elif key in _CLAUSE_OPENERS:
+                last_marker, since_marker = "", _MARKER_REACH + 1
                 group, joining = -1, False
             continue
         marker = last_marker if since_marker <= _MARKER_REACH else ""
@@ -227,9 +226,23 @@ def _infinitive(tokens: Sequence[Token], n: int) -> bool:
     return nxt is not None and nxt.tag == "word" and lexicon.verbal(nxt.key)
 
 
+def _coordinate(
+    key: str, coord: list[int], group: int, groups: int, closed: set[int]
+) -> tuple[int, bool, int]:
+    """A coordinator ("and", "or", ",", "/"): after an argument, the phrase before it
+    opens a group (or continues the open one) that the next argument joins; a comma
+    alone does not close a list. Returns (group, joining, groups)."""
+    if not coord or coord[-1] == -2:
+        return group, False, groups  # nothing to join: no argument before it
+    group, joining, groups = _open(coord, group, groups)
+    if key != ",":
+        closed.add(group)
+    return group, joining, groups
+
+
 def _open(coord: list[int], group: int, groups: int) -> tuple[int, bool, int]:
-    """A coordinator after an argument: the phrase before it opens a group (or
-    continues the open one); the next argument joins it."""
+    """The phrase before a coordinator opens a group (or continues the open one); the
+    next argument joins it."""
     if group < 0:
         group, groups = groups, groups + 1
         k = len(coord) - 1
@@ -294,8 +307,7 @@ def residue(a: Features, b: Features) -> tuple[str | None, list[str], list[str]]
                 still_a.append(i)
         else:
             still_a.append(i)
-    # A name or thing matched once counts as present (the entity guard's rule); units
-    # are the number guard's.
+    # A name or thing matched once counts as present (the entity guard's rule).
     seen = {a.keys[i] for i, _ in pairs} | {b.keys[j] for _, j in pairs}
     ra = [i for i in still_a if _unexplained(a, i, payload) and not _present(a, i, seen)]
     rb = [j for j in left_b if _unexplained(b, j, payload) and not _present(b, j, seen)]
@@ -344,7 +356,7 @@ def _verdict(ra: list[int], rb: list[int], a: Features, b: Features) -> str | No
 
 
 def _present(f: Features, i: int, seen: set[str]) -> bool:
-    return f.kinds[i] == THING and (f.keys[i] in seen or f.keys[i] in lexicon.UNITS)
+    return f.kinds[i] == THING and f.keys[i] in seen
 
 
 def _unexplained(f: Features, i: int, payload: bool) -> bool:
@@ -364,7 +376,7 @@ def _unexplained(f: Features, i: int, payload: bool) -> bool:
     )
 
 
-_ARGS = (CONTENT, NAME, NUMBER, PERSON, THING, FRAME)
+_ARGS = (CONTENT, NAME, NUMBER, PERSON, THING, FRAME, UNIT)
 _RELATABLE = (CONTENT, POLAR, MARKER, FRAME)
 _AGENTS = (NAME, PERSON)
 
@@ -456,7 +468,7 @@ def _middle_kept(a: Features, b: Features, p: int, q: int, q2: int, p2: int) -> 
     return bool(mid_a) and mid_a == mid_b
 
 
-_NOUNISH = (CONTENT, NAME, NUMBER, PERSON, THING, FRAME)
+_NOUNISH = _ARGS
 
 
 def _phrase(f: Features, i: int) -> tuple[int, int]:

@@ -29,12 +29,9 @@ def words(s: str) -> frozenset[str]:
     return frozenset(s.split())
 
 
-_words = words
-
-
 # Words that carry no content of the request: articles, pronouns, auxiliaries,
 # politeness, chat filler. Negations are not here: the negation guard compares them.
-STOP = _words(
+STOP = words(
     """
     a an the this that these those there here it its itself theirs
     mine ours yours yourself hers
@@ -60,30 +57,18 @@ STOP = _words(
 )
 # Nouns that frame a question ("the flight time" / "how long", "the cost" / "how much",
 # "the process of", "ways to"): one side may have one where the other has none.
-FRAME = _words(
+FRAME = words(
     """
     time duration cost price count number amount age height distance length size
     reason reasons cause location place way ways method methods approach process
     procedure elements items contents entries options ideas steps
     """
 )
-# "Do this for me": these verbs (and their nouns) frame the request. On one side only
-# they are no difference ("explain recursion" / "recursion?"); against each other they
-# must be of one class (REQUEST_CLASS): "write" / "draft" is the same request, "write
+# "Do this for me": these verbs (and their nouns) frame the request, by class (the
+# first class only frames: "help me", "give me"). On one side only they are no
+# difference ("explain recursion" / "recursion?"); when both sides ask in so many
+# words, the requests must share a class: "write" / "draft" is the same request, "write
 # tests for" / "explain tests for" is not.
-REQUEST = _words(
-    """
-    write draft compose create generate produce make give provide prepare craft put
-    need want like love help assist show tell know get go try come
-    explain describe walk clarify understand mean means meaning teach define definition
-    ask
-    find calculate compute determine figure work_out figure_out add
-    check turn convert rewrite build set_up setup
-    steps step instructions guide tutorial walkthrough tips advice suggestions
-    recommendations suggest recommend
-    difference differences compare comparison contrast differ
-    """
-)
 _REQUEST_CLASSES = (
     "need want like love help assist show tell know get go try come give provide steps "
     "step instructions guide tutorial walkthrough tips advice suggestions "
@@ -100,6 +85,7 @@ _REQUEST_CLASSES = (
 REQUEST_CLASS: dict[str, int] = {
     w: k for k, group in enumerate(_REQUEST_CLASSES) for w in group.split()
 }
+REQUEST = frozenset(REQUEST_CLASS)
 
 
 def request_class(word: str) -> int:
@@ -111,7 +97,7 @@ def request_class(word: str) -> int:
 
 
 # Words that change an answer by their presence: the alignment refuses them unmatched.
-POLAR = _words(
+POLAR = words(
     """
     against without except excluding exclude excludes including include includes
     only instead unlike before after above below under over until
@@ -120,19 +106,18 @@ POLAR = _words(
 )
 # Prepositions that mark a role (the role check compares them); unmatched they are
 # restructuring ("a poem about autumn" / "an autumn poem").
-MARKERS = _words(
+MARKERS = words(
     """
     from to into onto than by for of in on at with about via per between across through
     toward towards against without except instead using as
     """
 )
 
-# Equivalences this register needs and WordNet lacks. Each line is one meaning.
+# Equivalences this register needs and WordNet lacks. Each line is one meaning; a word
+# is in one line at most (chat spellings are ABBREV's, request verbs REQUEST's).
 _EQUIV_GROUPS = (
-    "write draft compose author pen",
     "short brief concise succinct",
     "tell inform notify advise alert let_know",
-    "explain describe clarify",
     "delete remove erase",
     "folder directory dir",
     "boss manager supervisor",
@@ -140,8 +125,7 @@ _EQUIV_GROUPS = (
     "error exception",
     "bug defect",
     "email e-mail mail",
-    "function func",
-    "summarize summarise summary recap tldr tl;dr",
+    "summarize summarise summary recap",
     "reply respond response answer",
     "classify categorize categorise",
     "rewrite rephrase reword paraphrase",
@@ -156,18 +140,15 @@ _EQUIV_GROUPS = (
     "repo repository",
     "info information details",
     "doc document documentation docs",
-    "msg message",
     "pic picture photo image",
     "approx approximately roughly",
     "except excluding exclude but_not other_than",
     "including include includes inclusive",
-    "versus vs",
     "asap urgently",
     "dataframe df data_frame",
     "script program",
     "meeting meet",
     "list enumerate",
-    "check verify",
     "issue problem",
     "fast quick quickly rapidly speedy",
     "slow slowly",
@@ -187,7 +168,7 @@ _EQUIV_GROUPS = (
     "takeaways points highlights",
     "key main",
     "remind nudge",
-    "many much number count amount quantity",
+    "number count amount quantity",
     "elevation height tall",
     "author wrote writer",
 )
@@ -195,16 +176,6 @@ EQUIV: dict[str, int] = {}
 for _k, _group in enumerate(_EQUIV_GROUPS):
     for _w in _group.split():
         EQUIV[_w] = _k
-
-# Canonical unit names (verify's unit table): the number guard compares them.
-UNITS = _words(
-    """
-    percent mm cm metre km inch foot yard mile mg gram kg lb ounce ton ml litre gallon
-    quart pint cup tbsp tsp celsius fahrenheit kelvin degree usd eur gbp jpy inr btc
-    bit byte kb mb gb tb mph kmh knot calorie joule watt kw kwh volt sentence paragraph
-    word page line character second minute hour day week month year decade century ms
-    """
-)
 
 # Prepositions that mark the same role: "turn X into JSON" / "need X as JSON", "a
 # poem about autumn" / "on autumn". A matched word whose preposition changes to one of
@@ -215,28 +186,16 @@ for _cls in (
     "about regarding concerning re",
     "in on at inside within",
     "with using via through",
-    "for",
-    "from",
-    "of",
-    "by",
-    "per",
-    "across",
-    "between",
-    "than",
-    "against",
-    "without",
-    "except",
-    "instead",
-):
+):  # any other preposition is a class of its own
     for _m in _cls.split():
         MARKER_CLASS[_m] = _cls.split()[0]
 
 # Particles of phrasal verbs ("sum up", "carry out"); other prepositions stay words.
-PARTICLES = _words("up down out off back away together apart")
+PARTICLES = words("up down out off back away together apart")
 
 # Nouns that name the thing pasted into the prompt ("summarize this email" / "summarize
 # this"): when both prompts carry the same payload they only point at it.
-PAYLOAD_NOUNS = _words(
+PAYLOAD_NOUNS = words(
     """
     code snippet script function query program email mail message text document doc
     notes note paragraph passage article post review feedback comment comments log logs
@@ -246,9 +205,9 @@ PAYLOAD_NOUNS = _words(
     """
 )
 # Words that point at a pasted payload ("the email above", "the following text").
-PAYLOAD_POINTERS = _words("above below following attached pasted enclosed here")
+PAYLOAD_POINTERS = words("above below following attached pasted enclosed here")
 # What shape of code is asked for: a function, a script, a snippet... one request.
-CODE_FORMS = _words(
+CODE_FORMS = words(
     """
     code snippet script function query program helper one-liner oneliner routine
     implementation solution statement command
@@ -383,7 +342,7 @@ _NEAR_POINTERS = frozenset({"@", "~", "&", "$", "+", "^", "<", "\\"})
 _NOUN_TAXONOMY = frozenset({"@", "@i", "~", "~i"})
 # Verbs so general that every action is a way of doing them: a step to one of these
 # is no evidence of the same meaning ("effect" and "cause" are both ways to "make").
-_GENERIC_VERBS = _words(
+_GENERIC_VERBS = words(
     """
     do make cause change alter be have get go move act use give take put set come become
     let bring keep hold create produce
@@ -486,13 +445,20 @@ def _senses(word: str) -> tuple[frozenset[int], frozenset[int], frozenset[str]]:
     return frozenset(own), frozenset(near), frozenset(near_words)
 
 
+@lru_cache(maxsize=1 << 14)
+def _tag_counts(word: str) -> dict[str, int]:
+    """How often the tagged corpus saw the word's lemmas as each part of speech."""
+    db = wordnet.shared()
+    if db is None:
+        return dict.fromkeys(wordnet.POS, 0)
+    return {pos: sum(db.tagged(w, pos) for w in db.lemmas(word, pos)) for pos in wordnet.POS}
+
+
 def _usual_pos(db: wordnet.WordNet, word: str) -> tuple[str, ...]:
     """The parts of speech the word usually has: "fathers" as a verb ("to father")
     would make it a synonym of "mothers". A part of speech counts when the tagged
     corpus saw it at least a quarter as often as the word's commonest one."""
-    counts = {
-        pos: sum(db.tagged(lemma, pos) for lemma in db.lemmas(word, pos)) for pos in wordnet.POS
-    }
+    counts = _tag_counts(word)
     top = max(counts.values())
     if top == 0:
         return tuple(pos for pos in wordnet.POS if db.lemmas(word, pos))
@@ -638,23 +604,11 @@ def kind(word: str) -> str:
 
 
 @lru_cache(maxsize=1 << 14)
-def noun(word: str) -> bool:
-    """WordNet knows the word as a noun (or does not know it at all: a name, a term)."""
-    db = wordnet.shared()
-    if db is None:
-        return True
-    return bool(db.lemmas(word, "n")) or not any(db.lemmas(word, p) for p in wordnet.POS)
-
-
-@lru_cache(maxsize=1 << 14)
 def verbal(word: str) -> bool:
     """The word is more often a verb than a noun ("boil", "send"; not "cost",
     "support"): after "to" it makes an infinitive, not a destination."""
-    db = wordnet.shared()
-    if db is None:
-        return False
-    verb = sum(db.tagged(lemma, "v") for lemma in db.lemmas(word, "v"))
-    return verb > sum(db.tagged(lemma, "n") for lemma in db.lemmas(word, "n"))
+    counts = _tag_counts(word)
+    return counts["v"] > counts["n"]
 
 
 @lru_cache(maxsize=1 << 14)
@@ -668,7 +622,7 @@ def verb_only(word: str) -> bool:
 
 # Organisations act like people in requests ("our company acquires a startup");
 # WordNet files them with tables and sets (noun.group), so they are listed here.
-ORGANISATIONS = _words(
+ORGANISATIONS = words(
     """
     company companies firm firms agency agencies startup startups team teams department
     departments clinic clinics hospital hospitals bank banks vendor vendors supplier
@@ -700,7 +654,7 @@ def animate(word: str) -> bool:
 
 def clear_caches() -> None:
     """Forget every cached word fact (the benchmark's cold start)."""
-    for fn in (lemmas, base, compound, _senses, _related, kind, noun, verbal, verb_only):
+    for fn in (lemmas, base, compound, _senses, _related, _tag_counts, kind, verbal, verb_only):
         fn.cache_clear()
     animate.cache_clear()
     db = wordnet.shared()

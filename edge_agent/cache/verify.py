@@ -64,8 +64,7 @@ LENGTH_RATIO = 3.0  # candidate "length" guard: content-word count ratio
 # word missing here makes a guard stay silent (the cosine threshold still applies).
 
 
-def _words(s: str) -> frozenset[str]:
-    return frozenset(s.split())
+_words = lexicon.words
 
 
 def _seq(s: str) -> list[str]:
@@ -1246,7 +1245,7 @@ class _Parser:
             elif t.kind in ("url", "ext"):
                 out.append(align.Token(t.low.lstrip("."), "thing", line))
             elif i in self.unit_at:
-                out.append(align.Token(self.unit_at[i], "thing", line))
+                out.append(align.Token(self.unit_at[i], "unit", line))
             elif i in self.name_at:
                 out.extend(self._name_parts(t, self.name_at[i], line))
                 if t.raw.replace("\u2019", "'").endswith(("'s", "s'")):
