@@ -6,8 +6,9 @@ query b? Three decisions are compared on the same embeddings (LocalEmbedder,
 all-MiniLM-L6-v2 int8):
 
   cosine only   hit when cosine >= t
-  before        the decision shipped before the alignment guard: cosine >= 0.82 and the
-                older guard set (the frame guard, overruled at cosine >= 0.95)
+  before        the decision as it was before the alignment guard: cosine >= 0.82, the
+                word guards (as they are now) and the frame guard, overruled at cosine
+                >= 0.95
   shipped       hit when cosine >= t and edge_agent.cache.verify.check() agrees; the
                 default is t = verify.DEFAULT_THRESHOLD
 
@@ -580,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             f"**Default operating point** (cosine >= {threshold} and the guards agree). "
             "Recall is the share of paraphrases served from cache; hits / false hits count "
-            "pairs; *before*: the decision shipped before the alignment guard.",
+            "pairs; *before*: cosine >= 0.82, today's word guards and the frame guard (overruled "
+            "at cosine >= 0.95), the decision as it was before the alignment guard.",
             table(
                 [
                     "data",

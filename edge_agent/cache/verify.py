@@ -139,7 +139,6 @@ _CALENDAR = _words(
 )
 for _full in _CALENDAR - {"may"}:
     _ALIASES[_full[:3]] = _full
-    _ALIASES[_full] = _full
 _ALIASES |= {"sept": "september", "tues": "tuesday", "thur": "thursday", "thurs": "thursday"}
 for _country, _adjectives in {
     "france": "french",
@@ -831,9 +830,8 @@ class _Parser:
         self.multi_at: set[int] = set()  # tokens inside a multi-word name
         self.name_at: dict[int, tuple[str, ...]] = {}  # token index -> names in it
         self.value_at: dict[int, str] = {}  # first token of a quantity -> its value
-        self.ordinal_at: dict[int, int] = {}  # "2nd", "second", "II" -> 2
+        self.ordinal_at: dict[int, int] = {}  # token index -> ordinal: "2nd", "second", "II"
         self.units: set[str] = set()
-        self.ordinals: set[int] = set()
         self.ops: set[str] = set()
         self.poles: set[tuple[str, str]] = set()
         self.entities: set[str] = set()
@@ -864,7 +862,7 @@ class _Parser:
             numbers=frozenset(self.numbers),
             number_order=tuple(self.number_order),
             noncommutative=bool(self.ops & _NONCOMMUTATIVE),
-            ordinals=frozenset(self.ordinals),
+            ordinals=frozenset(self.ordinal_at.values()),
             ops=frozenset(self.ops),
             quoted=tuple(dict.fromkeys(quoted)),
             code=tuple(dict.fromkeys(c for c in code if c)),
@@ -977,8 +975,7 @@ class _Parser:
                 value = _dec(t.raw)
                 if j < n and low[j] in _ORDINAL_SUFFIX and toks[j].start == t.end:
                     if value is not None and value == value.to_integral_value():
-                        self.ordinals.add(int(value))  # "2nd"
-                        self.ordinal_at[i] = int(value)
+                        self.ordinal_at[i] = int(value)  # "2nd"
                     self.number_at.update((i, j))
                     i = j + 1
                     continue
@@ -1087,7 +1084,6 @@ class _Parser:
                 and (i - 1) not in self.number_at
                 and not (w == "second" and prev in ("a", "per", "one", "each", "every"))
             ):
-                self.ordinals.add(_ORDINAL_WORDS[w])
                 self.ordinal_at[i] = _ORDINAL_WORDS[w]
             # Roman numerals after a name are ordinals: "World War II", "Henry VIII".
             if (
@@ -1096,7 +1092,6 @@ class _Parser:
                 and toks[i - 1].raw[:1].isupper()
                 and not toks[i - 1].initial
             ):
-                self.ordinals.add(_ROMAN.get(w, 1))
                 self.ordinal_at[i] = _ROMAN.get(w, 1)
                 prev = w
                 continue
@@ -1577,15 +1572,23 @@ def _identifier_in(ident: str, other: Signature) -> bool:
     "k8s" / "Kubernetes", "w-2" / "w2", "node.js" / "Node", "customer_ids" / "customer
     IDs", "json.parse/json.stringify" / "json.parse and json.stringify()"."""
     pool = other.words | other.identifiers
-    if ident in pool or _ALIASES.get(ident, ident) in pool:
-        return True
-    flat = {re.sub(r"[^a-z0-9]", "", w) for w in pool}
-    if re.sub(r"[^a-z0-9]", "", ident) in flat:
-        return True
-    if "/" in ident:
-        return all(_identifier_in(part, other) for part in ident.split("/") if part)
-    if ident.endswith(".js") and ident[:-3] in pool:
-        return True
+    flat = {_flat(w) for w in pool}
+    return all(
+        part in pool
+        or _ALIASES.get(part, part) in pool
+        or _flat(part) in flat
+        or (part.endswith(".js") and part[:-3] in pool)
+        or _parts_in(part, pool)
+        for part in (p for p in ident.split("/") if p)
+    )
+
+
+def _flat(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s)
+
+
+def _parts_in(ident: str, pool: frozenset[str]) -> bool:
+    """Every part of a compound name is a word on the other side ("customer_ids")."""
     parts = [p.lower() for p in _IDENT_SPLIT_RE.split(ident) if len(p) > 1]
     return len(parts) > 1 and all(p in pool or _norm_word(p) in pool for p in parts)
 
