@@ -226,3 +226,35 @@ async def test_rebuilds_happen_beside_the_serving_index() -> None:
         else:
             assert found.hit is None or found.hit.entry.text != f"t{i}"
     await tier.close()
+
+
+async def test_an_unsigned_entry_is_no_candidate_until_signed() -> None:
+    """Entries from other replicas arrive without a signature; the verifier thread signs
+    them, and only then may they answer."""
+    emb = TableEmbedder()
+    emb.table = {"How tall is Everest?": unit(7)}
+    tier = make_tier(emb, use_verifier=True)
+    tier.store("p", "How tall is Everest?", unit(7), None, b"{}")
+    entry = next(iter(tier._entries.values()))
+    tier._verifier.submit(lambda: None).result()  # the signing job ran before this one
+    assert entry.signature is not None
+    r = await tier.lookup("p", "How tall is Everest?")
+    assert r.hit is not None and r.hit.entry is entry
+
+
+async def test_an_entry_purged_during_verification_is_not_served() -> None:
+    emb = TableEmbedder()
+    emb.table = {"How tall is Everest?": unit(7)}
+    tier = make_tier(emb, use_verifier=True)
+    first = await tier.lookup("p", "How tall is Everest?")
+    tier.store("p", "How tall is Everest?", first.vector, first.signature, b"{}")
+    entry_id = next(iter(tier._entries))
+    verify_one = tier._verify
+
+    def purge_then_verify(sig, candidates):  # type: ignore[no-untyped-def]
+        tier.remove(entry_id)  # a purge lands while the verifier thread works
+        return verify_one(sig, candidates)
+
+    tier._verify = purge_then_verify  # type: ignore[method-assign]
+    r = await tier.lookup("p", "How tall is Everest?")
+    assert r.hit is None
