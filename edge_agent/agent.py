@@ -10,6 +10,7 @@ from edge_agent.attempt import Attempt
 from edge_agent.attempt_log import AttemptLog
 from edge_agent.cache.coalesce import Flights
 from edge_agent.cache.exact import ExactCache
+from edge_agent.cache.keys import VARY_HEADERS
 from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
 from edge_agent.cache.shared import SharedCache
 from edge_agent.config import Config
@@ -48,6 +49,7 @@ class Agent:
         )
         self.max_entry_bytes = exact.max_entry_bytes
         self.allow_nonzero_temperature = config.cache.allow_nonzero_temperature
+        self.vary_headers = (*VARY_HEADERS, *config.cache.vary_headers)
         # /v1/models never changes while the process runs: build the answer once.
         created = int(time.time())
         self.models_body = models_list(

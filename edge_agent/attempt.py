@@ -153,9 +153,10 @@ class Attempt:
         assert leg is not None
         out = leg.response_body(chunk, end_of_stream, self._status or "")
         if out is not None:
-            if leg.failed and leg.stream_out is None:
-                return Continue(body=out, set_headers=[(":status", "502")])
-            return Continue(body=out, chunk=leg.stream_out is not None)
+            if leg.stream_out is None:
+                # A whole body: its headers are still held, and follow the new body.
+                return Continue(body=out, set_headers=leg.body_headers())
+            return Continue(body=out, chunk=True)
         if end_of_stream and self._status == "200":
             leg.count_usage(usage_of(chunk, client_schema_of(leg.endpoint)))
         return _CONTINUE

@@ -440,6 +440,28 @@ class CacheConfig(_Strict):
     # Sampling with temperature > 0 asks for varied answers; serving them from cache
     # changes the semantics, so it is opt-in.
     allow_nonzero_temperature: bool = False
+    # Forwarded request headers whose value changes a provider's answer, beyond the
+    # built-in anthropic-beta and openai-beta: each becomes part of the cache key.
+    vary_headers: list[str] = Field(default_factory=list)
+
+    @field_validator("vary_headers")
+    @classmethod
+    def _vary_headers(cls, v: list[str]) -> list[str]:
+        from edge_agent.providers.base import CLIENT_ONLY_HEADERS
+
+        out = []
+        for name in v:
+            low = name.strip().lower()
+            if not re.fullmatch(r"[a-z0-9!#$%&'*+.^_`|~-]+", low):
+                raise ValueError(f"expected an HTTP header name, got {name!r}")
+            if low in CLIENT_ONLY_HEADERS:
+                raise ValueError(
+                    f"{low!r} is never forwarded to providers (the gateway sets its own), "
+                    "so it cannot change an answer; remove it from cache.vary_headers"
+                )
+            if low not in out:
+                out.append(low)
+        return out
 
 
 class EnvoyConfig(_Strict):

@@ -25,7 +25,13 @@ from edge_agent.api.openai import Endpoint, ParsedRequest, is_complete_response,
 from edge_agent.api.sse import StreamAssembler, replay_stream
 from edge_agent.attempt_log import ATTEMPT_COUNT_HEADER, ATTEMPT_KEY_HEADER
 from edge_agent.cache.coalesce import Flight
-from edge_agent.cache.keys import CachePolicy, cache_key, cache_policy, semantic_scope
+from edge_agent.cache.keys import (
+    CachePolicy,
+    cache_key,
+    cache_policy,
+    request_variant,
+    semantic_scope,
+)
 from edge_agent.leg import (
     MODEL_HEADER,
     PROVIDER_HEADER,
@@ -153,6 +159,7 @@ class Exchange:
         "_lease",
         "_leg",
         "_metered_upstream",
+        "_overrides",
         "_policy",
         "_raw",
         "_scope",
@@ -207,6 +214,7 @@ class Exchange:
         self.chained = ""  # the failover chain routed to: attempts are handled upstream
         self._attempt_key = ""  # its AttemptLog entry
         self._metered_upstream = False  # usage already counted by a leg or the upstream filter
+        self._overrides: tuple[str | None, frozenset[str]] = (None, frozenset())
 
     # ---- request headers -------------------------------------------------------------
     def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
@@ -257,6 +265,8 @@ class Exchange:
             if not agent.router.knows(req.model):
                 raise errors.model_not_found(req.model, agent.router.model_names)
             self.model = req.model
+            # Before the cache: a refused override is refused whether or not it would hit.
+            self._overrides = self._client_overrides()
             hit = self._lookup(req)
             if hit is not None:
                 return hit
@@ -394,7 +404,7 @@ class Exchange:
         agent = self.agent
         endpoint = self.endpoint
         assert endpoint is not None
-        pin, exclude = self._overrides()
+        pin, exclude = self._overrides
         choice = agent.router.pick(
             req.model, endpoint, needs_of(req, self._body_bytes), pin, exclude
         )
@@ -441,7 +451,7 @@ class Exchange:
             clear_route_cache=True,
         )
 
-    def _overrides(self) -> tuple[str | None, frozenset[str]]:
+    def _client_overrides(self) -> tuple[str | None, frozenset[str]]:
         """The client's pin / exclude headers, when the config lets clients steer."""
         pin = self.req_headers.get(PIN_HEADER, "").strip() or None
         raw = self.req_headers.get(EXCLUDE_HEADER, "")
@@ -464,8 +474,10 @@ class Exchange:
         )
         if not (policy.lookup or policy.store):
             return None
+        # The query and answer-changing headers are forwarded: they belong in the key.
+        variant = request_variant(self.query, self.req_headers, agent.vary_headers)
         try:
-            self.key = cache_key("", req)
+            self.key = cache_key("", req, variant)
         except orjson.JSONEncodeError:
             raise _TOO_DEEP from None
         if policy.lookup:
@@ -483,7 +495,11 @@ class Exchange:
             # Only now, after an exact miss: exact hits never pay for the partition hash.
             try:
                 self._scope = semantic_scope(
-                    "", req, history=agent.semantic_history, max_chars=agent.semantic_max_chars
+                    "",
+                    req,
+                    history=agent.semantic_history,
+                    max_chars=agent.semantic_max_chars,
+                    variant=variant,
                 )
             except orjson.JSONEncodeError:
                 raise _TOO_DEEP from None
@@ -677,10 +693,10 @@ class Exchange:
         if out is not None:
             leg = self._leg
             assert leg is not None
-            if leg.failed and leg.stream_out is None:
-                # Headers are still held (buffered body): the error gets its own status.
-                return Continue(body=out, set_headers=[(":status", "502")])
-            return Continue(body=out, chunk=leg.stream_out is not None)
+            if leg.stream_out is None:
+                # A whole body: its headers are still held, and follow the new body.
+                return Continue(body=out, set_headers=leg.body_headers())
+            return Continue(body=out, chunk=True)
         return _CONTINUE
 
     def _count_usage(self, usage: object) -> None:

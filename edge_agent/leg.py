@@ -51,6 +51,7 @@ class ProviderLeg:
         "client_schema",
         "endpoint",
         "failed",
+        "foreign_error",
         "label",
         "request",
         "stream_out",
@@ -72,6 +73,8 @@ class ProviderLeg:
         self.translate_body = False  # a whole answer (JSON or error) to translate
         self.stream_out: translate.StreamTranslator | None = None
         self.failed = False  # the answer could not be translated: the client got an error
+        # An error answer in the client's own schema, read to check it really is.
+        self.foreign_error = False
         self._stream_settled = False  # a translated stream's end (or break) was counted
 
     # ---- request -----------------------------------------------------------------------
@@ -153,7 +156,17 @@ class ProviderLeg:
             else:
                 self.translate_body = True  # answers and errors alike
                 want = False
+        elif identity and status.isascii() and status.isdigit() and int(status) >= 400:
+            # Errors are small; a plain-text or HTML one is put in the client's schema.
+            self.foreign_error = True
+            want = False
         return set_headers, remove, want
+
+    def body_headers(self) -> list[tuple[str, str]]:
+        """Headers for a whole body this leg replaced (they are still held by Envoy)."""
+        if self.failed:
+            return [(":status", "502"), ("content-type", JSON)]
+        return [("content-type", JSON)]
 
     def abandon(self) -> None:
         """The exchange ended before a translated stream did (the client left, or Envoy
@@ -196,6 +209,11 @@ class ProviderLeg:
                 if self.failed or not self.stream_out.finished:
                     self.agent.metrics.broken_streams.labels(self.target.key).inc()
             return out
+        if self.foreign_error:
+            if not end_of_stream:
+                return b""  # buffered: one message; a partial one is held back to the end
+            code = int(status) if status.isascii() and status.isdigit() else 502
+            return translate.error_in_schema(code, chunk, self.client_schema)
         if self.translate_body:
             try:
                 return self._translate_whole(chunk, status)

@@ -360,7 +360,42 @@ def _check_message(path: str, message: Any) -> None:
         part_path = f"{path}.content[{j}]"
         if type(part) is not dict:
             raise _wrong_type(part_path, "a content part object", part)
-        _required_string(part, "type", part_path)
+        _check_part(part_path, _required_string(part, "type", part_path), part)
+
+
+# OpenAI's content part types, checked like every other field. Other types pass on:
+# OpenAI-compatible servers add their own (vLLM's video_url, ...), and the provider
+# judges those.
+_PART_STRINGS = {"text": "text", "refusal": "refusal"}  # type → its string field
+# type → (what its object must be, required string keys, optional string keys)
+_PART_OBJECTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "image_url": ("an object with a 'url'", ("url",), ("detail",)),
+    "input_audio": ("an object with 'data' and 'format'", ("data", "format"), ()),
+    "file": ("an object", (), ("file_data", "file_id", "filename")),
+}
+
+
+def _check_part(path: str, kind: str, part: dict[str, Any]) -> None:
+    field = _PART_STRINGS.get(kind)
+    if field is not None:
+        _required_string(part, field, path)
+        return
+    spec = _PART_OBJECTS.get(kind)
+    if spec is None:
+        return
+    what, required, optional = spec
+    where = f"{path}.{kind}"
+    obj = part.get(kind)
+    if obj is None:
+        raise _missing(where)
+    if type(obj) is not dict:
+        raise _wrong_type(where, what, obj)
+    for key in required:
+        _required_string(obj, key, where)
+    for key in optional:
+        value = obj.get(key)
+        if value is not None and type(value) is not str:
+            raise _wrong_type(f"{where}.{key}", "a string", value)
 
 
 _TEXT_INPUT = (

@@ -607,6 +607,27 @@ def error_to_anthropic(status: int, body: bytes) -> bytes:
     )
 
 
+def error_in_schema(status: int, body: bytes, schema: str) -> bytes | None:
+    """A provider's error answer in the client's schema (`openai` or `anthropic`), the
+    status unchanged; None when it already is (plain text, an HTML page or a framework's
+    {"detail": ...} would break the client's SDK)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        in_envelope = isinstance(error, dict) and isinstance(error.get("message"), str)
+        if in_envelope and (schema == "openai" or parsed.get("type") == "error"):
+            return None
+    if schema == "anthropic":
+        return error_to_anthropic(status, body)
+    message, _ = _error_parts(body, anthropic=False)
+    return openai_error(
+        message, "api_error" if status >= 500 else "invalid_request_error", "upstream_error"
+    )
+
+
 def _error_parts(body: bytes, *, anthropic: bool) -> tuple[str, str | None]:
     try:
         parsed = orjson.loads(body)
@@ -614,10 +635,22 @@ def _error_parts(body: bytes, *, anthropic: bool) -> tuple[str, str | None]:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             kind = error.get("type")
             return error["message"], kind if isinstance(kind, str) else None
+        # Other JSON shapes servers use: {"detail": "..."} (FastAPI), {"message": "..."},
+        # {"error": "..."}.
+        for key in ("detail", "message", "error"):
+            value = parsed.get(key)
+            if isinstance(value, str) and value.strip():
+                return f"The provider answered: {_clip(value)}", None
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    text = body[:500].decode("utf-8", "replace").strip()
+    text = _clip(body[:2000].decode("utf-8", "replace"))
     return f"The provider answered: {text}" if text else "The provider answered an error.", None
+
+
+def _clip(text: str) -> str:
+    # One line, bounded: a provider's HTML error page must not flood the client's error.
+    text = " ".join(text.split())
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 # =========================================================================== streams

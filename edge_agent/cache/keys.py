@@ -1,15 +1,17 @@
 """Cache keys and the rules for what must not be cached.
 
 Key = tenant + endpoint + client-facing model + the normalized request minus the fields
-that do not change the answer. The client-facing model (not the target it was routed
-to) is used: a model alias declares its targets equivalent, so a repeat is a hit
-whichever target answered first.
+that do not change the answer + what else the agent forwards that can change it (the
+query string, and headers such as `anthropic-beta`: see `VARY_HEADERS` and
+docs/operations.md). The client-facing model (not the target it was routed to) is used: a
+model alias declares its targets equivalent, so a repeat is a hit whichever target
+answered first.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,26 @@ from edge_agent.api.openai import Endpoint, ParsedRequest
 _NEUTRAL_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 
 BYPASS_HEADER = "x-edge-agent-cache"  # request header value "bypass" skips the cache
+
+# Forwarded request headers that switch a provider's behaviour (beta features: longer
+# outputs, other tool versions, ...). Config `cache.vary_headers` adds more. Every other
+# forwarded header is transport, tracing or SDK telemetry (docs/operations.md lists them).
+VARY_HEADERS = ("anthropic-beta", "openai-beta")
+
+
+def request_variant(query: str, headers: Mapping[str, str], names: Iterable[str]) -> list[str]:
+    """What besides the body reaches the provider and can change its answer.
+
+    The raw query string (the agent forwards it as sent; reordering its parameters is not
+    assumed harmless) and each of `names` the client sent, as name=value. Empty for the
+    common request, whose key then stays what it was before variants existed.
+    """
+    out = [f"?{query}"] if query else []
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            out.append(f"{name}={value.strip()}")
+    return out
 
 
 def _normalize_content(content: Any) -> Any:
@@ -49,13 +71,15 @@ def _normalize_messages(messages: list[Any]) -> list[Any]:
     return out
 
 
-def cache_key(tenant: str, req: ParsedRequest) -> str:
+def cache_key(tenant: str, req: ParsedRequest, variant: list[str] | None = None) -> str:
+    """The exact tier's key; `variant` from `request_variant`."""
     fields = {k: v for k, v in req.body.items() if k not in _NEUTRAL_FIELDS}
     if req.endpoint in (Endpoint.CHAT, Endpoint.MESSAGES):
         fields["messages"] = _normalize_messages(fields["messages"])
-    material = orjson.dumps(
-        [tenant, str(req.endpoint), fields], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-    )
+    parts: list[Any] = [tenant, str(req.endpoint), fields]
+    if variant:
+        parts.append(variant)
+    material = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(material).hexdigest()
 
 
@@ -107,7 +131,12 @@ def _user_text(message: Any) -> str | None:
 
 
 def semantic_scope(
-    tenant: str, req: ParsedRequest, *, history: str = "partition", max_chars: int = 800
+    tenant: str,
+    req: ParsedRequest,
+    *,
+    history: str = "partition",
+    max_chars: int = 800,
+    variant: list[str] | None = None,
 ) -> tuple[str, str] | None:
     """(partition, text to embed) for a request the semantic tier may serve, else None.
 
@@ -127,8 +156,8 @@ def semantic_scope(
             m for m in earlier if isinstance(m, dict) and m.get("role") in _INSTRUCTION_ROLES
         ]
     fields = {k: v for k, v in req.body.items() if k not in _NEUTRAL_FIELDS and k != "messages"}
-    material = orjson.dumps(
-        [tenant, str(req.endpoint), fields, earlier],
-        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
-    )
+    parts: list[Any] = [tenant, str(req.endpoint), fields, earlier]
+    if variant:
+        parts.append(variant)
+    material = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(material).hexdigest(), text

@@ -201,6 +201,19 @@ def test_chat_optional_fields_accepted(fields: dict[str, Any]) -> None:
         [{"role": "developer", "content": "x"}, USER],
         [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
         [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}],
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "u", "detail": "low"}},
+                    {"type": "input_audio", "input_audio": {"data": "AAA=", "format": "wav"}},
+                    {"type": "file", "file": {"file_id": "file-1"}},
+                    # A server's own part type (vLLM) is the provider's to judge.
+                    {"type": "video_url", "video_url": {"url": "v"}},
+                ],
+            }
+        ],
+        [USER, {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}],
         [{"role": "user", "content": []}],
         [{"role": "user", "content": "hi", "name": "bob"}],
         [
@@ -300,6 +313,41 @@ def test_chat_messages_accepted(messages: list[Any]) -> None:
             [{"role": "user", "content": [{"type": 3}]}],
             "messages[0].content[0].type",
             "expected a string, but got an integer",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": 0}]}],
+            "messages[0].content[0].text",
+            "expected a string, but got an integer",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text"}]}],
+            "messages[0].content[0].text",
+            "Missing required parameter",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": "http://x/a.png"}]}],
+            "messages[0].content[0].image_url",
+            "expected an object with a 'url'",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": None}}]}],
+            "messages[0].content[0].image_url.url",
+            "expected a string",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}],
+            "messages[0].content[0].input_audio.format",
+            "Missing required parameter",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "file", "file": {"file_id": 5}}]}],
+            "messages[0].content[0].file.file_id",
+            "expected a string",
+        ),
+        (
+            [USER, {"role": "assistant", "content": [{"type": "refusal", "refusal": []}]}],
+            "messages[1].content[0].refusal",
+            "expected a string",
         ),
         (
             [{"role": "tool", "content": "42"}],

@@ -87,3 +87,42 @@ def test_several_text_parts_do_not_collide_with_their_concatenation() -> None:
     )
     joined = chat(messages=[{"role": "user", "content": "foobar"}])
     assert cache_key("", two) != cache_key("", joined)
+
+
+def test_key_holds_what_is_forwarded_and_changes_the_answer() -> None:
+    from edge_agent.cache.keys import VARY_HEADERS, request_variant
+
+    req = chat()
+    plain = cache_key("", req, request_variant("", {}, VARY_HEADERS))
+    assert plain == cache_key("", req)  # the common request keeps its key
+
+    def key(query: str = "", **headers: str) -> str:
+        return cache_key("", req, request_variant(query, headers, VARY_HEADERS))
+
+    # Each item of the rule (docs/operations.md): a different value, a different key.
+    assert key("api-version=2099-01-01") not in (plain, key("api-version=2024-10-21"))
+    assert key(**{"anthropic-beta": "output-128k-2025-02-19"}) != plain
+    assert key(**{"openai-beta": "assistants=v2"}) != plain
+    assert key(**{"anthropic-beta": "a"}) != key(**{"anthropic-beta": "b"})
+    # Headers that cannot change the answer stay out of it.
+    assert key(**{"traceparent": "00-abc-def-01", "user-agent": "sdk/1.0"}) == plain
+    # A configured header is in the key; a query is never confused with a header value.
+    extra = (*VARY_HEADERS, "x-vllm-lora")
+    assert cache_key("", req, request_variant("", {"x-vllm-lora": "a"}, extra)) != plain
+    assert key("anthropic-beta=a") != key(**{"anthropic-beta": "a"})
+
+
+def test_semantic_partition_holds_the_same_variant() -> None:
+    from edge_agent.cache.keys import VARY_HEADERS, request_variant, semantic_scope
+
+    req = chat()
+    plain = semantic_scope("", req)
+    assert plain is not None
+    assert semantic_scope("", req, variant=request_variant("", {}, VARY_HEADERS)) == plain
+    beta = semantic_scope(
+        "", req, variant=request_variant("", {"anthropic-beta": "x"}, VARY_HEADERS)
+    )
+    query = semantic_scope("", req, variant=request_variant("v=2", {}, VARY_HEADERS))
+    assert beta is not None and query is not None
+    assert len({plain[0], beta[0], query[0]}) == 3  # three partitions, same text
+    assert plain[1] == beta[1] == query[1]

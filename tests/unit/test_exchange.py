@@ -7,7 +7,7 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.api.sse import SSEParser
-from edge_agent.config import parse_config
+from edge_agent.config import ConfigError, parse_config
 from edge_agent.exchange import BodyMode, Continue, Exchange, Respond
 from tests.helpers import chat_completion
 
@@ -139,7 +139,9 @@ def test_incomplete_stream_and_errors_are_not_stored() -> None:
 
     ex, _ = send(agent, chat_body("other"))
     d = ex.response_headers({":status": "500", "content-type": "application/json"})
-    assert d.response_body_mode is None  # nothing to capture
+    assert d.response_body_mode is BodyMode.BUFFERED  # read only to check its schema
+    error = b'{"error": {"message": "boom", "type": "server_error"}}'
+    assert ex.response_body(error, end_of_stream=True).body is None  # passed as it is
     assert isinstance(send(agent, chat_body("other"))[1], Continue)
 
     ex, _ = send(agent, chat_body("third"))
@@ -298,3 +300,84 @@ def test_abandoned_capture_ends_the_exchange() -> None:
     ex.response_headers({":status": "200", "content-type": "text/event-stream"})
     ex.response_body(b"data: " + b"x" * 2000 + b"\n\n", end_of_stream=False)
     assert ex.done
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {":path": "/v1/chat/completions?api-version=2099-01-01"},
+        {"anthropic-beta": "output-128k-2025-02-19"},
+        {"openai-beta": "assistants=v2"},
+    ],
+)
+def test_forwarded_query_and_beta_headers_are_part_of_the_key(variant: dict) -> None:
+    agent = make_agent()
+    ex, _ = send(agent, chat_body())
+    answer(ex, COMPLETION)
+    _, other = send(agent, chat_body(), **variant)
+    assert isinstance(other, Continue), "served the answer stored without it"
+    _, same = send(agent, chat_body())
+    assert isinstance(same, Respond) and dict(same.headers)["x-edge-agent-cache"] == "hit"
+
+
+def test_configured_vary_header_is_part_of_the_key() -> None:
+    agent = make_agent(vary_headers=["X-Vllm-Lora"])
+    ex, _ = send(agent, chat_body(), **{"x-vllm-lora": "a"})
+    answer(ex, COMPLETION)
+    _, other = send(agent, chat_body(), **{"x-vllm-lora": "b"})
+    assert isinstance(other, Continue)
+    _, same = send(agent, chat_body(), **{"x-vllm-lora": "a"})
+    assert isinstance(same, Respond)
+
+
+def test_vary_headers_that_are_never_forwarded_are_refused() -> None:
+    with pytest.raises(ConfigError, match="never forwarded"):
+        make_agent(vary_headers=["Authorization"])
+
+
+def test_routing_override_is_refused_before_the_cache_answers() -> None:
+    agent = make_agent()
+    ex, _ = send(agent, chat_body())
+    answer(ex, COMPLETION)
+    for name in ("x-edge-agent-pin", "x-edge-agent-exclude"):
+        _, refused = send(agent, chat_body(), **{name: "a"})
+        assert isinstance(refused, Respond) and refused.status == 400, name
+        assert b"routing_override_disabled" in refused.body
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "said"),
+    [
+        (b"Internal Server Error", "text/plain", "Internal Server Error"),
+        (b"<html><body><h1>502 Bad Gateway</h1>\n</body></html>", "text/html", "502 Bad Gateway"),
+        (b'{"detail": "Model not loaded"}', "application/json", "Model not loaded"),
+        (b"", "", "an error"),
+    ],
+)
+def test_provider_errors_outside_the_schema_are_wrapped_keeping_the_status(
+    body: bytes, content_type: str, said: str
+) -> None:
+    ex, _ = send(make_agent(), chat_body())
+    hdrs = {":status": "500", "content-length": str(len(body))}
+    if content_type:
+        hdrs["content-type"] = content_type
+    assert ex.response_headers(hdrs).response_body_mode is BodyMode.BUFFERED
+    d = ex.response_body(body, end_of_stream=True)
+    assert d.body is not None
+    error = orjson.loads(d.body)["error"]
+    assert said in error["message"] and error["type"] == "api_error"
+    assert error["code"] == "upstream_error"
+    assert dict(d.set_headers) == {"content-type": "application/json"}  # status kept: 500
+
+
+def test_provider_errors_are_wrapped_in_the_anthropic_schema_for_its_clients() -> None:
+    body = orjson.dumps(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    ex, _ = send(make_agent(), body, **{":path": "/v1/messages"})
+    ex.response_headers({":status": "429", "content-type": "text/plain"})
+    d = ex.response_body(b"slow down", end_of_stream=True)
+    assert orjson.loads(d.body) == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "The provider answered: slow down"},
+    }
