@@ -480,6 +480,15 @@ class EnvoyConfig(_Strict):
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
     # Envoy worker threads; None = Envoy's default (one per core it may use).
     concurrency: Annotated[int, Field(ge=1, le=256)] | None = None
+    # Slow or silent clients must not hold connections (docs/operations.md): the headers
+    # must arrive within request_headers_timeout_s of their first byte, the whole request
+    # (body, and the agent's work on it) within request_timeout_s; a connection with no
+    # request in flight closes after idle_timeout_s; a request whose stream moves no byte
+    # either way for stream_idle_timeout_s is reset.
+    request_headers_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    idle_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    stream_idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
 
     @field_validator("routing_header")
     @classmethod
@@ -579,6 +588,17 @@ class Config(_Strict):
                             f"provider {pname!r} does not list model {pmodel!r}; it lists: {known}",
                         )
                     )
+        agent_wait_s = self.cache.coalesce.max_wait_s + self.envoy.message_timeout_ms / 1000
+        if self.envoy.request_timeout_s <= agent_wait_s + 2:
+            errors.append(
+                (
+                    "envoy.request_timeout_s",
+                    f"{self.envoy.request_timeout_s} s would cut requests the agent holds "
+                    f"while an identical one is in flight (cache.coalesce.max_wait_s + "
+                    f"envoy.message_timeout_ms = {agent_wait_s:g} s); raise it above "
+                    f"{agent_wait_s + 2:g} s or lower cache.coalesce.max_wait_s",
+                )
+            )
         sem = self.cache.semantic
         if sem.enabled and sem.lookup_timeout_ms > self.envoy.message_timeout_ms * 0.8:
             errors.append(

@@ -1,7 +1,7 @@
 """Generate the standalone Envoy bootstrap from the agent's config.
 
-One cluster per provider, named after the provider; the route picks the cluster from
-the routing header the agent sets (`cluster_header`). Models that fail over get one
+One cluster per provider, named after the provider, and one route per provider, chosen by
+the provider's name in the routing header the agent sets. Models that fail over get one
 "chain" cluster per first target: its targets as endpoints at priorities 0, 1, …, a
 retry policy that moves to the next priority, and the agent as an upstream ext_proc
 filter that translates and authenticates each attempt (docs/failover.md). Because the
@@ -21,6 +21,8 @@ from edge_agent.attempt import STAGE_METADATA, TARGET_ATTRIBUTE
 from edge_agent.config import Config, Provider, TargetSpec, failover_chains
 
 EXT_PROC_CLUSTER = "edge_agent_ext_proc"
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPE = "type.googleapis.com/"
 HCM_TYPE = (
@@ -87,74 +89,101 @@ def _tls_socket(provider: Provider, ca_file: str | None = None) -> dict[str, Any
     }
 
 
-def chain_cluster(
+def chain_clusters(
     config: Config,
+    chains: Mapping[str, list[TargetSpec]],
+    buffer_limit: int,
+    limit: int,
+    ca_file: str | None = None,
+) -> list[dict[str, Any]]:
+    """The failover chains: one aggregate cluster per chain over one member cluster per
+    target, in attempt order.
+
+    Envoy flattens an aggregate's members into priority levels, so the route's retry
+    policy walks them in order. Each member ends an attempt at its own provider's
+    `timeout_s` (`max_stream_duration`, read from the cluster of the host an attempt
+    goes to; a route has only one per-try timeout). The agent filters every attempt:
+    upstream filters count on the aggregate only, members' are ignored.
+    """
+    members: dict[str, str] = {}  # target key → member cluster, shared by all chains
+    out: list[dict[str, Any]] = []
+    for specs in chains.values():
+        for spec in specs:
+            if spec.target not in members:
+                members[spec.target] = f"edge_agent_target_{len(members)}"
+                out.append(
+                    target_cluster(
+                        config.provider(spec.provider),
+                        members[spec.target],
+                        spec,
+                        buffer_limit,
+                        limit,
+                        ca_file,
+                    )
+                )
+    for name, specs in chains.items():
+        out.append(
+            {
+                "name": name,
+                "circuit_breakers": _circuit_breakers(limit),  # retries count here
+                "connect_timeout": _duration(
+                    max(config.provider(s.provider).connect_timeout_s for s in specs)
+                ),
+                "lb_policy": "CLUSTER_PROVIDED",
+                "cluster_type": {
+                    "name": "envoy.clusters.aggregate",
+                    "typed_config": {
+                        "@type": _TYPE + "envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                        "clusters": [members[s.target] for s in specs],
+                    },
+                },
+                "typed_extension_protocol_options": {
+                    _HTTP_PROTOCOL_OPTIONS: {
+                        "@type": _TYPE + _HTTP_PROTOCOL_OPTIONS,
+                        "explicit_http_config": {"http_protocol_options": {}},
+                        "http_filters": [
+                            upstream_ext_proc_filter(config),
+                            {
+                                "name": "envoy.filters.http.upstream_codec",
+                                "typed_config": {
+                                    "@type": _TYPE
+                                    + "envoy.extensions.filters.http.upstream_codec.v3."
+                                    "UpstreamCodec"
+                                },
+                            },
+                        ],
+                    }
+                },
+            }
+        )
+    return out
+
+
+def target_cluster(
+    provider: Provider,
     name: str,
-    specs: list[TargetSpec],
+    spec: TargetSpec,
     buffer_limit: int,
     limit: int,
     ca_file: str | None = None,
 ) -> dict[str, Any]:
-    """Targets in attempt order as priority levels; the agent filters every attempt."""
-    providers = [config.provider(spec.provider) for spec in specs]
-    endpoints = []
-    for priority, (spec, provider) in enumerate(zip(specs, providers, strict=True)):
-        endpoints.append(
-            {
-                "priority": priority,
-                "lb_endpoints": [
-                    {
-                        "endpoint": {
-                            "address": _socket(provider.host, provider.port),
-                            "hostname": provider.authority,  # Host, per attempt
-                        },
-                        "metadata": {
-                            "filter_metadata": {
-                                "edge_agent": {"target": spec.target},
-                                "envoy.transport_socket_match": {"provider": provider.name},
-                            }
-                        },
-                    }
-                ],
-            }
-        )
-    tls = {p.name: p for p in providers if p.tls}
-    cluster: dict[str, Any] = {
-        "name": name,
-        "circuit_breakers": _circuit_breakers(limit),
-        "type": "STATIC" if all(_is_ip(p.host) for p in providers) else "STRICT_DNS",
-        "connect_timeout": _duration(max(p.connect_timeout_s for p in providers)),
-        "lb_policy": "ROUND_ROBIN",
-        "per_connection_buffer_limit_bytes": buffer_limit,
-        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
-        "typed_extension_protocol_options": {
-            _HTTP_PROTOCOL_OPTIONS: {
-                "@type": _TYPE + _HTTP_PROTOCOL_OPTIONS,
-                "explicit_http_config": {"http_protocol_options": {}},
-                "http_filters": [
-                    upstream_ext_proc_filter(config),
-                    {
-                        "name": "envoy.filters.http.upstream_codec",
-                        "typed_config": {
-                            "@type": _TYPE
-                            + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
-                        },
-                    },
-                ],
-            }
-        },
+    """A chain member: the provider's cluster, its host tagged with the target (the
+    agent's upstream filter reads it) and every attempt bounded by `timeout_s`."""
+    cluster = provider_cluster(provider, buffer_limit, limit, ca_file)
+    cluster["name"] = name
+    assignment = cluster["load_assignment"]
+    assignment["cluster_name"] = name
+    [lb_endpoint] = assignment["endpoints"][0]["lb_endpoints"]
+    lb_endpoint["metadata"] = {"filter_metadata": {"edge_agent": {"target": spec.target}}}
+    cluster["typed_extension_protocol_options"] = {
+        _HTTP_PROTOCOL_OPTIONS: {
+            "@type": _TYPE + _HTTP_PROTOCOL_OPTIONS,
+            "explicit_http_config": {"http_protocol_options": {}},
+            "common_http_protocol_options": {
+                "max_stream_duration": _duration(provider.timeout_s)
+            },
+        }
     }
-    if cluster["type"] == "STRICT_DNS":
-        cluster["dns_lookup_family"] = "V4_PREFERRED"
-    if tls:
-        cluster["transport_socket_matches"] = [
-            {
-                "name": f"tls-{p.name}",
-                "match": {"provider": p.name},
-                "transport_socket": _tls_socket(p, ca_file),
-            }
-            for p in tls.values()
-        ]
     return cluster
 
 
@@ -162,7 +191,7 @@ def _ext_proc(config: Config, grpc_service: dict[str, Any], **fields: Any) -> di
     """The agent as an ext_proc filter: what both of its places in Envoy share."""
     env = config.envoy
     return {
-        "name": "envoy.filters.http.ext_proc",
+        "name": EXT_PROC_FILTER,
         "typed_config": {
             "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}, **grpc_service},
@@ -292,22 +321,27 @@ _NOT_ROUTED = (
 )
 
 
-def _route_timeout(config: Config) -> str:
-    return _duration(max(p.timeout_s for p in config.providers))
+def _not_for_providers(config: Config) -> list[str]:
+    # The routing header is read by the route; the client's address (Envoy adds it at the
+    # edge) is nobody's business at the provider.
+    return [config.envoy.routing_header, "x-envoy-external-address"]
 
 
-def routed_route(config: Config) -> dict[str, Any]:
-    """To the cluster the agent named in the routing header."""
+def provider_route(config: Config, provider: Provider, cluster: str) -> dict[str, Any]:
+    """To `cluster` when the agent named `provider` in the routing header; the answer
+    must come within that provider's own `timeout_s`."""
     header = config.envoy.routing_header
     return {
-        "match": {"prefix": "/", "headers": [{"name": header, "present_match": True}]},
-        "route": {
-            "cluster_header": header,
-            "auto_host_rewrite": True,
-            "timeout": _route_timeout(config),
+        "match": {
+            "prefix": "/",
+            "headers": [{"name": header, "string_match": {"exact": provider.name}}],
         },
-        # Read by the route; the provider has no business seeing it.
-        "request_headers_to_remove": [header],
+        "route": {
+            "cluster": cluster,
+            "auto_host_rewrite": True,
+            "timeout": _duration(provider.timeout_s),
+        },
+        "request_headers_to_remove": _not_for_providers(config),
     }
 
 
@@ -327,14 +361,15 @@ def chain_routes(config: Config, environ: Mapping[str, str] | None = None) -> li
                 "route": {
                     "cluster": name,
                     "auto_host_rewrite": True,
-                    # Each try gets the longest provider timeout; the whole request room
-                    # for every try, so a provider that hangs is left for the next one.
-                    "timeout": _duration(sum(p.timeout_s for p in providers)),
-                    "retry_policy": _failover_policy(
-                        len(specs), max(p.timeout_s for p in providers)
+                    # Each try ends at its own provider's timeout (its member cluster);
+                    # the whole request has room for every try, connecting included, so
+                    # a provider that hangs is left for the next one.
+                    "timeout": _duration(
+                        sum(p.timeout_s + p.connect_timeout_s for p in providers)
                     ),
+                    "retry_policy": _failover_policy(len(specs)),
                 },
-                "request_headers_to_remove": [config.envoy.routing_header],
+                "request_headers_to_remove": _not_for_providers(config),
             }
         )
     return out
@@ -348,8 +383,9 @@ def routes(config: Config, environ: Mapping[str, str] | None = None) -> list[dic
             "route": {
                 "cluster": config.fail_open_target.name,
                 "auto_host_rewrite": True,
-                "timeout": _route_timeout(config),
+                "timeout": _duration(config.fail_open_target.timeout_s),
             },
+            "request_headers_to_remove": _not_for_providers(config),
         }
     else:
         fallback = {
@@ -359,12 +395,14 @@ def routes(config: Config, environ: Mapping[str, str] | None = None) -> list[dic
                 {"header": {"key": "content-type", "value": "application/json"}}
             ],
         }
-    return [*chain_routes(config, environ), routed_route(config), fallback]
+    # One route per provider rather than one `cluster_header` route: each needs its own
+    # timeout (a route has one).
+    single = [provider_route(config, p, p.name) for p in config.providers]
+    return [*chain_routes(config, environ), *single, fallback]
 
 
-def _failover_policy(targets: int, per_try_s: float) -> dict[str, Any]:
+def _failover_policy(targets: int) -> dict[str, Any]:
     return {
-        "per_try_timeout": _duration(per_try_s),
         # 429 included: a rate-limited provider hands the request to the next one at once
         # (no rate_limited_retry_back_off: that would wait out the Retry-After instead).
         "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
@@ -410,26 +448,17 @@ def local_reply_config(config: Config) -> dict[str, Any]:
 
     return {
         "mappers": [
-            {
-                # The agent unreachable or too slow (fail-closed). Its own immediate
-                # responses have other details and keep their bodies.
-                "filter": {
-                    "extension_filter": {
-                        "name": "envoy.access_loggers.extension_filters.cel",
-                        "typed_config": {
-                            "@type": _TYPE
-                            + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                            "expression": "response.code_details.startsWith('ext_proc_error')",
-                        },
-                    }
-                },
-                "body_format_override": error(
+            # The agent unreachable or too slow (fail-closed). Its own immediate
+            # responses have other details and keep their bodies.
+            _cel_mapper(
+                "response.code_details.startsWith('ext_proc_error')",
+                error(
                     "The edge agent did not answer (%RESPONSE_CODE_DETAILS%). Retry; if it "
                     "persists, the gateway's operator should check the agent.",
                     "api_error",
                     "edge_agent_unavailable",
                 ),
-            },
+            ),
             {
                 "filter": {
                     "status_code_filter": {
@@ -454,7 +483,62 @@ def local_reply_config(config: Config) -> dict[str, Any]:
                     "upstream_error",
                 ),
             },
+            # Everything else Envoy answers itself (headers too large, a bad path, a slow
+            # client, an upgrade refused...): the same shape. The agent's own answers
+            # (details "edge_agent") and the not-routed direct response keep their bodies.
+            _cel_mapper(
+                f"response.code < 500 && {_NOT_THE_AGENTS}",
+                error(
+                    "The gateway refused the request: %LOCAL_REPLY_BODY% "
+                    "(%RESPONSE_CODE_DETAILS%).",
+                    "invalid_request_error",
+                    "gateway_refused",
+                ),
+            ),
+            _cel_mapper(
+                f"response.code >= 500 && {_NOT_THE_AGENTS}",
+                error(
+                    "The gateway failed: %LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%).",
+                    "api_error",
+                    "gateway_error",
+                ),
+            ),
         ]
+    }
+
+
+# The agent's immediate responses (server.py sets these details) and the not-routed route.
+_NOT_THE_AGENTS = "!(response.code_details in ['edge_agent', 'direct_response'])"
+
+
+def _cel_mapper(expression: str, body_format: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "filter": {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": _TYPE
+                    + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": expression,
+                },
+            }
+        },
+        "body_format_override": body_format,
+    }
+
+
+def edge_timeouts(config: Config) -> dict[str, Any]:
+    """How long a client may take: the HTTP connection manager's part, shared with the
+    mesh gateway's patch. LLM answers stream for minutes: the per-route timeouts bound
+    them, and the stream idle timeout only cuts a stream that moves nothing."""
+    env = config.envoy
+    return {
+        "stream_idle_timeout": _duration(env.stream_idle_timeout_s),
+        # A client sending one header line per second is cut off...
+        "request_headers_timeout": _duration(env.request_headers_timeout_s),
+        # ...and so is one sending its body a byte per second. Disarmed once the request
+        # is on its way to the provider, or the agent answered.
+        "request_timeout": _duration(env.request_timeout_s),
     }
 
 
@@ -480,8 +564,27 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
         "@type": HCM_TYPE,
         "stat_prefix": "edge_agent",
         "codec_type": "AUTO",
-        # LLM answers stream for minutes; the per-route timeout bounds them instead.
-        "stream_idle_timeout": "300s",
+        **edge_timeouts(config),
+        # Envoy's edge best practices (docs/operations.md, "Slow clients and edge
+        # settings"). The client is whoever connected: x-envoy-* headers it sends (timeouts,
+        # retries) are dropped, and its address is not passed on to providers.
+        "use_remote_address": True,
+        "skip_xff_append": True,
+        "common_http_protocol_options": {
+            "idle_timeout": _duration(env.idle_timeout_s),
+            # Providers may read "_" and "-" alike: no smuggling a header past the agent.
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+        "http2_protocol_options": {
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
+        # One spelling per path, so the agent's endpoint table and what Envoy forwards in
+        # fail-open mode agree; an encoded "/" has no place in these APIs.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         # The route reads the routing header: a client must never supply it. Removed
         # before route selection (an ordinary filter would run too late), so requests
         # the agent does not handle (fail-open, timeouts) cannot pick a provider.
@@ -497,11 +600,18 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
                     # x-envoy-attempt-count on answers: the agent learns how far along a
                     # failover chain Envoy went (it strips the header for clients).
                     "include_attempt_count_in_response": True,
+                    # The agent's filter is on for every request that reached a route...
+                    "typed_per_filter_config": {
+                        EXT_PROC_FILTER: {"@type": FILTER_CONFIG, "config": {}}
+                    },
                 }
             ],
         },
         "http_filters": [
-            ext_proc_filter(config),
+            # ...and off for the rest: Envoy's replies to requests it could not even parse
+            # (a bad request line, headers over the limit) would otherwise wait for the
+            # agent while Envoy closes the connection, and reach the client as nothing.
+            {**ext_proc_filter(config), "disabled": True},
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
@@ -548,9 +658,11 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
                     provider_cluster(p, env.max_response_bytes, env.max_connections)
                     for p in config.providers
                 ),
-                *(
-                    chain_cluster(config, name, specs, env.max_response_bytes, env.max_connections)
-                    for name, specs in failover_chains(config, environ).items()
+                *chain_clusters(
+                    config,
+                    failover_chains(config, environ),
+                    env.max_response_bytes,
+                    env.max_connections,
                 ),
             ],
         },

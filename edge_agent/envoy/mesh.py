@@ -265,8 +265,8 @@ def mesh_clusters(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
             continue
         cluster = bootstrap.provider_cluster(p, *limits, ca_file=ca_file)
         clusters.append(_renamed(cluster, PROVIDER_CLUSTER_PREFIX + p.name))
-    for name, specs in failover_chains(config, ALL_CREDENTIALS).items():
-        clusters.append(bootstrap.chain_cluster(config, name, specs, *limits, ca_file=ca_file))
+    chains = failover_chains(config, ALL_CREDENTIALS)
+    clusters += bootstrap.chain_clusters(config, chains, *limits, ca_file=ca_file)
     return clusters
 
 
@@ -274,30 +274,20 @@ def mesh_routes(config: Config, options: MeshOptions) -> list[dict[str, Any]]:
     """The bootstrap's routes in match order, without its fallback: in the mesh a request
     the agent did not route goes where the app sent it, by Istio's own route. Providers
     are matched by name (their clusters carry a prefix here)."""
-    routed = bootstrap.routed_route(config)
-    route = {k: v for k, v in routed["route"].items() if k != "cluster_header"}
-    removed = routed["request_headers_to_remove"]
     out = [
         {"name": f"llm-edge-agent.{r['route']['cluster']}", **r}
         for r in bootstrap.chain_routes(config, ALL_CREDENTIALS)
     ]
     for p in config.providers:
-        header = {"name": config.envoy.routing_header, "string_match": {"exact": p.name}}
-        target = {**route, "cluster": PROVIDER_CLUSTER_PREFIX + p.name}
+        route = bootstrap.provider_route(config, p, PROVIDER_CLUSTER_PREFIX + p.name)
         host = mesh_host(p, options)
         if host.service_fqdn:
             # Istio's cluster for the Service: its endpoints carry no host name to rewrite to.
-            target = {k: v for k, v in route.items() if k != "auto_host_rewrite"}
+            target = {k: v for k, v in route["route"].items() if k != "auto_host_rewrite"}
             target["cluster"] = f"outbound|{host.port}||{host.service_fqdn}"
             target["host_rewrite_literal"] = p.authority
-        out.append(
-            {
-                "name": f"llm-edge-agent.{p.name}",
-                "match": {"prefix": "/", "headers": [header]},
-                "route": target,
-                "request_headers_to_remove": removed,
-            }
-        )
+            route["route"] = target
+        out.append({"name": f"llm-edge-agent.{p.name}", **route})
     return out
 
 
@@ -348,6 +338,10 @@ def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]
         for c in mesh_clusters(config, options)
     ]
     ports, route_matches = _scope(config, options)
+    # A gateway is the edge: slow clients are cut off as in the standalone gateway (on a
+    # shared port, for every host on it). A sidecar's client is its own app, and its
+    # outbound listener carries all of the app's traffic on that port: left alone.
+    edge = bootstrap.edge_timeouts(config) if options.mode == "gateway" else {}
     for port in ports:
         patches.append(
             {
@@ -376,6 +370,7 @@ def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]
                             "early_header_mutation_extensions": [
                                 bootstrap.strip_header_extension(env.routing_header)
                             ],
+                            **edge,
                         },
                     },
                 },

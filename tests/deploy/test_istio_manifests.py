@@ -148,27 +148,44 @@ def test_patches_carry_the_bootstraps_objects(config: Any, mode: mesh.MeshMode) 
         value = dict(patch["patch"]["value"])
         assert value.pop("name") == mesh.FILTER_NAME
         assert value.pop("disabled", False) is (mode == "sidecar")
-        assert value == {k: v for k, v in filters[0].items() if k != "name"}
+        # (The standalone bootstrap's is disabled too, and turned on in its virtual host.)
+        assert value == {k: v for k, v in filters[0].items() if k not in ("name", "disabled")}
         assert patch["patch"]["operation"] == "INSERT_BEFORE"
     for patch in _patches(config, mode, "NETWORK_FILTER"):
         early = patch["patch"]["value"]["typed_config"]["early_header_mutation_extensions"]
         assert early == hcm["typed_config"]["early_header_mutation_extensions"]
+        # The gateway cuts slow clients off as the standalone gateway does; a sidecar's
+        # listener (all of its app's traffic) keeps Istio's settings.
+        timeouts = ("request_headers_timeout", "request_timeout", "stream_idle_timeout")
+        merged = {k: patch["patch"]["value"]["typed_config"].get(k) for k in timeouts}
+        if mode == "gateway":
+            assert merged == {k: hcm["typed_config"][k] for k in timeouts}
+        else:
+            assert merged == dict.fromkeys(timeouts)
 
     vhost = hcm["typed_config"]["route_config"]["virtual_hosts"][0]
     routes = [r for r in vhost["routes"]]
     inserted = [p["patch"]["value"] for p in _patches(config, mode, "HTTP_ROUTE")]
     per_vhost = len(mesh.mesh_routes(config, options))
     first_vhost = list(reversed(inserted[:per_vhost]))  # INSERT_FIRST, in reverse
-    chains = [r for r in routes if "cluster" in r.get("route", {}) and r["match"].get("headers")]
+    names = {p.name for p in config.providers}
+    routed = [
+        r
+        for r in routes
+        if r.get("route", {}).get("cluster") in names and r["match"].get("headers")
+    ]
+    chains = [
+        r
+        for r in routes
+        if "cluster" in r.get("route", {}) and r["match"].get("headers") and r not in routed
+    ]
     assert [
         {k: v for k, v in r.items() if k != "name"} for r in first_vhost[: len(chains)]
     ] == chains
-    routed = next(r for r in routes if "cluster_header" in r.get("route", {}))
-    for r, p in zip(first_vhost[len(chains) :], config.providers, strict=True):
-        expected_route = {
-            **{k: v for k, v in routed["route"].items() if k != "cluster_header"},
-            "cluster": mesh.PROVIDER_CLUSTER_PREFIX + p.name,
-        }
+    for r, p, own in zip(first_vhost[len(chains) :], config.providers, routed, strict=True):
+        # The bootstrap's own route for the provider (its timeout included), renamed.
+        assert own["route"]["cluster"] == p.name
+        expected_route = {**own["route"], "cluster": mesh.PROVIDER_CLUSTER_PREFIX + p.name}
         if p.name in in_cluster:
             host = mesh.mesh_host(p, options)
             del expected_route["auto_host_rewrite"]

@@ -49,6 +49,7 @@ def gw(fakes: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "base_url": fakes["primary"].url,
                 "api_key_env": "PRIMARY_KEY",
                 "models": [{"name": "p-chat"}],
+                "timeout_s": 1,  # the secondary's is the largest: attempts here end at 1 s
             },
             {
                 "name": "secondary",
@@ -56,6 +57,7 @@ def gw(fakes: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "base_url": fakes["secondary"].url,
                 "api_key_env": "SECONDARY_KEY",
                 "models": [{"name": "s-chat"}],
+                "timeout_s": 30,
             },
             {
                 "name": "claude",
@@ -137,6 +139,22 @@ def test_primary_503_every_request_succeeds_from_the_secondary(
     assert 1 <= tried_primary <= 10
     state = gw.admin_json("/admin/routing")["targets"]["primary/p-chat"]
     assert state["consecutive_failures"] == tried_primary
+
+
+def test_each_attempt_ends_at_its_own_providers_timeout(
+    gw: Gateway, fakes: dict[str, Any]
+) -> None:
+    wait_until_available(gw, "primary/p-chat")  # the chain must start at the primary
+    fakes["primary"].delay_s = 12.0  # past its own 1 s, well inside the secondary's 30 s
+    try:
+        # post_json gives up after 10 s: a try bounded by the largest timeout never ends.
+        reply = ask(gw, "pair", "slow primary")
+    finally:
+        fakes["primary"].delay_s = 0
+    assert reply.status == 200, reply.body
+    assert reply.headers["x-edge-agent-provider"] == "secondary"
+    assert len(fakes["primary"].requests) == 1 and len(fakes["secondary"].requests) == 1
+    wait_until_available(gw, "primary/p-chat")
 
 
 def test_refused_connections_fail_over_in_the_same_request(

@@ -43,7 +43,8 @@ def test_one_cluster_per_provider_named_after_it() -> None:
     bootstrap = build_bootstrap(parse_config(config()), KEYS)
     found = clusters(bootstrap)
     chains = {"edge_agent_chain_0_0", "edge_agent_chain_0_1"}  # model m fails over
-    assert set(found) == {EXT_PROC_CLUSTER, "local", "openai", *chains}
+    members = {"edge_agent_target_0", "edge_agent_target_1"}  # its two targets, shared
+    assert set(found) == {EXT_PROC_CLUSTER, "local", "openai", *chains, *members}
     assert "transport_socket" not in found["local"]
     tls = found["openai"]["transport_socket"]["typed_config"]
     assert tls["sni"] == "api.openai.com"
@@ -67,19 +68,38 @@ def test_every_cluster_reference_exists() -> None:
 
 
 def test_failover_chains_try_each_target_once_with_the_agent_on_every_attempt() -> None:
-    bootstrap = build_bootstrap(parse_config(config()), KEYS)
-    chain = clusters(bootstrap)["edge_agent_chain_0_1"]  # openai first, then local
-    levels = chain["load_assignment"]["endpoints"]
-    assert [lvl["priority"] for lvl in levels] == [0, 1]
+    cfg = config()
+    cfg["providers"][0]["timeout_s"] = 3
+    cfg["providers"][1]["timeout_s"] = 10
+    bootstrap = build_bootstrap(parse_config(cfg), KEYS)
+    found = clusters(bootstrap)
+    chain = found["edge_agent_chain_0_1"]  # openai first, then local
+    assert chain["cluster_type"]["name"] == "envoy.clusters.aggregate"
+    members = [found[m] for m in chain["cluster_type"]["typed_config"]["clusters"]]
+    # One member per target, in attempt order, each host tagged with its target...
     targets = [
-        lvl["lb_endpoints"][0]["metadata"]["filter_metadata"]["edge_agent"]["target"]
-        for lvl in levels
+        m["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"]["filter_metadata"][
+            "edge_agent"
+        ]["target"]
+        for m in members
     ]
     assert targets == ["openai/y", "local/x"]
-    assert [m["match"] for m in chain["transport_socket_matches"]] == [{"provider": "openai"}]
-    options = chain["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    assert members[0]["transport_socket"]["typed_config"]["sni"] == "api.openai.com"
+    assert "transport_socket" not in members[1]
+    # ...and every attempt ends at its own provider's timeout.
+    protocol = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    durations = [
+        m["typed_extension_protocol_options"][protocol]["common_http_protocol_options"][
+            "max_stream_duration"
+        ]
+        for m in members
     ]
+    assert durations == ["10.000s", "3.000s"]
+    # The other chain shares the members (one connection pool per target).
+    other = found["edge_agent_chain_0_0"]["cluster_type"]["typed_config"]["clusters"]
+    assert other == list(reversed(chain["cluster_type"]["typed_config"]["clusters"]))
+    # The agent filters every attempt: its upstream filter sits on the aggregate.
+    options = chain["typed_extension_protocol_options"][protocol]
     ext_proc, codec = options["http_filters"]
     assert codec["name"] == "envoy.filters.http.upstream_codec"  # must be last
     grpc = ext_proc["typed_config"]["grpc_service"]
@@ -92,12 +112,16 @@ def test_failover_chains_try_each_target_once_with_the_agent_on_every_attempt() 
     assert [r["route"]["cluster"] for r in chain_routes] == sorted(
         ["edge_agent_chain_0_0", "edge_agent_chain_0_1"]
     )
-    assert routes.index(chain_routes[-1]) < len(routes) - 2  # before the cluster_header route
+    # Before the providers' own routes (and the fallback).
+    assert routes.index(chain_routes[-1]) < len(routes) - 1 - 2  # two providers
     policy = chain_routes[0]["route"]["retry_policy"]
     assert policy["num_retries"] == 1 and policy["retriable_status_codes"] == [429]
-    assert policy["per_try_timeout"] == "120.000s"  # the longest provider timeout
-    assert chain_routes[0]["route"]["timeout"] == "240.000s"  # room for every try
+    assert "per_try_timeout" not in policy  # one value for all tries: the members decide
+    assert chain_routes[0]["route"]["timeout"] == "23.000s"  # every try, connects included
     assert chain["circuit_breakers"]["thresholds"][0]["max_retries"] > 3
+    # A provider's own route: its own timeout, not the largest.
+    own = {r["route"]["cluster"]: r["route"]["timeout"] for r in routes if "route" in r}
+    assert own["local"] == "3.000s" and own["openai"] == "10.000s"
 
 
 def test_a_disabled_provider_is_left_out_of_failover_chains() -> None:
