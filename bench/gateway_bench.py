@@ -61,6 +61,9 @@ PROVIDER = "fake"  # provider name = the gateway Envoy's cluster name
 # The chain scenario: a second provider on the same upstream, tried only if the first fails.
 BACKUP = "fake-backup"
 CHAIN_CLUSTER = "edge_agent_chain_0_0"  # model 0, starting at target 0 (priority strategy)
+# The chain is an aggregate cluster: requests are counted on the member of the target
+# an attempt went to (its first target's here), retries on the aggregate.
+CHAIN_FIRST_MEMBER = "edge_agent_target_0"
 BARE_CLUSTER = "fake_upstream"
 UPSTREAM_PREFIX = "fake_upstream"  # the upstream Envoy's HTTP stat prefix
 CHAT_PATH = "/v1/chat/completions"
@@ -258,6 +261,16 @@ class CpuWindow:
             100 * (b.steal - a.steal) / total,
             100 * other / total,
         )
+
+
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with the pid, it names one
+    process for good (pids get reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def child_pid(parent: int, name: str) -> int | None:
@@ -513,6 +526,8 @@ class Gateway:
         self.log = workdir / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.envoy_pid: int | None = None
+        self.envoy_started: int | None = None
+        self.agent_pid: int | None = None
 
     @property
     def url(self) -> str:
@@ -546,6 +561,9 @@ class Gateway:
             40,
         )
         self.envoy_pid = child_pid(self.proc.pid, "envoy")
+        self.envoy_started = start_time(self.envoy_pid) if self.envoy_pid else None
+        # The gateway supervises the agent in a child process (`edge-agent serve`).
+        self.agent_pid = child_pid(self.proc.pid, "serve")
         return self
 
     def stop(self) -> None:
@@ -553,10 +571,9 @@ class Gateway:
         # If the agent had to be killed, its Envoy child is orphaned: stop it too, but
         # only if that pid is still this gateway's Envoy (pids get reused).
         pid = self.envoy_pid
-        if pid is not None:
+        if pid is not None and self.envoy_started is not None:
             with contextlib.suppress(OSError):
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"--base-id" in cmdline and str(self.envoy_admin_port).encode() in cmdline:
+                if start_time(pid) == self.envoy_started:
                     os.kill(pid, signal.SIGTERM)
 
     def metrics(self) -> str:
@@ -931,15 +948,18 @@ class Bench:
                 self.check_upstream_count(sc)
                 self.check_reuse(sc)
                 after = envoy_stats(gw.envoy_admin_port)
-                key = f"cluster.{CHAIN_CLUSTER}.upstream_rq_total"
+                key = f"cluster.{CHAIN_FIRST_MEMBER}.upstream_rq_total"
                 through_chain = after.get(key, 0) - before.get(key, 0)
                 assert sc.wrk is not None
                 sc.check(
                     through_chain >= sc.wrk.requests,
-                    f"{through_chain} requests went through {CHAIN_CLUSTER} for "
-                    f"{sc.wrk.requests} completed ones",
+                    f"{through_chain} requests went through {CHAIN_CLUSTER} (its first "
+                    f"member, {CHAIN_FIRST_MEMBER}) for {sc.wrk.requests} completed ones",
                 )
-                retried = after.get(f"cluster.{CHAIN_CLUSTER}.upstream_rq_retry", 0)
+                retried = sum(
+                    after.get(f"cluster.{c}.upstream_rq_retry", 0)
+                    for c in (CHAIN_CLUSTER, CHAIN_FIRST_MEMBER)
+                )
                 sc.check(retried == 0, f"{retried} attempts were retried (the first target failed)")
 
             return self.measure(
@@ -960,10 +980,15 @@ class Bench:
     def _start_gateway(self, gw: Gateway) -> dict[str, int]:
         """Start it, check one answer; the processes whose CPU the scenario counts."""
         gw.start()
-        if gw.envoy_pid is None:
-            raise BenchError("could not find the Envoy started by edge-agent run")
+        if gw.envoy_pid is None or gw.agent_pid is None:
+            raise BenchError("could not find the Envoy and the agent started by edge-agent run")
         assert gw.proc is not None
-        pids = {"envoy": gw.envoy_pid, "agent": gw.proc.pid, "upstream": self._pid(self.upstream)}
+        pids = {
+            "envoy": gw.envoy_pid,
+            "agent": gw.agent_pid,
+            "supervisor": gw.proc.pid,  # idle while serving; counted in the totals
+            "upstream": self._pid(self.upstream),
+        }
         self._probe_gateway(gw)
         return pids
 

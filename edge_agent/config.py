@@ -77,13 +77,21 @@ class Listen(_Strict):
     envoy: str = "127.0.0.1:8080"
     grpc: str = "127.0.0.1:50051"
     admin: str = "127.0.0.1:9090"
-    envoy_admin: str = "127.0.0.1:9901"
+    # Port 0: any free port (`edge-agent run` prints the one Envoy bound), so gateways
+    # on one host never collide. Nothing else dials it: only a fixed port needs choosing.
+    envoy_admin: str = "127.0.0.1:0"
 
-    @field_validator("envoy", "grpc", "envoy_admin")
-    @classmethod
-    def _check_ip(cls, v: str) -> str:
+    @staticmethod
+    def _split(which: str, value: str, where: str) -> tuple[str, int]:
+        # Only Envoy's admin may ask for port 0 (any free port): the others are dialled.
+        host, _, port = value.rpartition(":")
+        if which == "envoy_admin" and port == "0" and host:
+            return host.strip("[]"), 0
+        return _host_port(value, where)
+
+    @staticmethod
+    def _ip_literal(host: str, v: str) -> str:
         # Envoy binds and connects to these: it needs IP literals, not host names.
-        host, _ = _host_port(v, "a listen address")
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -93,6 +101,16 @@ class Listen(_Strict):
             ) from None
         return v
 
+    @field_validator("envoy", "grpc")
+    @classmethod
+    def _check_ip(cls, v: str) -> str:
+        return cls._ip_literal(_host_port(v, "a listen address")[0], v)
+
+    @field_validator("envoy_admin")
+    @classmethod
+    def _check_envoy_admin(cls, v: str) -> str:
+        return cls._ip_literal(cls._split("envoy_admin", v, "a listen address")[0], v)
+
     @field_validator("admin")
     @classmethod
     def _check(cls, v: str) -> str:
@@ -100,7 +118,7 @@ class Listen(_Strict):
         return v
 
     def addr(self, which: Literal["envoy", "grpc", "admin", "envoy_admin"]) -> tuple[str, int]:
-        return _host_port(getattr(self, which), which)
+        return self._split(which, getattr(self, which), which)
 
 
 CAPABILITIES = ("tools", "vision", "json")

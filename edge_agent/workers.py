@@ -1,9 +1,10 @@
 """Worker processes: N agent processes sharing the gRPC and admin ports, supervised.
 
-`edge-agent serve|run --workers N` (N > 1) makes this process a supervisor that runs no
-agent code itself: it starts `edge-agent serve` N times with a worker environment (see
-`WorkerContext`), restarts a worker that dies (exponential backoff), gives up with a
-non-zero exit when one keeps dying, and stops them all on SIGTERM/SIGINT.
+`edge-agent run` (always, even with one worker) and `edge-agent serve --workers N`
+(N > 1) make this process a supervisor that runs no agent code itself: it starts
+`edge-agent serve` N times with a worker environment (see `WorkerContext`), restarts a
+worker that dies (exponential backoff), gives up with a non-zero exit when one keeps
+dying, and stops them all on SIGTERM/SIGINT.
 
 Workers bind the same ports with SO_REUSEPORT; the kernel spreads *connections* (not
 requests) over them. Metrics use prometheus-client's multiprocess mode in a private
@@ -140,11 +141,14 @@ def _exit_status(code: int) -> str:
     return f"exit status {code}"
 
 
-def check_port_free(host: str, port: int, what: str, key: str) -> None:
+def check_port_free(
+    host: str, port: int, what: str, key: str, *, hint: str = "is another agent running on it?"
+) -> None:
     """Raise if something listens on host:port already.
 
-    Workers bind with SO_REUSEPORT, which would silently share the port with another
-    reuse-port listener of this user (say, a second gateway): refuse that up front.
+    Workers (and Envoy's listeners) bind with SO_REUSEPORT, which would silently share
+    the port with another reuse-port listener of this user (say, a second gateway):
+    refuse that up front.
     """
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
@@ -159,7 +163,7 @@ def check_port_free(host: str, port: int, what: str, key: str) -> None:
             except OSError as exc:
                 raise OSError(
                     f"cannot listen for {what} on {host}:{port} (listen.{key}): "
-                    f"{exc.strerror}; is another agent running on that port?"
+                    f"{exc.strerror}; {hint}"
                 ) from None
 
 
@@ -249,7 +253,11 @@ class Supervisor:
                 return
             await asyncio.sleep(0.05)
         self._started = True
-        log.info("%d workers serving (pids %s)", self.count, " ".join(map(str, self.pids)))
+        pids = " ".join(map(str, self.pids))
+        if self.count == 1:
+            log.info("worker serving (pid %s)", pids)
+        else:
+            log.info("%d workers serving (pids %s)", self.count, pids)
 
     async def _spawn(self, index: int) -> None:
         env = {

@@ -27,12 +27,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import faiss
 import numpy as np
 
 from edge_agent.cache import verify, wordnet
 from edge_agent.cache.embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder
 from edge_agent.config import Config
+
+# faiss's loader logs at INFO each CPU-specific build it tries and does not find (six
+# lines at every start, nothing an operator can act on). Quieted before the import that
+# logs them, unless someone chose its level; its warnings, errors and a failed import
+# still show.
+if logging.getLogger("faiss.loader").level == logging.NOTSET:
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+import faiss
 
 log = logging.getLogger("edge_agent.cache.semantic")
 

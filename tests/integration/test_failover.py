@@ -141,9 +141,7 @@ def test_primary_503_every_request_succeeds_from_the_secondary(
     assert state["consecutive_failures"] == tried_primary
 
 
-def test_each_attempt_ends_at_its_own_providers_timeout(
-    gw: Gateway, fakes: dict[str, Any]
-) -> None:
+def test_each_attempt_ends_at_its_own_providers_timeout(gw: Gateway, fakes: dict[str, Any]) -> None:
     wait_until_available(gw, "primary/p-chat")  # the chain must start at the primary
     fakes["primary"].delay_s = 12.0  # past its own 1 s, well inside the secondary's 30 s
     try:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,16 @@ from typing import Any
 import pytest
 
 from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
-from tests.helpers import Gateway, http, listen_block, metric_value, post_json, write_config
+from tests.helpers import (
+    Gateway,
+    alive,
+    http,
+    listen_block,
+    metric_value,
+    post_json,
+    wait_for,
+    write_config,
+)
 
 KEY = "sk-workers-provider-key"
 FAST_AGEING = {"EDGE_AGENT_WORKER_CONNECTION_AGE_S": "1"}
@@ -55,25 +64,8 @@ def worker_pids(logs: str) -> dict[int, int]:
     return {int(i): int(pid) for i, pid in _STARTED.findall(logs)}
 
 
-def alive(pid: int) -> bool:
-    # Our children are reaped by the supervisor; a zombie still counts as gone.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def run_dirs(supervisor_pid: int) -> list[str]:
     return glob.glob(os.path.join(tempfile.gettempdir(), f"edge-agent-workers-{supervisor_pid}-*"))
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def chat(gw: Gateway, content: str) -> int:
