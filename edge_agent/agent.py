@@ -6,15 +6,17 @@ import time
 from collections.abc import Callable, Mapping
 
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
-from edge_agent.attempt import Attempt
-from edge_agent.attempt_log import AttemptLog
 from edge_agent.cache.coalesce import Flights
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.keys import VARY_HEADERS
 from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
 from edge_agent.cache.shared import SharedCache
 from edge_agent.config import Config
-from edge_agent.exchange import Exchange
+from edge_agent.extproc.attempt import Attempt
+from edge_agent.extproc.attempt_log import AttemptLog
+from edge_agent.extproc.exchange import Exchange
+from edge_agent.pipeline.extensions import load_slots
+from edge_agent.pipeline.order import request_stages
 from edge_agent.routing.router import Router
 from edge_agent.telemetry.metrics import Metrics
 
@@ -50,6 +52,8 @@ class Agent:
         self.max_entry_bytes = exact.max_entry_bytes
         self.allow_nonzero_temperature = config.cache.allow_nonzero_temperature
         self.vary_headers = (*VARY_HEADERS, *config.cache.vary_headers)
+        # The request pipeline, with the config's own stages in its slots.
+        self.request_stages = request_stages(load_slots(config.pipeline))
         # /v1/models never changes while the process runs: build the answer once.
         created = int(time.time())
         self.models_body = models_list(

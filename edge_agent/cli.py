@@ -45,12 +45,20 @@ def _run_async(args: argparse.Namespace, which: str) -> int:
     config = _load(args)
     if config is None:
         return 2
-    from edge_agent.workers import WorkerContext, worker_command
+    from edge_agent.pipeline.extensions import ExtensionError, load_slots
+
+    try:
+        # Before any process starts: a stage that cannot be loaded is a config error.
+        load_slots(config.pipeline)
+    except ExtensionError as exc:
+        print(f"invalid config {args.config or '$EDGE_AGENT_CONFIG'}: {exc}", file=sys.stderr)
+        return 2
+    from edge_agent.runtime.workers import WorkerContext, worker_command
 
     worker = WorkerContext.from_environ()
     log_level = args.log_level or config.log_level
     _setup_logging(log_level, worker.index if worker is not None else None)
-    from edge_agent import gateway
+    from edge_agent.runtime import gateway
 
     _event_loop_runner()
     if worker is not None:

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
+
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
 # Set by the standalone gateway for its agent processes: Envoy's readiness URL, so the
 # agent's /readyz (a pod's readiness probe) also waits for Envoy.
@@ -465,8 +467,6 @@ class CacheConfig(_Strict):
     @field_validator("vary_headers")
     @classmethod
     def _vary_headers(cls, v: list[str]) -> list[str]:
-        from edge_agent.providers.base import CLIENT_ONLY_HEADERS
-
         out = []
         for name in v:
             low = name.strip().lower()
@@ -564,6 +564,19 @@ class AdminConfig(_Strict):
     token_env: EnvVarName | None = None
 
 
+_STAGE_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+class PipelineConfig(_Strict):
+    """Your own request stages in the pipeline's slots, as "package.module:function"
+    (docs/architecture.md). The agent imports them at start; an import that fails stops
+    it with the slot and the reason."""
+
+    identity: list[Annotated[str, Field(pattern=_STAGE_REF)]] = Field(default_factory=list)
+    policy: list[Annotated[str, Field(pattern=_STAGE_REF)]] = Field(default_factory=list)
+    guardrails: list[Annotated[str, Field(pattern=_STAGE_REF)]] = Field(default_factory=list)
+
+
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
     admin: AdminConfig = Field(default_factory=AdminConfig)
@@ -572,6 +585,7 @@ class Config(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     # Agent processes sharing the gRPC port (SO_REUSEPORT); `--workers` overrides.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)

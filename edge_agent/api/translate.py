@@ -607,25 +607,9 @@ def error_to_anthropic(status: int, body: bytes) -> bytes:
     )
 
 
-def error_in_schema(status: int, body: bytes, schema: str) -> bytes | None:
-    """A provider's error answer in the client's schema (`openai` or `anthropic`), the
-    status unchanged; None when it already is (plain text, an HTML page or a framework's
-    {"detail": ...} would break the client's SDK)."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict):
-        error = parsed.get("error")
-        in_envelope = isinstance(error, dict) and isinstance(error.get("message"), str)
-        if in_envelope and (schema == "openai" or parsed.get("type") == "error"):
-            return None
-    if schema == "anthropic":
-        return error_to_anthropic(status, body)
-    message, _ = _error_parts(body, anthropic=False)
-    return openai_error(
-        message, "api_error" if status >= 500 else "invalid_request_error", "upstream_error"
-    )
+def error_message(body: bytes) -> str:
+    """What a provider's error answer says, in any shape, as one bounded line."""
+    return _error_parts(body, anthropic=False)[0]
 
 
 def _error_parts(body: bytes, *, anthropic: bool) -> tuple[str, str | None]:

@@ -17,8 +17,8 @@ from typing import Any
 
 import certifi
 
-from edge_agent.attempt import STAGE_METADATA, TARGET_ATTRIBUTE
 from edge_agent.config import Config, Provider, TargetSpec, failover_chains
+from edge_agent.extproc.attempt import STAGE_METADATA, TARGET_ATTRIBUTE
 
 EXT_PROC_CLUSTER = "edge_agent_ext_proc"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
@@ -179,9 +179,7 @@ def target_cluster(
         _HTTP_PROTOCOL_OPTIONS: {
             "@type": _TYPE + _HTTP_PROTOCOL_OPTIONS,
             "explicit_http_config": {"http_protocol_options": {}},
-            "common_http_protocol_options": {
-                "max_stream_duration": _duration(provider.timeout_s)
-            },
+            "common_http_protocol_options": {"max_stream_duration": _duration(provider.timeout_s)},
         }
     }
     return cluster
@@ -364,9 +362,7 @@ def chain_routes(config: Config, environ: Mapping[str, str] | None = None) -> li
                     # Each try ends at its own provider's timeout (its member cluster);
                     # the whole request has room for every try, connecting included, so
                     # a provider that hangs is left for the next one.
-                    "timeout": _duration(
-                        sum(p.timeout_s + p.connect_timeout_s for p in providers)
-                    ),
+                    "timeout": _duration(sum(p.timeout_s + p.connect_timeout_s for p in providers)),
                     "retry_policy": _failover_policy(len(specs)),
                 },
                 "request_headers_to_remove": _not_for_providers(config),

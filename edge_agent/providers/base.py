@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.translate import StreamTranslator
-from edge_agent.config import Provider
+from edge_agent.providers.headers import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
+
+__all__ = ["CLIENT_ONLY_HEADERS", "PROVIDER_ONLY_HEADERS"]
 
 #: The wire schemas: "openai" is the pivot every other one translates to and from.
 Schema = str
-
-# What a client may send that must never reach a provider under the gateway's key:
-# credentials, and headers that pick the account the key is billed to.
-CLIENT_ONLY_HEADERS = (
-    "authorization",
-    "proxy-authorization",
-    "api-key",
-    "x-api-key",
-    "x-goog-api-key",
-    "openai-organization",
-    "openai-project",
-    "anthropic-version",
-    "x-amz-date",
-    "x-amz-security-token",
-    "x-amz-content-sha256",
-    "cookie",
-)
-# What a provider answers about the gateway's account that clients have no business seeing.
-PROVIDER_ONLY_HEADERS = (
-    "openai-organization",
-    "openai-project",
-    "anthropic-organization-id",
-    "set-cookie",
-)
 
 
 class ProviderCodec(Protocol):
@@ -82,10 +60,3 @@ class ProviderAdapter(Protocol):
     ) -> list[tuple[str, str]]:
         """Credential headers; signing schemes see the final path and body."""
         ...
-
-
-def build_adapter(provider: Provider, environ: Mapping[str, str] | None = None) -> ProviderAdapter:
-    """The adapter for a provider; `environ` holds secrets beyond `api_key_env` (bedrock)."""
-    from edge_agent.providers.registry import ADAPTERS
-
-    return ADAPTERS[provider.type](provider, environ or {})

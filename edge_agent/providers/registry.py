@@ -28,3 +28,8 @@ ADAPTERS: dict[str, Callable[[Provider, Mapping[str, str]], ProviderAdapter]] = 
     "gemini": GeminiAdapter,
     "bedrock": BedrockAdapter,
 }
+
+
+def build_adapter(provider: Provider, environ: Mapping[str, str] | None = None) -> ProviderAdapter:
+    """The adapter for a provider; `environ` holds secrets beyond `api_key_env` (bedrock)."""
+    return ADAPTERS[provider.type](provider, environ or {})

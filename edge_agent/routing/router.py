@@ -22,7 +22,8 @@ from typing import Any
 from edge_agent.api import errors
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.config import Config, ModelRoute, Provider, failover_chains, read_credential
-from edge_agent.providers.base import ProviderAdapter, build_adapter
+from edge_agent.providers.base import ProviderAdapter
+from edge_agent.providers.registry import build_adapter
 from edge_agent.routing.health import TargetHealth
 from edge_agent.routing.strategies import (
     STRATEGIES,

@@ -29,7 +29,7 @@ def multiprocess_dir() -> str | None:
 class _Streams:
     """Open ext_proc streams (a gauge), and the streams each worker has handled.
 
-    server.py only calls inc()/dec(); counting per worker here costs one more value
+    the servicer only calls inc()/dec(); counting per worker here costs one more value
     write per stream and shows how the shared port spreads connections over workers.
     """
 

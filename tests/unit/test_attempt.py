@@ -7,7 +7,8 @@ from prometheus_client import generate_latest
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-from edge_agent.exchange import BodyMode, Continue, Respond
+from edge_agent.extproc.attempt import TARGET_ATTRIBUTE
+from edge_agent.extproc.decisions import BodyMode, Continue, Respond
 from tests.helpers import Clock, chat_completion, metric_value
 
 CONFIG = {
@@ -42,7 +43,7 @@ def test_each_attempt_resets_credentials_and_translates_for_its_target() -> None
     a = agent()
     attempt = a.attempt()
     headers = {":path": "/v1/chat/completions", "x-request-id": "r1", "authorization": "old"}
-    assert attempt.request_headers(headers, "claude/c") == Continue()
+    assert attempt.request_headers(headers, False, {TARGET_ATTRIBUTE: "claude/c"}) == Continue()
     decision = attempt.request_body(BODY)
     assert isinstance(decision, Continue)
     set_headers = dict(decision.set_headers)
@@ -58,7 +59,7 @@ def test_each_attempt_resets_credentials_and_translates_for_its_target() -> None
 
 def test_same_schema_attempt_still_sets_content_length() -> None:
     attempt = agent().attempt()
-    attempt.request_headers({":path": "/v1/chat/completions"}, "gpt/g")
+    attempt.request_headers({":path": "/v1/chat/completions"}, False, {TARGET_ATTRIBUTE: "gpt/g"})
     decision = attempt.request_body(BODY)
     assert isinstance(decision, Continue)
     set_headers = dict(decision.set_headers)
@@ -71,14 +72,22 @@ def test_failed_attempts_feed_health_and_the_attempt_log() -> None:
     a = agent()
     key = a.attempts.begin("/v1/chat/completions", "")
     first = a.attempt()
-    first.request_headers({":path": "/v1/chat/completions", "x-edge-agent-attempt": key}, "gpt/g")
+    first.request_headers(
+        {":path": "/v1/chat/completions", "x-edge-agent-attempt": key},
+        False,
+        {TARGET_ATTRIBUTE: "gpt/g"},
+    )
     first.request_body(BODY)
     first.response_headers({":status": "429", "retry-after": "5"})
     target = a.router.target("gpt/g")
     assert target is not None and not target.health.peek()
     # The next attempt sees the first one's provider path: it must use the client's.
     second = a.attempt()
-    second.request_headers({":path": "/v1/messages", "x-edge-agent-attempt": key}, "claude/c")
+    second.request_headers(
+        {":path": "/v1/messages", "x-edge-agent-attempt": key},
+        False,
+        {TARGET_ATTRIBUTE: "claude/c"},
+    )
     decision = second.request_body(BODY)
     assert isinstance(decision, Continue)
     assert dict(decision.set_headers)[":path"] == "/v1/messages"
@@ -88,7 +97,9 @@ def test_failed_attempts_feed_health_and_the_attempt_log() -> None:
 
 def test_a_disabled_target_in_a_chain_is_refused_clearly() -> None:
     attempt = agent().attempt()
-    decision = attempt.request_headers({":path": "/v1/chat/completions"}, "off/o")
+    decision = attempt.request_headers(
+        {":path": "/v1/chat/completions"}, False, {TARGET_ATTRIBUTE: "off/o"}
+    )
     assert isinstance(decision, Respond) and decision.status == 503
     assert b"off/o" in decision.body
 
@@ -96,7 +107,7 @@ def test_a_disabled_target_in_a_chain_is_refused_clearly() -> None:
 def test_passthrough_json_is_metered_once_upstream() -> None:
     a = agent()
     attempt = a.attempt()
-    attempt.request_headers({":path": "/v1/chat/completions"}, "gpt/g")
+    attempt.request_headers({":path": "/v1/chat/completions"}, False, {TARGET_ATTRIBUTE: "gpt/g"})
     attempt.request_body(BODY)
     reply = attempt.response_headers({":status": "200", "content-type": "application/json"})
     assert ("x-edge-agent-metered", "1") in reply.set_headers

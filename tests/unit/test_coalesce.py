@@ -7,7 +7,9 @@ import orjson
 from edge_agent.agent import Agent
 from edge_agent.cache.coalesce import Flights
 from edge_agent.config import parse_config
-from edge_agent.exchange import Continue, Respond, WaitFor
+from edge_agent.extproc.decisions import Continue, Respond
+from edge_agent.pipeline.base import Pending
+from edge_agent.pipeline.effects import WaitFor
 from tests.helpers import chat_completion
 
 CONFIG = {
@@ -28,17 +30,17 @@ def test_followers_get_the_leaders_stored_answer() -> None:
     agent = Agent(parse_config(CONFIG), environ={})
     leader, first = start(agent)
     assert isinstance(first, Continue)  # goes upstream
-    follower, wait = start(agent)
-    assert isinstance(wait, WaitFor)
+    _, wait = start(agent)
+    assert isinstance(wait, Pending) and isinstance(wait.effect, WaitFor)
     got: list[bytes | None] = []
-    wait.flight.add_waiter(got.append)
+    wait.effect.flight.add_waiter(got.append)
     answer = chat_completion("shared")
     leader.response_headers(  # type: ignore[attr-defined]
         {":status": "200", "content-type": "application/json", "content-length": str(len(answer))}
     )
     leader.response_body(answer, True)  # type: ignore[attr-defined]
     assert got == [answer]
-    reply = follower.coalesced(answer)  # type: ignore[attr-defined]
+    reply = wait.send(answer)  # the wait's result goes back into the pipeline
     assert isinstance(reply, Respond) and reply.body == answer
     assert dict(reply.headers)["x-edge-agent-cache"] == "coalesced"
     assert len(agent.flights or Flights()) == 0
@@ -48,9 +50,9 @@ def test_a_failed_leader_releases_followers_at_once() -> None:
     agent = Agent(parse_config(CONFIG), environ={})
     leader, _ = start(agent)
     _, wait = start(agent)
-    assert isinstance(wait, WaitFor)
+    assert isinstance(wait, Pending) and isinstance(wait.effect, WaitFor)
     got: list[bytes | None] = []
-    wait.flight.add_waiter(got.append)
+    wait.effect.flight.add_waiter(got.append)
     leader.response_headers({":status": "503"})  # type: ignore[attr-defined]
     assert got == [None]  # released at the error's headers, not after the whole answer
     _, step = start(agent)
@@ -62,8 +64,8 @@ def test_an_abandoned_leader_releases_followers() -> None:
     leader, _ = start(agent)
     _, wait = start(agent)
     got: list[bytes | None] = []
-    assert isinstance(wait, WaitFor)
-    wait.flight.add_waiter(got.append)
+    assert isinstance(wait, Pending) and isinstance(wait.effect, WaitFor)
+    wait.effect.flight.add_waiter(got.append)
     leader.close()  # type: ignore[attr-defined]
     assert got == [None]
 

@@ -8,7 +8,8 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.api.sse import SSEParser
 from edge_agent.config import ConfigError, parse_config
-from edge_agent.exchange import BodyMode, Continue, Exchange, Respond
+from edge_agent.extproc.decisions import BodyMode, Continue, Respond
+from edge_agent.extproc.exchange import Exchange
 from tests.helpers import chat_completion
 
 ENV = {"KEY_A": "sk-a"}

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-from edge_agent.exchange import Continue, Respond
+from edge_agent.extproc.decisions import Continue, Respond
 
 AGENT = Agent(
     parse_config(

@@ -7,7 +7,9 @@ import orjson
 from edge_agent.agent import Agent
 from edge_agent.cache.semantic import SemanticTier
 from edge_agent.config import parse_config
-from edge_agent.exchange import Continue, Respond, SemanticLookup
+from edge_agent.extproc.decisions import Continue, Respond
+from edge_agent.pipeline.base import Pending
+from edge_agent.pipeline.effects import SemanticLookup
 from tests.helpers import chat_completion
 from tests.unit.test_semantic_tier import TableEmbedder, near, unit
 
@@ -43,9 +45,9 @@ async def run(agent: Agent, text: str, **extra: object) -> tuple[object, object]
     ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
     body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}], **extra})
     step = ex.request_body(body)
-    if isinstance(step, SemanticLookup):
-        assert agent.semantic is not None
-        step = ex.semantic_result(await agent.semantic.lookup(step.partition, step.text))
+    if isinstance(step, Pending):
+        assert isinstance(step.effect, SemanticLookup)
+        step = step.send(await step.effect.perform(agent))
     return ex, step
 
 

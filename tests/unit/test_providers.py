@@ -4,7 +4,7 @@ import pytest
 
 from edge_agent.api.openai import Endpoint
 from edge_agent.config import Provider
-from edge_agent.providers.base import build_adapter
+from edge_agent.providers.registry import build_adapter
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-from edge_agent.exchange import Continue, Respond
+from edge_agent.extproc.decisions import Continue, Respond
 from tests.helpers import Clock, chat_completion, metric_value
 
 

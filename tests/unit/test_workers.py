@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config import Config, parse_config
-from edge_agent.workers import RestartPolicy, RestartTracker, Supervisor, WorkerContext
+from edge_agent.runtime.workers import RestartPolicy, RestartTracker, Supervisor, WorkerContext
 from tests.helpers import free_port
 
 # Serves (marks itself ready) until the flag file exists, then exits 3; exits 3 at once
@@ -24,7 +24,7 @@ from tests.helpers import free_port
 _STAND_IN = """
 import os, sys, time
 from pathlib import Path
-from edge_agent.workers import WorkerContext
+from edge_agent.runtime.workers import WorkerContext
 flag = Path(sys.argv[1])
 if flag.exists():
     sys.exit(3)

@@ -1,4 +1,4 @@
-"""server.py: Exchange decisions → ext_proc protobuf, and a real gRPC round trip."""
+"""The servicer: Exchange decisions → ext_proc protobuf, and a real gRPC round trip."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from edge_agent.config import parse_config
-from edge_agent.exchange import BodyMode, Continue, Respond
-from edge_agent.server import build_response, headers_to_dict
-from edge_agent.service import AgentService
+from edge_agent.extproc.decisions import BodyMode, Continue, Respond
+from edge_agent.extproc.servicer import build_response, headers_to_dict
+from edge_agent.runtime.service import AgentService
 from tests.helpers import free_port
 
 
@@ -164,7 +164,7 @@ async def test_trailers_are_acknowledged(stub: pb_grpc.ExternalProcessorStub) ->
 async def test_a_bug_in_the_agent_is_a_clean_500_never_a_broken_stream(
     stub: pb_grpc.ExternalProcessorStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edge_agent.exchange import Exchange
+    from edge_agent.extproc.exchange import Exchange
 
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("a bug")
@@ -207,7 +207,7 @@ async def test_bad_input_never_breaks_the_stream(stub: pb_grpc.ExternalProcessor
 async def test_readyz_follows_the_grpc_server() -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from edge_agent.admin import build_admin_app
+    from edge_agent.runtime.admin import build_admin_app
     from edge_agent.telemetry.metrics import Metrics
 
     ready = False
@@ -224,7 +224,7 @@ async def test_readyz_follows_the_grpc_server() -> None:
 async def test_admin_changes_need_a_token_or_loopback() -> None:
     from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-    from edge_agent.admin import build_admin_app, change_refusal
+    from edge_agent.runtime.admin import build_admin_app, change_refusal
     from edge_agent.telemetry.metrics import Metrics
 
     purged: list[tuple[str | None, str | None, bool]] = []
@@ -268,7 +268,7 @@ async def test_readyz_waits_for_envoy_in_the_standalone_gateway() -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
-    from edge_agent.admin import build_admin_app
+    from edge_agent.runtime.admin import build_admin_app
     from edge_agent.telemetry.metrics import Metrics
 
     envoy_status = 503

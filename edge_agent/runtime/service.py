@@ -12,14 +12,14 @@ import grpc
 from aiohttp import web
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from edge_agent.admin import build_admin_app
 from edge_agent.agent import Agent
 from edge_agent.cache.shared import SharedCache
 from edge_agent.config import ENVOY_READY_ENV, Config, credential_problems
-from edge_agent.server import ExternalProcessor
-from edge_agent.workers import WorkerContext
+from edge_agent.extproc.servicer import ExternalProcessor
+from edge_agent.runtime.admin import build_admin_app
+from edge_agent.runtime.workers import WorkerContext
 
-log = logging.getLogger("edge_agent.service")
+log = logging.getLogger("edge_agent.runtime.service")
 
 
 # How often a worker writes its computed gauges (cache sizes) for other workers' scrapes.

@@ -1,6 +1,6 @@
 """The provider side of one request attempt, sans-IO.
 
-A `ProviderLeg` knows one target: it turns the client's request into what that provider
+A `ProviderCall` knows one target: it turns the client's request into what that provider
 takes (path, credentials, body in the provider's schema) and the provider's answer back
 into the client's schema (whole bodies, errors, SSE chunk by chunk), and meters the
 usage it reads. The downstream `Exchange` uses one when it routes a request to a single
@@ -19,19 +19,21 @@ import orjson
 from edge_agent.api import errors, translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
-from edge_agent.providers.base import CLIENT_ONLY_HEADERS
+from edge_agent.api.schema import schema_for
+from edge_agent.extproc.decisions import EVENT_STREAM, JSON
+from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
 from edge_agent.routing.health import parse_retry_after
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
     from edge_agent.routing.router import Target
 
-log = logging.getLogger("edge_agent.leg")
+log = logging.getLogger("edge_agent.extproc.provider_call")
 
 PROVIDER_HEADER = "x-edge-agent-provider"  # who answered: provider name...
 MODEL_HEADER = "x-edge-agent-model"  # ...and the provider's model
-EVENT_STREAM = "text/event-stream"
-JSON = "application/json"
+# Set by the upstream filter when it counted the answer's usage itself (stripped downstream).
+METERED_HEADER = "x-edge-agent-metered"
 TOO_DEEP = errors.invalid_request(
     "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
 )
@@ -40,20 +42,16 @@ TOO_DEEP = errors.invalid_request(
 CREDENTIAL_HEADERS = (*CLIENT_ONLY_HEADERS, "x-envoy-original-host")
 
 
-def client_schema_of(endpoint: Endpoint) -> str:
-    return "anthropic" if endpoint is Endpoint.MESSAGES else "openai"
-
-
-class ProviderLeg:
+class ProviderCall:
     __slots__ = (
         "_stream_settled",
         "agent",
-        "client_schema",
         "endpoint",
         "failed",
         "foreign_error",
         "label",
         "request",
+        "schema",
         "stream_out",
         "target",
         "translate_body",
@@ -65,7 +63,7 @@ class ProviderLeg:
         self.target = target
         self.request = request
         self.endpoint = request.endpoint
-        self.client_schema = client_schema_of(request.endpoint)
+        self.schema = schema_for(request.endpoint)  # the client's
         self.label = label  # the client-facing model (metric label)
         # The provider speaks another schema than the client: every answer is translated,
         # through the OpenAI chat format (the pivot) when neither side speaks it.
@@ -84,18 +82,14 @@ class ProviderLeg:
         adapter = target.adapter
         endpoint = self.endpoint
         try:
-            if adapter.schema == self.client_schema:
+            if self.schema.speaks(adapter.schema):
                 body = (
                     orjson.dumps({**req.body, "model": target.model})
                     if target.model != req.model
                     else None
                 )
             elif endpoint in (Endpoint.CHAT, Endpoint.MESSAGES):
-                chat = (
-                    req.body
-                    if self.client_schema == "openai"
-                    else translate.messages_to_chat(req.body, target.model)
-                )
+                chat = self.schema.to_chat(req.body, target.model)
                 if adapter.codec is None:
                     body = orjson.dumps({**chat, "model": target.model})
                 else:
@@ -163,7 +157,7 @@ class ProviderLeg:
         return set_headers, remove, want
 
     def body_headers(self) -> list[tuple[str, str]]:
-        """Headers for a whole body this leg replaced (they are still held by Envoy)."""
+        """Headers for a whole body this call replaced (they are still held by Envoy)."""
         if self.failed:
             return [(":status", "502"), ("content-type", JSON)]
         return [("content-type", JSON)]
@@ -179,14 +173,9 @@ class ProviderLeg:
     def _stream_translator(self) -> translate.StreamTranslator:
         model = self.target.model
         codec = self.target.adapter.codec
-        to_client = self.client_schema == "anthropic"
-        if codec is None:
-            return translate.ChatStreamToMessages(model)  # an OpenAI stream, anthropic client
-        # The Messages events need the usage chunk: ask for it when the client is anthropic.
-        to_chat = codec.stream_to_chat(model, to_client or self.request.include_usage)
-        if to_client:
-            return translate.Chain(to_chat, translate.ChatStreamToMessages(model))
-        return to_chat
+        include_usage = self.schema.needs_usage_chunk or self.request.include_usage
+        to_chat = codec.stream_to_chat(model, include_usage) if codec is not None else None
+        return self.schema.from_chat_stream(to_chat, model)
 
     def response_body(self, chunk: bytes, end_of_stream: bool, status: str) -> bytes | None:
         """The chunk as the client must see it (None: unchanged)."""
@@ -202,7 +191,7 @@ class ProviderLeg:
                     "provider %s sent a stream the agent cannot translate: %r", self.target.key, exc
                 )
                 self.failed = True
-                out = self._stream_error()
+                out = self.schema.stream_error(self._untranslatable())
             if (end_of_stream or self.failed) and not self._stream_settled:
                 self._stream_settled = True
                 self.count_usage(self.stream_out.usage if not self.failed else None)
@@ -213,7 +202,7 @@ class ProviderLeg:
             if not end_of_stream:
                 return b""  # buffered: one message; a partial one is held back to the end
             code = int(status) if status.isascii() and status.isdigit() else 502
-            return translate.error_in_schema(code, chunk, self.client_schema)
+            return self.schema.provider_error(code, chunk)
         if self.translate_body:
             try:
                 return self._translate_whole(chunk, status)
@@ -224,38 +213,24 @@ class ProviderLeg:
                     exc,
                 )
                 self.failed = True
-                return self._error_body()
+                return self.schema.error_body(self._untranslatable())
         return None
 
-    def _error_body(self) -> bytes:
-        exc = ApiError(
+    def _untranslatable(self) -> ApiError:
+        return ApiError(
             502,
             f"The provider '{self.target.provider.name}' sent an answer the gateway cannot "
             "translate to this API; retry, or use another model.",
             type="api_error",
             code="bad_provider_answer",
         )
-        if self.client_schema == "anthropic":
-            from edge_agent.api.anthropic import error_body
-
-            return error_body(exc)
-        return exc.body()
-
-    def _stream_error(self) -> bytes:
-        from edge_agent.api.sse import encode_event
-
-        body = self._error_body()
-        if self.client_schema == "anthropic":
-            return encode_event(body, "error")
-        return encode_event(body)
 
     def _translate_whole(self, body: bytes, status: str) -> bytes:
         codec = self.target.adapter.codec
-        to_client = self.client_schema == "anthropic"
         if status != "200":
             code = int(status) if status.isascii() and status.isdigit() else 502
             error = codec.error_to_chat(code, body) if codec is not None else body
-            return translate.error_to_anthropic(code, error) if to_client else error
+            return self.schema.from_chat_error(code, error)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -266,8 +241,7 @@ class ProviderLeg:
         model = self.target.model
         chat = codec.response_to_chat(parsed, model) if codec is not None else parsed
         self.count_usage(chat.get("usage"))
-        out = translate.completion_to_message(chat, model) if to_client else chat
-        return orjson.dumps(out)
+        return orjson.dumps(self.schema.from_chat(chat, model))
 
     def count_usage(self, usage: object) -> None:
         """Tokens and cost of one provider answer, from its OpenAI-shaped usage."""
@@ -315,14 +289,3 @@ def tokens_of(usage: object) -> tuple[int, int] | None:
     if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
         return None
     return prompt, completion
-
-
-def usage_of(body: bytes, schema: str) -> object:
-    """The usage object of a whole JSON answer, OpenAI-shaped."""
-    try:
-        usage = orjson.loads(body).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    if schema == "anthropic" and isinstance(usage, dict):
-        return translate.openai_usage(usage)
-    return usage

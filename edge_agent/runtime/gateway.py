@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 from edge_agent.config import ENVOY_READY_ENV, Config
 from edge_agent.envoy.bootstrap import build_bootstrap
 from edge_agent.envoy.process import EnvoyError, EnvoyProcess
-from edge_agent.workers import Supervisor, WorkerContext, check_port_free
+from edge_agent.runtime.workers import Supervisor, WorkerContext, check_port_free
 
 if TYPE_CHECKING:
     from edge_agent.demo.upstream import FakeOpenAI
-    from edge_agent.service import AgentService
+    from edge_agent.runtime.service import AgentService
 
-log = logging.getLogger("edge_agent.gateway")
+log = logging.getLogger("edge_agent.runtime.gateway")
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -49,7 +49,7 @@ def _agent_side(
         return Supervisor(config, workers, worker_command, stop=stop)
     # Imported here: a supervisor runs no agent code, and the agent's imports (gRPC,
     # FAISS, the caches) cost ~70 MB that every worker already pays.
-    from edge_agent.service import AgentService
+    from edge_agent.runtime.service import AgentService
 
     return AgentService(config, worker=WorkerContext.from_environ())
 

@@ -17,42 +17,34 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from edge_agent.api import anthropic, errors
+from edge_agent.api import errors
 from edge_agent.api.errors import ApiError
-from edge_agent.api.openai import ENDPOINT_BY_PATH, Endpoint, parse_request
-from edge_agent.attempt_log import ATTEMPT_KEY_HEADER
-from edge_agent.exchange import (
-    JSON,
-    METERED_HEADER,
-    BodyMode,
-    Continue,
-    Decision,
-    Respond,
-)
-from edge_agent.leg import (
+from edge_agent.api.openai import ENDPOINT_BY_PATH, Endpoint
+from edge_agent.api.schema import OPENAI, ClientSchema, schema_for
+from edge_agent.extproc.attempt_log import ATTEMPT_KEY_HEADER
+from edge_agent.extproc.decisions import CONTINUE, JSON, BodyMode, Continue, Decision, Respond
+from edge_agent.extproc.provider_call import (
     CREDENTIAL_HEADERS,
-    ProviderLeg,
-    client_schema_of,
+    METERED_HEADER,
+    ProviderCall,
     report_outcome,
-    usage_of,
 )
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
     from edge_agent.routing.router import Target
 
-log = logging.getLogger("edge_agent.attempt")
+log = logging.getLogger("edge_agent.extproc.attempt")
 
 #: Endpoint metadata key (filter_metadata['edge_agent']['target']) naming an attempt's target.
 TARGET_ATTRIBUTE = "xds.upstream_host_metadata.filter_metadata['edge_agent']['target']"
 #: gRPC metadata the upstream (per-attempt) filter sends: its streams are Attempts.
 STAGE_METADATA = "x-edge-agent-stage"
-_CONTINUE = Continue()
 
 
 class Attempt:
     __slots__ = (
-        "_leg",
+        "_call",
         "_query",
         "_sent_at",
         "_status",
@@ -62,6 +54,7 @@ class Attempt:
         "key",
         "path",
         "request_key",
+        "schema",
         "target",
     )
 
@@ -70,15 +63,20 @@ class Attempt:
         self.key = ""
         self.target: Target | None = None
         self.endpoint: Endpoint | None = None
+        self.schema: ClientSchema = OPENAI  # the client's API, from the endpoint
         self.path = ""
         self._query = ""
-        self._leg: ProviderLeg | None = None
+        self._call: ProviderCall | None = None
         self._sent_at = 0.0
         self._status: str | None = None
         self.request_key = ""
         self.done = False
 
-    def request_headers(self, headers: Mapping[str, str], target_key: str) -> Decision:
+    def request_headers(
+        self, headers: Mapping[str, str], end_of_stream: bool, attributes: Mapping[str, str]
+    ) -> Decision:
+        # The target this attempt goes to: its host's metadata in the chain cluster.
+        target_key = attributes.get(TARGET_ATTRIBUTE, "")
         self.key = target_key
         self.request_key = headers.get(ATTEMPT_KEY_HEADER, "")
         chained = self.agent.attempts.get(self.request_key)
@@ -87,6 +85,8 @@ class Attempt:
         else:  # not begun by our Exchange (a hand-written route): the path is the client's
             self.path, _, self._query = headers.get(":path", "").partition("?")
         self.endpoint = ENDPOINT_BY_PATH.get(self.path)
+        if self.endpoint is not None:
+            self.schema = schema_for(self.endpoint)
         self.target = self.agent.router.target(target_key)
         self.agent.attempts.note(self.request_key, target_key, "started")
         if self.target is None or self.endpoint is None:
@@ -100,17 +100,14 @@ class Attempt:
                     code="no_available_provider",
                 )
             )
-        return _CONTINUE
+        return CONTINUE
 
-    def request_body(self, body: bytes) -> Decision:
+    def request_body(self, body: bytes, end_of_stream: bool = True) -> Decision:
         assert self.target is not None and self.endpoint is not None
         try:
-            if self.endpoint is Endpoint.MESSAGES:
-                req = anthropic.parse_request(body)
-            else:
-                req = parse_request(self.endpoint, body)
-            leg = self._leg = ProviderLeg(self.agent, self.target, req, req.model)
-            set_headers, new_body = leg.request_changes(self._query, body)
+            req = self.schema.parse(self.endpoint, body)
+            call = self._call = ProviderCall(self.agent, self.target, req, req.model)
+            set_headers, new_body = call.request_changes(self._query, body)
         except ApiError as exc:
             return self._error(exc)
         if new_body is None:
@@ -127,11 +124,11 @@ class Attempt:
     def response_headers(self, headers: Mapping[str, str]) -> Decision:
         status = self._status = headers.get(":status", "")
         self._report(status, headers)
-        leg = self._leg
-        if leg is None:
+        call = self._call
+        if call is None:
             self.done = True
-            return _CONTINUE
-        set_headers, remove, want = leg.response_headers(status, headers)
+            return CONTINUE
+        set_headers, remove, want = call.response_headers(status, headers)
         decision = Continue(set_headers=set_headers, remove_headers=remove)
         if want is not None:
             decision.response_body_mode = BodyMode.STREAMED if want else BodyMode.BUFFERED
@@ -149,17 +146,17 @@ class Attempt:
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
         if end_of_stream:
             self.done = True
-        leg = self._leg
-        assert leg is not None
-        out = leg.response_body(chunk, end_of_stream, self._status or "")
+        call = self._call
+        assert call is not None
+        out = call.response_body(chunk, end_of_stream, self._status or "")
         if out is not None:
-            if leg.stream_out is None:
+            if call.stream_out is None:
                 # A whole body: its headers are still held, and follow the new body.
-                return Continue(body=out, set_headers=leg.body_headers())
+                return Continue(body=out, set_headers=call.body_headers())
             return Continue(body=out, chunk=True)
         if end_of_stream and self._status == "200":
-            leg.count_usage(usage_of(chunk, client_schema_of(leg.endpoint)))
-        return _CONTINUE
+            call.count_usage(call.schema.usage_of(chunk))
+        return CONTINUE
 
     def close(self) -> None:
         """The attempt's stream ended. One that got no answer reports nothing: Envoy may
@@ -174,7 +171,7 @@ class Attempt:
         self.agent.attempts.note(self.request_key, target.key, "answered")
         elapsed = self.agent.clock() - self._sent_at
         self.agent.metrics.upstream_seconds.labels(target.provider.name).observe(elapsed)
-        streamed = self._leg is not None and self._leg.request.stream
+        streamed = self._call is not None and self._call.request.stream
         if report_outcome(target, status, headers, elapsed, streamed):
             self.agent.metrics.failover_attempts.labels(target.key, status).inc()
 
@@ -182,6 +179,5 @@ class Attempt:
         self.done = True
         # Our own refusal, not the provider's failure: the Exchange must not charge it.
         self.agent.attempts.note(self.request_key, self.key, "refused")
-        schema = client_schema_of(self.endpoint) if self.endpoint else "openai"
-        body = anthropic.error_body(exc) if schema == "anthropic" else exc.body()
+        body = self.schema.error_body(exc)
         return Respond(exc.status, [("content-type", JSON), *exc.headers], body)

@@ -32,7 +32,7 @@ from pathlib import Path
 from edge_agent.config import Config
 from edge_agent.telemetry.metrics import MULTIPROC_ENV, WORKER_INDEX_ENV
 
-log = logging.getLogger("edge_agent.workers")
+log = logging.getLogger("edge_agent.runtime.workers")
 
 # The worker environment, set by the supervisor (WORKER_INDEX_ENV comes from metrics).
 DIR_ENV = "EDGE_AGENT_WORKER_DIR"

@@ -1,0 +1,541 @@
+"""One HTTP request's life, sans-IO: phase events in, decisions out.
+
+`servicer.py` turns ext_proc messages into calls on an `Exchange` and its decisions back
+into ext_proc responses. The Exchange is also the request's context: the request
+pipeline's stages (edge_agent.pipeline) read and fill it. In phase order:
+
+  request headers  → classify the endpoint; answer /v1/models; refuse early (404/405/413)
+  request body     → the pipeline: parse, [slots], cache tiers, route (edge_agent.pipeline)
+  response headers → cache-status header; decide whether to capture the body
+  response body    → capture (buffered JSON or assembled SSE) and store when complete
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from edge_agent.api import errors
+from edge_agent.api.errors import ApiError
+from edge_agent.api.openai import Endpoint, ParsedRequest
+from edge_agent.api.schema import OPENAI, Assembler, ClientSchema, schema_for
+from edge_agent.extproc.attempt_log import ATTEMPT_COUNT_HEADER
+from edge_agent.extproc.decisions import (
+    CONTINUE,
+    EVENT_STREAM,
+    JSON,
+    BodyMode,
+    Continue,
+    Decision,
+    Respond,
+)
+from edge_agent.extproc.provider_call import (
+    METERED_HEADER,
+    MODEL_HEADER,
+    PROVIDER_HEADER,
+    ProviderCall,
+    report_outcome,
+    tokens_of,
+)
+from edge_agent.pipeline.base import Pending, advance
+from edge_agent.pipeline.effects import Effect
+from edge_agent.providers.headers import PROVIDER_ONLY_HEADERS
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+    from edge_agent.cache.coalesce import Flight
+    from edge_agent.cache.keys import CachePolicy
+    from edge_agent.cache.semantic import LookupResult, SemanticHit
+    from edge_agent.routing.router import Target
+
+log = logging.getLogger("edge_agent.extproc.exchange")
+
+CACHE_HEADER = "x-edge-agent-cache"
+CACHE_KEY_HEADER = "x-edge-agent-cache-key"  # names an answer for DELETE /admin/cache?key=
+_PARTIAL_BODY = ApiError(
+    500,
+    "The gateway is misconfigured: the edge agent needs whole request bodies (ext_proc "
+    "request_body_mode BUFFERED). Tell the gateway's operator.",
+    type="api_error",
+    code="edge_agent_misconfigured",
+)
+
+
+class Exchange:
+    __slots__ = (
+        "_assembler",
+        "_capture_bytes",
+        "_captured",
+        "_closed",
+        "_metered_upstream",
+        "agent",
+        "attempt_key",
+        "cache_result",
+        "call",
+        "chained",
+        "done",
+        "endpoint",
+        "flight",
+        "key",
+        "lease",
+        "model",
+        "overrides",
+        "path",
+        "policy",
+        "query",
+        "raw",
+        "req_headers",
+        "request",
+        "schema",
+        "scope",
+        "semantic",
+        "sent_at",
+        "shadow_hit",
+        "status",
+        "target",
+    )
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.endpoint: Endpoint | None = None
+        self.schema: ClientSchema = OPENAI  # the client's API, from the endpoint
+        self.path = ""
+        self.query = ""
+        self.req_headers: Mapping[str, str] = {}
+        self.raw = b""  # the client's body, for providers that sign what they are sent
+        self.request: ParsedRequest | None = None
+        self.model = "-"  # client-facing model name once known and configured (metric label)
+        self.overrides: tuple[str | None, frozenset[str]] = (None, frozenset())
+        self.status: str | None = None
+        # True once Envoy needs nothing more from the agent for this request.
+        self.done = False
+        # The cache tiers' state (pipeline stages exact, shared, coalesce, semantic).
+        self.policy: CachePolicy | None = None
+        self.key: str | None = None
+        self.cache_result = "bypass"
+        self.scope: tuple[str, str] | None = None  # (partition, text) for the semantic tier
+        self.semantic: LookupResult | None = None
+        self.shadow_hit: SemanticHit | None = None
+        self.flight: Flight | None = None  # leading identical requests in flight
+        self.lease = False  # holding the cross-process lease on self.key
+        # Where it went (stage route).
+        self.target: Target | None = None
+        self.call: ProviderCall | None = None  # the provider side, when routed to one target
+        self.chained = ""  # the failover chain routed to: attempts are handled upstream
+        self.attempt_key = ""  # its AttemptLog entry
+        self.sent_at = 0.0
+        # The answer.
+        self._assembler: Assembler | None = None
+        self._captured: list[bytes] | None = None
+        self._capture_bytes = 0
+        self._closed = False
+        self._metered_upstream = False  # usage already counted by a call or the upstream filter
+
+    # ---- request headers -------------------------------------------------------------
+    def request_headers(
+        self,
+        headers: Mapping[str, str],
+        end_of_stream: bool,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Decision:
+        self.req_headers = headers
+        method = headers.get(":method", "")
+        path, _, self.query = headers.get(":path", "").partition("?")
+        self.path = path
+        endpoint = self.agent.endpoints.get(path)
+        if endpoint is None:
+            return self.error(errors.unknown_endpoint(method, path))
+        self.endpoint = endpoint
+        self.schema = schema_for(endpoint)
+        if endpoint is Endpoint.MODELS:
+            if method not in ("GET", "HEAD"):
+                return self.error(errors.method_not_allowed(method, path, "GET"))
+            return self._respond(200, self.agent.models_body, JSON, "bypass")
+        if method != "POST":
+            return self.error(errors.method_not_allowed(method, path, "POST"))
+        limit = self.agent.config.envoy.max_request_bytes
+        length = headers.get("content-length")
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
+            return self.error(errors.payload_too_large(int(length), limit))
+        if end_of_stream:
+            return self.error(
+                errors.invalid_request(
+                    f"The request to {path} has no body; send a JSON object.", code="missing_body"
+                )
+            )
+        return CONTINUE
+
+    # ---- request body: the pipeline --------------------------------------------------
+    def request_body(self, body: bytes, end_of_stream: bool = True) -> Decision | Pending:
+        """The pipeline's decision, or the effect it waits for (`Pending.send` the result)."""
+        return advance(self._pipeline(body, end_of_stream))
+
+    def _pipeline(self, body: bytes, end_of_stream: bool) -> Generator[Effect, Any, Decision]:
+        assert self.endpoint is not None, "request_body before request_headers"
+        if not end_of_stream:
+            # The generated filter config buffers whole bodies; a hand-written one that
+            # streams them cannot work with the agent. Say so instead of guessing.
+            log.error("received a partial request body: set request_body_mode BUFFERED")
+            return self.error(_PARTIAL_BODY)
+        self.raw = body
+        try:
+            for stage in self.agent.request_stages:
+                decision = stage(self)
+                if isinstance(decision, Generator):
+                    decision = yield from decision
+                if decision is not None:
+                    return decision
+        except ApiError as exc:
+            return self.error(exc)
+        raise AssertionError("the route stage decides every request")
+
+    # ---- for the stages ----------------------------------------------------------------
+    def cache_lookup_wanted(self) -> bool:
+        return self.key is not None and self.policy is not None and self.policy.lookup
+
+    def shared_lookup_wanted(self) -> bool:
+        return self.cache_lookup_wanted() and self.agent.shared is not None
+
+    def serve(self, stored: bytes, result: str) -> Respond | None:
+        """A cached answer as the client asked for it (JSON, or replayed SSE); None when
+        it cannot be replayed so."""
+        req = self.request
+        assert req is not None
+        reply = self._replay(req, stored, result)
+        if reply is not None:
+            self.land(stored)  # a leader answered from cache: so are its followers
+            tier = {"hit": "exact", "semantic-hit": "semantic"}.get(result, result)
+            self._count_saved(stored, tier)
+        return reply
+
+    def land(self, body: bytes | None) -> None:
+        """As a leader: hand the stored answer (or None) to the requests waiting for it."""
+        flight, self.flight = self.flight, None
+        if flight is not None and self.agent.flights is not None:
+            self.agent.flights.land(flight, body)
+        if self.lease:
+            # Other processes' waiters see the entry (written before the release) or,
+            # with no entry, that the lease is gone: they go upstream themselves.
+            self.lease = False
+            assert self.agent.shared is not None and self.key is not None
+            self.agent.shared.release_lease(self.key)
+
+    def _count_saved(self, stored: bytes, tier: str) -> None:
+        # Priced at the model's first target: the one a miss would normally have used.
+        target = self.agent.router.first_target(self.model)
+        price = target.provider.model(target.model) if target is not None else None
+        usage = tokens_of(self.schema.usage_of(stored))
+        if price is None or usage is None:
+            return
+        saved = usage[0] * price.input_per_mtok + usage[1] * price.output_per_mtok
+        self.agent.metrics.cost_saved.labels(self.model, tier).inc(saved / 1_000_000)
+
+    def _replay(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
+        if req.stream:
+            try:
+                body = self.schema.replay(req, orjson.loads(stored))
+            except ValueError:
+                return None
+            self.cache_result = result
+            return self._respond(200, body, EVENT_STREAM, result, stream=True)
+        self.cache_result = result
+        return self._respond(200, stored, JSON, result)
+
+    # ---- response headers ------------------------------------------------------------
+    def response_headers(self, headers: Mapping[str, str]) -> Decision:
+        agent = self.agent
+        status = headers.get(":status", "")
+        if self.chained:
+            # Attempts measured and judged themselves; name the target that answered
+            # before counting the request, and judge the attempts that never could.
+            self._judge_silent_attempts(self._adopt_answering_target(headers), headers)
+        self._finish(status)
+        if self.target is not None and self.sent_at and not self.chained:
+            elapsed = agent.clock() - self.sent_at
+            agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(elapsed)
+            self._report_health(status, headers, elapsed)
+        self.sent_at = 0.0
+        decision = Continue(
+            set_headers=[(CACHE_HEADER, self.cache_result)],
+            remove_headers=[*PROVIDER_ONLY_HEADERS, ATTEMPT_COUNT_HEADER],
+        )
+        if self.key is not None:
+            decision.set_headers.append((CACHE_KEY_HEADER, self.key))  # for purges
+        target = self.target
+        if target is None:
+            self.done = True
+            return decision
+        call = self.call
+        translating = False
+        if call is not None:
+            set_headers, remove, want = call.response_headers(status, headers)
+            decision.set_headers += set_headers
+            decision.remove_headers += remove
+            if want is not None:
+                translating = True
+                decision.response_body_mode = BodyMode.STREAMED if want else BodyMode.BUFFERED
+        metered_upstream = headers.get(METERED_HEADER) is not None
+        if metered_upstream:
+            decision.remove_headers.append(METERED_HEADER)
+        identity = headers.get("content-encoding", "identity").lower() == "identity"
+        if status == "200" and self.key is not None and self.policy and self.policy.store:
+            capture = self._capture_mode(headers)
+            if decision.response_body_mode is None:
+                decision.response_body_mode = capture
+        elif (
+            status == "200"
+            and identity
+            and not translating
+            and not metered_upstream
+            and headers.get("content-type", "").startswith(JSON)
+        ):
+            # Whole JSON answers are read for their usage (tokens and cost metrics).
+            decision.response_body_mode = BodyMode.BUFFERED
+        self._metered_upstream = metered_upstream or translating
+        if decision.response_body_mode is None and status == "200" and not metered_upstream:
+            self._count_usage(None)  # a stream nobody reads: its usage stays unknown
+        self.done = decision.response_body_mode is None
+        if self._assembler is None and self._captured is None:
+            self.land(None)  # nothing will be stored: followers go on their own
+        return decision
+
+    def _adopt_answering_target(self, headers: Mapping[str, str]) -> str | None:
+        # The upstream filter names the target that answered (it may be a failover one);
+        # no name: Envoy answered itself (every attempt failed).
+        key = f"{headers.get(PROVIDER_HEADER, '')}/{headers.get(MODEL_HEADER, '')}"
+        answered = self.agent.router.target(key)
+        if answered is None:
+            return None
+        self.target = answered
+        return key
+
+    def _judge_silent_attempts(self, answered: str | None, headers: Mapping[str, str]) -> None:
+        # Envoy walks the chain in order, one target per attempt, and says how many
+        # attempts it made. A tried target whose attempt never saw an answer (refused or
+        # reset connection, timeout; Envoy may cancel such an attempt before it reaches
+        # the agent) counts as a connect failure. Targets not reached, attempts the agent
+        # itself refused, and answers (judged by their attempt) are not charged.
+        agent = self.agent
+        order = agent.router.chain_order(self.chained)
+        states = agent.attempts.finish(self.attempt_key)
+        count = headers.get(ATTEMPT_COUNT_HEADER, "")
+        if count.isascii() and count.isdigit():
+            tried = order[: int(count)]
+        else:
+            tried = [key for key in order if key in states]
+        for key in tried:
+            target = agent.router.target(key)
+            if key == answered or states.get(key) in ("answered", "refused") or target is None:
+                continue
+            target.health.on_failure("connect")
+            agent.metrics.failover_attempts.labels(key, "connect").inc()
+
+    def _report_health(self, status: str, headers: Mapping[str, str], elapsed: float) -> None:
+        assert self.target is not None
+        if self.chained:
+            return  # each attempt reports its own outcome (attempt.py)
+        streamed = self.request is not None and self.request.stream
+        report_outcome(self.target, status, headers, elapsed, streamed)
+        self.sent_at = 0.0
+
+    def _capture_mode(self, headers: Mapping[str, str]) -> BodyMode | None:
+        if headers.get("content-encoding", "identity").lower() != "identity":
+            self._count_store("encoded")
+            return None
+        content_type = headers.get("content-type", "")
+        if content_type.startswith(EVENT_STREAM):
+            assert self.endpoint is not None
+            self._assembler = self.schema.assembler(self.endpoint)
+            return BodyMode.STREAMED if self._assembler is not None else None
+        if not content_type.startswith(JSON):
+            return None
+        length = headers.get("content-length")
+        self._captured = []
+        if length is not None and length.isascii() and length.isdigit():
+            if int(length) > self.agent.max_entry_bytes:
+                self._count_store("too_large")
+                self._captured = None
+                return None
+            return BodyMode.BUFFERED  # one message for the whole body
+        return BodyMode.STREAMED  # chunked JSON: collect chunks, give up past the size limit
+
+    # ---- response body ---------------------------------------------------------------
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
+        if end_of_stream:
+            self.done = True
+        out = None
+        if self.call is not None:
+            out = self.call.response_body(chunk, end_of_stream, self.status or "")
+        if out is not None:
+            chunk = out
+        elif (
+            end_of_stream
+            and self.status == "200"
+            and self._assembler is None
+            and not self._metered_upstream
+        ):
+            whole = b"".join(self._captured) + chunk if self._captured else chunk
+            self._count_usage(self.schema.usage_of(whole))
+        self._capture(chunk, end_of_stream)
+        if out is not None:
+            call = self.call
+            assert call is not None
+            if call.stream_out is None:
+                # A whole body: its headers are still held, and follow the new body.
+                return Continue(body=out, set_headers=call.body_headers())
+            return Continue(body=out, chunk=True)
+        return CONTINUE
+
+    def _count_usage(self, usage: object) -> None:
+        if self.target is None or self._metered_upstream:
+            return
+        call = self.call
+        if call is None:
+            assert self.request is not None
+            call = ProviderCall(self.agent, self.target, self.request, self.model)
+        call.count_usage(usage)
+
+    def _capture(self, chunk: bytes, end_of_stream: bool) -> None:
+        if self._assembler is not None:
+            self._capture_bytes += len(chunk)
+            if self._capture_bytes > self.agent.max_entry_bytes:
+                self._assembler = None
+                self._count_store("too_large")
+                self._count_usage(None)  # no longer read: its usage stays unknown
+                self.done = True  # the rest of the stream is of no use: let it flow
+            else:
+                self._assembler.feed(chunk)
+                if end_of_stream:
+                    self._store_stream()
+        elif self._captured is not None:
+            self._capture_bytes += len(chunk)
+            if self._capture_bytes > self.agent.max_entry_bytes:
+                self._captured = None
+                self._count_store("too_large")
+                self.done = True
+            else:
+                self._captured.append(chunk)
+                if end_of_stream:
+                    self._store_json(b"".join(self._captured))
+
+    def _store_stream(self) -> None:
+        assembler, self._assembler = self._assembler, None
+        assert assembler is not None
+        result = assembler.result()
+        if not self._metered_upstream:
+            usage = result.get("usage") if result is not None else None
+            self._count_usage(self.schema.usage(usage))
+        if result is None:
+            self._count_store("incomplete")
+            return
+        self._put(orjson.dumps(result))
+
+    def _store_json(self, body: bytes) -> None:
+        self._captured = None
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self._count_store("invalid")
+            return
+        assert self.endpoint is not None
+        if not self.schema.is_complete(self.endpoint, parsed):
+            self._count_store("incomplete")
+            return
+        self._put(body)
+
+    def _put(self, body: bytes) -> None:
+        self.land(body)
+        agent = self.agent
+        assert self.key is not None
+        stored = True
+        if agent.cache is not None:
+            stored = agent.cache.put(self.key, body, model=self.model)
+        sem = self.semantic
+        shared_vector = None
+        if (
+            agent.semantic is not None
+            and self.scope is not None
+            and sem is not None
+            and sem.vector is not None
+            and sem.signature is not None
+            and len(body) <= agent.max_entry_bytes
+        ):
+            # The vector computed for the lookup is reused: no second embedding.
+            agent.semantic.store(
+                self.scope[0],
+                self.scope[1],
+                sem.vector,
+                sem.signature,
+                body,
+                model=self.model,
+                key=self.key,
+            )
+            shared_vector = (agent.semantic.namespace, *self.scope, sem.vector)
+        if agent.shared is not None and stored:
+            agent.shared.put(
+                self.key,
+                body,
+                model=self.model,
+                endpoint=str(self.endpoint),
+                semantic=shared_vector,
+            )
+        self._count_store("stored" if stored else "too_large")
+
+    def _count_store(self, outcome: str) -> None:
+        if outcome != "stored":
+            self.land(None)
+        self.agent.metrics.cache_stores.labels(str(self.endpoint), outcome).inc()
+
+    # ---- end of the stream -------------------------------------------------------------
+    def close(self) -> None:
+        """The ext_proc stream ended: count a request that never got a status as aborted."""
+        self.land(None)
+        if self.call is not None:
+            self.call.abandon()
+        if self.status is None:
+            self._finish("aborted")
+        if self.target is not None and self.sent_at:
+            self.target.health.on_cancel()  # sent, never answered: frees a half-open probe
+
+    def _finish(self, status: str) -> None:
+        # Counted when the status is decided, before the client sees it, so metrics
+        # scraped right after a response already include it.
+        if self._closed:
+            return
+        self._closed = True
+        self.status = status
+        m = self.agent.metrics
+        endpoint = str(self.endpoint) if self.endpoint else "unknown"
+        provider = self.target.provider.name if self.target else "-"
+        m.requests.labels(endpoint, self.model, provider, status).inc()
+        if self.request is not None:
+            m.cache_results.labels(endpoint, self.cache_result).inc()
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        cache: str,
+        *,
+        stream: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Respond:
+        self._finish(str(status))
+        self.done = True
+        headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
+        if self.key is not None and cache != "bypass":
+            headers.append((CACHE_KEY_HEADER, self.key))  # for purges
+        if stream:
+            headers.append(("cache-control", "no-cache"))
+        return Respond(status, headers, body)
+
+    def error(self, exc: ApiError) -> Respond:
+        log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
+        self.land(None)  # waiting identical requests go on by themselves
+        body = self.schema.error_body(exc)
+        return self._respond(exc.status, body, JSON, "bypass", extra=exc.headers)

@@ -1,0 +1,20 @@
+"""Stage: the shared tier (Redis), after an exact miss in this process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edge_agent.pipeline.base import StageRun
+from edge_agent.pipeline.effects import SharedLookup
+
+if TYPE_CHECKING:
+    from edge_agent.extproc.exchange import Exchange
+
+
+def lookup(ex: Exchange) -> StageRun:
+    if ex.shared_lookup_wanted():
+        assert ex.key is not None
+        entry = yield SharedLookup(ex.key)
+        if entry is not None:
+            return ex.serve(entry.body, "hit")
+    return None
