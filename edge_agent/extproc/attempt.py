@@ -27,7 +27,6 @@ from edge_agent.extproc.provider_call import (
     CREDENTIAL_HEADERS,
     METERED_HEADER,
     ProviderCall,
-    report_outcome,
 )
 
 if TYPE_CHECKING:
@@ -165,15 +164,12 @@ class Attempt:
         `Exchange._judge_silent_attempts`)."""
 
     def _report(self, status: str, headers: Mapping[str, str]) -> None:
-        target = self.target
-        if target is None or not self._sent_at:
+        call = self._call
+        if call is None or not self._sent_at:
             return
-        self.agent.attempts.note(self.request_key, target.key, "answered")
-        elapsed = self.agent.clock() - self._sent_at
-        self.agent.metrics.upstream_seconds.labels(target.provider.name).observe(elapsed)
-        streamed = self._call is not None and self._call.request.stream
-        if report_outcome(target, status, headers, elapsed, streamed):
-            self.agent.metrics.failover_attempts.labels(target.key, status).inc()
+        self.agent.attempts.note(self.request_key, call.target.key, "answered")
+        if call.answered(status, headers, self.agent.clock() - self._sent_at):
+            self.agent.metrics.failover_attempts.labels(call.target.key, status).inc()
 
     def _error(self, exc: ApiError) -> Respond:
         self.done = True

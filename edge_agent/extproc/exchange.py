@@ -37,7 +37,6 @@ from edge_agent.extproc.provider_call import (
     MODEL_HEADER,
     PROVIDER_HEADER,
     ProviderCall,
-    report_outcome,
     tokens_of,
 )
 from edge_agent.pipeline.base import Pending, advance
@@ -253,10 +252,8 @@ class Exchange:
             # before counting the request, and judge the attempts that never could.
             self._judge_silent_attempts(self._adopt_answering_target(headers), headers)
         self._finish(status)
-        if self.target is not None and self.sent_at and not self.chained:
-            elapsed = agent.clock() - self.sent_at
-            agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(elapsed)
-            self._report_health(status, headers, elapsed)
+        if self.call is not None and self.sent_at:  # a chain's attempts report themselves
+            self.call.answered(status, headers, agent.clock() - self.sent_at)
         self.sent_at = 0.0
         decision = Continue(
             set_headers=[(CACHE_HEADER, self.cache_result)],
@@ -332,14 +329,6 @@ class Exchange:
                 continue
             target.health.on_failure("connect")
             agent.metrics.failover_attempts.labels(key, "connect").inc()
-
-    def _report_health(self, status: str, headers: Mapping[str, str], elapsed: float) -> None:
-        assert self.target is not None
-        if self.chained:
-            return  # each attempt reports its own outcome (attempt.py)
-        streamed = self.request is not None and self.request.stream
-        report_outcome(self.target, status, headers, elapsed, streamed)
-        self.sent_at = 0.0
 
     def _capture_mode(self, headers: Mapping[str, str]) -> BodyMode | None:
         if headers.get("content-encoding", "identity").lower() != "identity":

@@ -162,6 +162,12 @@ class ProviderCall:
             return [(":status", "502"), ("content-type", JSON)]
         return [("content-type", JSON)]
 
+    def answered(self, status: str, headers: Mapping[str, str], elapsed: float) -> bool:
+        """The provider's answer arrived `elapsed` s after it was sent: its latency and
+        its target's health. True when it counts as the target's failure."""
+        self.agent.metrics.upstream_seconds.labels(self.target.provider.name).observe(elapsed)
+        return report_outcome(self.target, status, headers, elapsed, self.request.stream)
+
     def abandon(self) -> None:
         """The exchange ended before a translated stream did (the client left, or Envoy
         reset the stream after an error event): that stream is broken."""
