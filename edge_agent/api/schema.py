@@ -13,10 +13,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from edge_agent.api import anthropic, openai, translate
+from edge_agent.api import anthropic, openai
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.api.sse import StreamAssembler, encode_event, replay_stream
+from edge_agent.translate import anthropic as to_anthropic
+from edge_agent.translate import anthropic_stream
+from edge_agent.translate import common as translate_common
+from edge_agent.translate import stream as translate_stream
 
 
 class Assembler(Protocol):
@@ -81,8 +85,8 @@ class ClientSchema:
         return error
 
     def from_chat_stream(
-        self, to_chat: translate.StreamTranslator | None, model: str
-    ) -> translate.StreamTranslator:
+        self, to_chat: translate_stream.StreamTranslator | None, model: str
+    ) -> translate_stream.StreamTranslator:
         """The client's stream from a chat stream (`to_chat`, None: the provider's own
         stream is chat already)."""
         assert to_chat is not None, "an OpenAI client of an OpenAI provider needs no translator"
@@ -96,9 +100,9 @@ class ClientSchema:
         break the client's SDK."""
         if _has_error_envelope(body):
             return None
-        message = translate.error_message(body)
+        message = translate_common.error_message(body)
         kind = "api_error" if status >= 500 else "invalid_request_error"
-        return translate.openai_error(message, kind, "upstream_error")
+        return translate_common.openai_error(message, kind, "upstream_error")
 
 
 class AnthropicSchema(ClientSchema):
@@ -116,7 +120,7 @@ class AnthropicSchema(ClientSchema):
         return encode_event(self.error_body(exc), "error")
 
     def usage(self, usage: object) -> object:
-        return translate.openai_usage(usage) if isinstance(usage, dict) else usage
+        return to_anthropic.openai_usage(usage) if isinstance(usage, dict) else usage
 
     def assembler(self, endpoint: Endpoint) -> Assembler | None:
         return anthropic.MessagesAssembler()
@@ -128,26 +132,26 @@ class AnthropicSchema(ClientSchema):
         return anthropic.replay_stream(answer)
 
     def to_chat(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate.messages_to_chat(body, model)
+        return to_anthropic.messages_to_chat(body, model)
 
     def from_chat(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate.completion_to_message(chat, model)
+        return to_anthropic.completion_to_message(chat, model)
 
     def from_chat_error(self, status: int, error: bytes) -> bytes:
-        return translate.error_to_anthropic(status, error)
+        return to_anthropic.error_to_anthropic(status, error)
 
     def from_chat_stream(
-        self, to_chat: translate.StreamTranslator | None, model: str
-    ) -> translate.StreamTranslator:
-        to_messages = translate.ChatStreamToMessages(model)
-        return to_messages if to_chat is None else translate.Chain(to_chat, to_messages)
+        self, to_chat: translate_stream.StreamTranslator | None, model: str
+    ) -> translate_stream.StreamTranslator:
+        to_messages = anthropic_stream.ChatStreamToMessages(model)
+        return to_messages if to_chat is None else translate_stream.Chain(to_chat, to_messages)
 
     needs_usage_chunk = True  # message_delta carries the output tokens
 
     def provider_error(self, status: int, body: bytes) -> bytes | None:
         if _has_error_envelope(body, anthropic=True):
             return None
-        return translate.error_to_anthropic(status, body)
+        return to_anthropic.error_to_anthropic(status, body)
 
 
 def _has_error_envelope(body: bytes, *, anthropic: bool = False) -> bool:

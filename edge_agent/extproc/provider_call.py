@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from edge_agent.api import errors, translate
+from edge_agent.api import errors
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.api.schema import schema_for
 from edge_agent.extproc.decisions import EVENT_STREAM, JSON
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
 from edge_agent.routing.health import parse_retry_after
+from edge_agent.translate import stream as translate_stream
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -69,7 +70,7 @@ class ProviderCall:
         # through the OpenAI chat format (the pivot) when neither side speaks it.
         self.translating = False
         self.translate_body = False  # a whole answer (JSON or error) to translate
-        self.stream_out: translate.StreamTranslator | None = None
+        self.stream_out: translate_stream.StreamTranslator | None = None
         self.failed = False  # the answer could not be translated: the client got an error
         # An error answer in the client's own schema, read to check it really is.
         self.foreign_error = False
@@ -176,7 +177,7 @@ class ProviderCall:
             if not self.stream_out.finished:
                 self.agent.metrics.broken_streams.labels(self.target.key).inc()
 
-    def _stream_translator(self) -> translate.StreamTranslator:
+    def _stream_translator(self) -> translate_stream.StreamTranslator:
         model = self.target.model
         codec = self.target.adapter.codec
         include_usage = self.schema.needs_usage_chunk or self.request.include_usage

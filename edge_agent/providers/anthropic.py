@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from edge_agent.api import translate
 from edge_agent.api.anthropic import ANTHROPIC_VERSION
 from edge_agent.api.openai import Endpoint
 from edge_agent.config import Provider
 from edge_agent.providers.base import Codec, Schema
+from edge_agent.translate import anthropic as to_anthropic
+from edge_agent.translate import anthropic_stream
 
-#: Messages ⇄ OpenAI chat (the mapping itself is in api/translate.py).
+#: Messages ⇄ OpenAI chat (the mapping itself is in translate/anthropic.py).
 CODEC = Codec(
-    request_from_chat=translate.chat_to_messages,
-    response_to_chat=translate.message_to_completion,
-    stream_to_chat=translate.MessagesStreamToChat,
-    error_to_chat=translate.error_to_openai,
+    request_from_chat=to_anthropic.chat_to_messages,
+    response_to_chat=to_anthropic.message_to_completion,
+    stream_to_chat=anthropic_stream.MessagesStreamToChat,
+    error_to_chat=to_anthropic.error_to_openai,
 )
 
 

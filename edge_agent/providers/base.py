@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent.api.openai import Endpoint
-from edge_agent.api.translate import StreamTranslator
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS, PROVIDER_ONLY_HEADERS
+from edge_agent.translate.stream import StreamTranslator
 
 __all__ = ["CLIENT_ONLY_HEADERS", "PROVIDER_ONLY_HEADERS"]
 

@@ -8,7 +8,7 @@ every request with SigV4 (service `bedrock`). The region is `region`, or the one
 `bedrock-runtime.<region>.amazonaws.com` host.
 
 What Converse cannot express is refused with a 400 (`untranslatable`), as in
-api/translate.py. One deliberate choice: `tool_choice: "none"` has no Converse counterpart,
+translate/anthropic.py. One deliberate choice: `tool_choice: "none"` has no Converse counterpart,
 so the tools are left out of the request (the model then cannot call one, which is what
 "none" asks); when the conversation already holds tool calls or results, Bedrock demands
 `toolConfig`, and the request is refused instead.
@@ -35,16 +35,17 @@ from edge_agent.api.anthropic import error_type_for
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
-from edge_agent.api.translate import (
-    ChatChunkWriter,
+from edge_agent.config import Provider
+from edge_agent.providers.base import Codec, Schema
+from edge_agent.translate.common import (
+    OPENAI_ONLY,
     call_arguments,
-    completion,
     image_url_of,
     refuse_unsupported,
     untranslatable,
+    user_parts,
 )
-from edge_agent.config import Provider
-from edge_agent.providers.base import Codec, Schema
+from edge_agent.translate.stream import ChatChunkWriter, completion
 
 #: SigV4 signing name of bedrock-runtime (its endpoint prefix differs: bedrock-runtime).
 SERVICE = "bedrock"
@@ -74,18 +75,9 @@ _IMAGE_FORMATS = {
 }
 # OpenAI chat fields that change the answer and that Converse cannot carry.
 _OPENAI_ONLY = (
-    "n",
-    "logprobs",
-    "top_logprobs",
+    *OPENAI_ONLY,
     "frequency_penalty",
     "presence_penalty",
-    "logit_bias",
-    "audio",
-    "modalities",
-    "prediction",
-    "functions",
-    "function_call",
-    "web_search_options",
     "reasoning_effort",
     "parallel_tool_calls",
     "response_format",
@@ -133,25 +125,12 @@ def _image(url: str, path: str) -> dict[str, Any]:
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
+def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    return _image(image_url_of(part, where, _refuse), f"{where}.image_url.url")
+
+
 def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _refuse(path, "expected a string or a list of content parts")
-    blocks: list[dict[str, Any]] = []
-    for i, part in enumerate(content):
-        where = f"{path}[{i}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            text = str(part.get("text", ""))
-            if text:  # Bedrock refuses blank text blocks
-                blocks.append({"text": text})
-        elif kind == "image_url":
-            url = image_url_of(part, where, _refuse)
-            blocks.append(_image(url, f"{where}.image_url.url"))
-        else:
-            raise _refuse(where, f"content part type {kind!r} has no Converse counterpart")
-    return blocks
+    return user_parts(content, path, _refuse, {"image_url": _image_part}, "Converse")
 
 
 def _tool_uses(calls: Any, path: str) -> list[dict[str, Any]]:

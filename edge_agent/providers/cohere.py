@@ -33,14 +33,10 @@ import orjson
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
-from edge_agent.api.translate import (
-    ChatChunkWriter,
-    completion,
-    refuse_unsupported,
-    untranslatable,
-)
 from edge_agent.config import Provider
 from edge_agent.providers.base import Codec, Schema
+from edge_agent.translate.common import OPENAI_ONLY, refuse_unsupported, untranslatable
+from edge_agent.translate.stream import ChatChunkWriter, completion
 
 log = logging.getLogger("edge_agent.providers.cohere")
 
@@ -53,19 +49,7 @@ _FINISH_FROM_COHERE = {
 # Cohere ends these generations early without an OpenAI way to say so.
 _FAILED_FINISH = frozenset({"ERROR", "TIMEOUT"})
 # OpenAI chat fields with no Cohere v2 counterpart that change the answer.
-_OPENAI_ONLY = (
-    "n",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "audio",
-    "modalities",
-    "prediction",
-    "functions",
-    "function_call",
-    "web_search_options",
-    "reasoning_effort",
-)
+_OPENAI_ONLY = (*OPENAI_ONLY, "reasoning_effort")
 _WHY = {
     "logprobs": "Cohere reports token ids, not the token text OpenAI's logprobs carry",
     "top_logprobs": "Cohere reports no alternative tokens",
@@ -379,7 +363,7 @@ def cohere_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
     if calls:
         out_message["tool_calls"] = calls
     if thinking:
-        out_message["reasoning_content"] = "".join(thinking)  # as translate.py does
+        out_message["reasoning_content"] = "".join(thinking)  # as translate/anthropic.py does
     finish = _finish(body.get("finish_reason"), "response")
     usage = openai_usage(body.get("usage"))
     return completion(f"chatcmpl-{body.get('id', '')}", model, out_message, finish, usage)

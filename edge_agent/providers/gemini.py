@@ -26,18 +26,20 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from edge_agent.api import translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import encode_event
-from edge_agent.api.translate import (
-    ChatChunkWriter,
-    call_arguments,
-    completion,
-    refuse_unsupported,
-)
 from edge_agent.config import Provider
 from edge_agent.providers.base import Codec, Schema
+from edge_agent.translate import common as translate_common
+from edge_agent.translate.common import (
+    OPENAI_ONLY,
+    call_arguments,
+    image_url_of,
+    refuse_unsupported,
+    user_parts,
+)
+from edge_agent.translate.stream import ChatChunkWriter, completion
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
@@ -52,20 +54,7 @@ _FINISH = {
     "IMAGE_SAFETY": "content_filter",
 }
 # OpenAI chat fields with no Gemini counterpart that change the answer.
-_OPENAI_ONLY = (
-    "n",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "audio",
-    "modalities",
-    "prediction",
-    "functions",
-    "function_call",
-    "web_search_options",
-    "reasoning_effort",
-    "verbosity",
-)
+_OPENAI_ONLY = (*OPENAI_ONLY, "reasoning_effort", "verbosity")
 # Gemini's Schema: a subset of OpenAPI 3.0 (https://ai.google.dev/api/caching#Schema).
 _SCHEMA_KEYS = frozenset(
     {
@@ -130,7 +119,7 @@ _STATUS_TYPES = {
 
 
 def _refuse(field: str, why: str = "") -> ApiError:
-    return translate.untranslatable(field, "OpenAI", "Gemini", why)
+    return translate_common.untranslatable(field, "OpenAI", "Gemini", why)
 
 
 def _dumps(value: Any) -> str:
@@ -179,39 +168,30 @@ def _image_part(url: str, path: str) -> dict[str, Any]:
     raise _refuse(path, "an image URL must be https:// or a base64 data: URL")
 
 
+def _image_url_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    return _image_part(image_url_of(part, where, _refuse), f"{where}.image_url.url")
+
+
+def _audio_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    audio = part.get("input_audio") or {}
+    mime = _AUDIO_TYPES.get(str(audio.get("format")))
+    if mime is None or not isinstance(audio.get("data"), str):
+        raise _refuse(f"{where}.input_audio", "expected base64 data in wav or mp3")
+    return {"inlineData": {"mimeType": mime, "data": audio["data"]}}
+
+
+def _file_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    data = (part.get("file") or {}).get("file_data")
+    if not isinstance(data, str) or not data.startswith("data:"):
+        raise _refuse(f"{where}.file", "only inline file_data (a data: URL) translates")
+    return _data_url(data, f"{where}.file.file_data")
+
+
+_PART_READERS = {"image_url": _image_url_part, "input_audio": _audio_part, "file": _file_part}
+
+
 def _user_parts(content: Any, path: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _refuse(path, "expected a string or a list of content parts")
-    parts: list[dict[str, Any]] = []
-    for i, part in enumerate(content):
-        where = f"{path}[{i}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            text = str(part.get("text") or "")
-            if text:
-                parts.append({"text": text})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise _refuse(f"{where}.image_url.url", "expected a URL string")
-            parts.append(_image_part(url, f"{where}.image_url.url"))
-        elif kind == "input_audio":
-            audio = part.get("input_audio") or {}
-            mime = _AUDIO_TYPES.get(str(audio.get("format")))
-            if mime is None or not isinstance(audio.get("data"), str):
-                raise _refuse(f"{where}.input_audio", "expected base64 data in wav or mp3")
-            parts.append({"inlineData": {"mimeType": mime, "data": audio["data"]}})
-        elif kind == "file":
-            data = (part.get("file") or {}).get("file_data")
-            if not isinstance(data, str) or not data.startswith("data:"):
-                raise _refuse(f"{where}.file", "only inline file_data (a data: URL) translates")
-            parts.append(_data_url(data, f"{where}.file.file_data"))
-        else:
-            raise _refuse(where, f"content part type {kind!r} has no Gemini counterpart")
-    return parts
+    return user_parts(content, path, _refuse, _PART_READERS, "Gemini")
 
 
 def _signature(call: dict[str, Any]) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "edge_agent"
 # The request path: every request runs through these modules.
-REQUEST_PATH = ("extproc", "pipeline")
+REQUEST_PATH = ("extproc", "pipeline", "translate")
 
 
 def _modules() -> dict[str, Path]:

@@ -15,7 +15,6 @@ from botocore.validate import validate_parameters
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser
-from edge_agent.api.translate import Chain, ChatStreamToMessages
 from edge_agent.config import Provider
 from edge_agent.providers.bedrock import (
     CODEC,
@@ -23,6 +22,8 @@ from edge_agent.providers.bedrock import (
     ConverseStreamToChat,
     region_of,
 )
+from edge_agent.translate.anthropic_stream import ChatStreamToMessages
+from edge_agent.translate.stream import Chain
 from tests.fakes.bedrock import encode_frame
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"

@@ -217,11 +217,11 @@ def test_a_request_refused_after_routing_releases_the_half_open_probe() -> None:
 
 
 def test_malformed_provider_usage_is_unknown_not_a_crash() -> None:
-    from edge_agent.api import translate
+    from edge_agent.translate import anthropic as to_anthropic
 
-    assert translate.openai_usage({"input_tokens": "x", "output_tokens": 1}) is None
-    assert translate.openai_usage({"input_tokens": 10**300}) is None
-    assert translate.openai_usage({"input_tokens": 3, "output_tokens": 4})["total_tokens"] == 7
+    assert to_anthropic.openai_usage({"input_tokens": "x", "output_tokens": 1}) is None
+    assert to_anthropic.openai_usage({"input_tokens": 10**300}) is None
+    assert to_anthropic.openai_usage({"input_tokens": 3, "output_tokens": 4})["total_tokens"] == 7
 
 
 def test_a_malformed_field_the_translator_trips_on_is_a_400() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from edge_agent.api import translate
 from edge_agent.api.errors import ApiError
 from edge_agent.api.sse import SSEParser, encode_event
+from edge_agent.translate import anthropic as to_anthropic
+from edge_agent.translate import anthropic_stream
 
 TOOL = {
     "type": "function",
@@ -47,7 +48,7 @@ def test_chat_request_becomes_messages_with_system_tools_and_tool_results() -> N
         "stream": True,
         "user": "u-7",
     }
-    out = translate.chat_to_messages(body, "claude-x")
+    out = to_anthropic.chat_to_messages(body, "claude-x")
     assert out["model"] == "claude-x" and out["system"] == "Be brief."
     assert out["max_tokens"] == 50 and out["stop_sequences"] == ["END"] and out["stream"]
     assert out["tools"][0]["input_schema"]["properties"]["city"] == {"type": "string"}
@@ -71,12 +72,12 @@ def test_images_translate_both_ways() -> None:
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}}]}
         ]
     }
-    block = translate.chat_to_messages(chat, "c")["messages"][0]["content"][0]
+    block = to_anthropic.chat_to_messages(chat, "c")["messages"][0]["content"][0]
     assert block == {
         "type": "image",
         "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
     }
-    back = translate.messages_to_chat(
+    back = to_anthropic.messages_to_chat(
         {"max_tokens": 5, "messages": [{"role": "user", "content": [block]}]}, "g"
     )
     assert back["messages"][0]["content"] == [{"type": "image_url", "image_url": {"url": data_url}}]
@@ -95,20 +96,20 @@ def test_images_translate_both_ways() -> None:
 def test_openai_only_fields_are_refused_not_dropped(field: str, value: object) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], field: value}
     with pytest.raises(ApiError) as err:
-        translate.chat_to_messages(body, "c")
+        to_anthropic.chat_to_messages(body, "c")
     assert err.value.status == 400 and err.value.param == field
     assert "cannot be translated" in err.value.message
 
 
 def test_plain_text_response_format_passes() -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}}
-    assert translate.chat_to_messages(body, "c")["messages"]
+    assert to_anthropic.chat_to_messages(body, "c")["messages"]
 
 
 def test_temperature_above_anthropic_range_is_refused() -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "temperature": 1.5}
     with pytest.raises(ApiError, match="0 to 1"):
-        translate.chat_to_messages(body, "c")
+        to_anthropic.chat_to_messages(body, "c")
 
 
 def test_messages_request_becomes_chat() -> None:
@@ -138,7 +139,7 @@ def test_messages_request_becomes_chat() -> None:
         "stop_sequences": ["X"],
         "stream": True,
     }
-    out = translate.messages_to_chat(body, "gpt")
+    out = to_anthropic.messages_to_chat(body, "gpt")
     assert [m["role"] for m in out["messages"]] == ["system", "user", "assistant", "tool", "user"]
     assert out["messages"][2]["tool_calls"][0]["function"] == {
         "name": "w",
@@ -161,7 +162,7 @@ def test_messages_request_becomes_chat() -> None:
 def test_anthropic_only_features_are_refused(body: dict) -> None:
     full = {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], **body}
     with pytest.raises(ApiError) as err:
-        translate.messages_to_chat(full, "gpt")
+        to_anthropic.messages_to_chat(full, "gpt")
     assert err.value.status == 400 and "cannot be translated" in err.value.message
 
 
@@ -177,7 +178,7 @@ def test_answers_translate_with_tool_calls_stop_reasons_and_usage() -> None:
         "stop_reason": "tool_use",
         "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 4},
     }
-    chat = translate.message_to_completion(message, "claude-x")
+    chat = to_anthropic.message_to_completion(message, "claude-x")
     choice = chat["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "Let me check."
@@ -188,7 +189,7 @@ def test_answers_translate_with_tool_calls_stop_reasons_and_usage() -> None:
         "total_tokens": 19,
         "prompt_tokens_details": {"cached_tokens": 4},
     }
-    back = translate.completion_to_message(chat, "gpt")
+    back = to_anthropic.completion_to_message(chat, "gpt")
     assert back["stop_reason"] == "tool_use"
     assert back["content"][1]["input"] == {"city": "Oslo"}
     assert back["usage"]["input_tokens"] == 10 and back["usage"]["cache_read_input_tokens"] == 4
@@ -196,14 +197,14 @@ def test_answers_translate_with_tool_calls_stop_reasons_and_usage() -> None:
 
 def test_errors_keep_the_message_in_the_other_envelope() -> None:
     anthropic_error = b'{"type":"error","error":{"type":"overloaded_error","message":"Busy"}}'
-    out = orjson.loads(translate.error_to_openai(529, anthropic_error))
+    out = orjson.loads(to_anthropic.error_to_openai(529, anthropic_error))
     assert out["error"]["message"] == "Busy" and out["error"]["type"] == "overloaded_error"
     openai_error = b'{"error":{"message":"Slow down","type":"requests","code":"rate_limit"}}'
-    out = orjson.loads(translate.error_to_anthropic(429, openai_error))
+    out = orjson.loads(to_anthropic.error_to_anthropic(429, openai_error))
     assert out == {"type": "error", "error": {"type": "rate_limit_error", "message": "Slow down"}}
     assert (
         "502 Bad Gateway"
-        in orjson.loads(translate.error_to_openai(502, b"502 Bad Gateway"))["error"]["message"]
+        in orjson.loads(to_anthropic.error_to_openai(502, b"502 Bad Gateway"))["error"]["message"]
     )
 
 
@@ -244,7 +245,7 @@ def _chat_chunks(raw: bytes) -> list[object]:
 def test_anthropic_stream_becomes_openai_chunks_split_anywhere() -> None:
     raw = b"".join(_anthropic_stream())
     out = bytearray()
-    tr = translate.MessagesStreamToChat("claude-x", include_usage=True, now=lambda: 1.0)
+    tr = anthropic_stream.MessagesStreamToChat("claude-x", include_usage=True, now=lambda: 1.0)
     for i in range(0, len(raw), 7):  # chunk boundaries inside events must not matter
         out += tr.feed(raw[i : i + 7])
     chunks = _chat_chunks(bytes(out))
@@ -292,7 +293,7 @@ def test_openai_stream_becomes_anthropic_events() -> None:
             encode_event("[DONE]"),
         ]
     )
-    tr = translate.ChatStreamToMessages("gpt")
+    tr = anthropic_stream.ChatStreamToMessages("gpt")
     events = [(e.event, orjson.loads(e.data)) for e in SSEParser().feed(tr.feed(raw))]
     names = [name for name, _ in events]
     assert names == [

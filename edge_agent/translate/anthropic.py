@@ -1,92 +1,58 @@
-"""OpenAI Chat Completions ⇄ Anthropic Messages, both ways, JSON and streams (sans-IO).
+"""OpenAI Chat Completions ⇄ Anthropic Messages: requests, whole answers, usage, errors.
 
 The agent's pivot is the OpenAI chat format: a client request is brought to it, then to
 the provider's schema; the answer takes the reverse path. When the client and the
 provider speak the same schema nothing is translated (full fidelity).
-
-Rule: what one side can express and the other cannot is refused with a 400 naming the
-field (`Untranslatable`), never dropped — a silently ignored `n`, `logprobs` or
-`cache_control` would change what the client gets without telling it.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from edge_agent.api.anthropic import error_type_for
 from edge_agent.api.errors import ApiError
-from edge_agent.api.sse import SSEParser, encode_event
+from edge_agent.translate.common import (
+    OPENAI_ONLY,
+    call_arguments,
+    count,
+    dumps,
+    error_parts,
+    image_url_of,
+    openai_error,
+    refuse_unsupported,
+    str_or_empty,
+    untranslatable,
+)
+from edge_agent.translate.stream import completion
 
 #: Output budget when an OpenAI client names none: Anthropic requires one.
 DEFAULT_MAX_TOKENS = 4096
 
-_FINISH_FROM_ANTHROPIC = {
+
+FINISH_FROM_ANTHROPIC = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-_STOP_FROM_OPENAI = {
+
+
+STOP_FROM_OPENAI = {
     "stop": "end_turn",
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-# OpenAI chat fields that change the answer, and whether a request uses each. A provider
-# schema without a counterpart for one names it (`refuse_unsupported`): the request is
-# refused with a 400 naming the field rather than answered as if it were not there.
-_USES: dict[str, Callable[[Any], bool]] = {
-    "n": lambda v: v not in (None, 1),
-    "logprobs": lambda v: bool(v),
-    "top_logprobs": lambda v: v is not None,
-    "frequency_penalty": lambda v: v not in (None, 0),
-    "presence_penalty": lambda v: v not in (None, 0),
-    "logit_bias": lambda v: bool(v),
-    "audio": lambda v: v is not None,
-    "modalities": lambda v: v not in (None, ["text"]),
-    "prediction": lambda v: v is not None,
-    "functions": lambda v: v is not None,
-    "function_call": lambda v: v is not None,
-    "web_search_options": lambda v: v is not None,
-    "reasoning_effort": lambda v: v is not None,
-    "verbosity": lambda v: v is not None,
-    "parallel_tool_calls": lambda v: v is False,
-    "response_format": lambda v: not (isinstance(v, dict) and v.get("type") == "text"),
-}
-
-
-def refuse_unsupported(
-    body: dict[str, Any], fields: tuple[str, ...], refuse: Callable[[str], ApiError]
-) -> None:
-    """Raise `refuse(field)` for the first of `fields` the request uses."""
-    for field in fields:
-        value = body.get(field)
-        if value is not None and _USES[field](value):
-            raise refuse(field)
 
 
 # Those the Messages API has no counterpart for.
-_NOT_IN_MESSAGES = (
-    "n",
-    "logprobs",
-    "top_logprobs",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "audio",
-    "modalities",
-    "prediction",
-    "functions",
-    "function_call",
-    "web_search_options",
-    "response_format",
-)
+_NOT_IN_MESSAGES = (*OPENAI_ONLY, "frequency_penalty", "presence_penalty", "response_format")
+
+
 # Anthropic fields with no OpenAI chat counterpart that change the answer.
 _ANTHROPIC_ONLY = {
     "top_k": lambda v: v is not None,
@@ -96,36 +62,12 @@ _ANTHROPIC_ONLY = {
 }
 
 
-def untranslatable(field: str, source: str, target: str, why: str = "") -> ApiError:
-    detail = f" ({why})" if why else ""
-    return ApiError(
-        400,
-        f"'{field}' cannot be translated from the {source} API to this model's provider, "
-        f"which speaks the {target} API{detail}. Remove it, or ask for a model served by "
-        f"a {source}-type provider.",
-        param=field,
-        code="untranslatable_parameter",
-    )
-
-
 def _to_a(field: str, why: str = "") -> ApiError:
     return untranslatable(field, "OpenAI", "Anthropic", why)
 
 
 def _to_o(field: str, why: str = "") -> ApiError:
     return untranslatable(field, "Anthropic", "OpenAI", why)
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-# =========================================================================== requests
-# ---- OpenAI chat → Anthropic messages ------------------------------------------------
 
 
 def _text_of_openai(content: Any, path: str) -> str:
@@ -168,29 +110,6 @@ def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
         else:
             raise _to_a(where, f"content part type {kind!r} has no Anthropic counterpart")
     return blocks
-
-
-Refuse = Callable[[str, str], ApiError]
-
-
-def call_arguments(function: dict[str, Any], where: str, refuse: Refuse) -> dict[str, Any]:
-    """An OpenAI tool call's arguments as the object every other schema wants."""
-    try:
-        arguments = orjson.loads(function.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        raise refuse(f"{where}.function.arguments", "the arguments are not valid JSON") from None
-    if not isinstance(arguments, dict):
-        raise refuse(f"{where}.function.arguments", "the arguments must be a JSON object")
-    return arguments
-
-
-def image_url_of(part: dict[str, Any], where: str, refuse: Refuse) -> str:
-    """The URL of an OpenAI image_url content part (an object, or a bare string)."""
-    image = part.get("image_url") or {}
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str):
-        raise refuse(f"{where}.image_url.url", "expected a URL string")
-    return url
 
 
 def _tool_use_blocks(calls: Any, path: str) -> list[dict[str, Any]]:
@@ -315,9 +234,6 @@ def _choice_to_anthropic(choice: Any) -> dict[str, Any]:
     raise _to_a("tool_choice")
 
 
-# ---- Anthropic messages → OpenAI chat ------------------------------------------------
-
-
 def _no_cache_control(block: dict[str, Any], path: str) -> None:
     if "cache_control" in block:
         raise _to_o(f"{path}.cache_control", "the provider has no prompt-caching breakpoints")
@@ -411,7 +327,7 @@ def messages_to_chat(body: dict[str, Any], model: str) -> dict[str, Any]:
                             "type": "function",
                             "function": {
                                 "name": block["name"],
-                                "arguments": _dumps(block["input"]),
+                                "arguments": dumps(block["input"]),
                             },
                         }
                     )
@@ -469,9 +385,6 @@ def _tool_to_openai(tool: Any, path: str) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-# =========================================================================== responses
-
-
 def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     """Anthropic usage → OpenAI usage (input counts every prompt token, cached included)."""
     if not isinstance(usage, dict):
@@ -495,17 +408,7 @@ def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def count(value: object) -> int | None:
-    """A token count as providers send it: absent/null is 0; anything but a sane
-    non-negative integer is None (unknown)."""
-    if value is None:
-        return 0
-    if type(value) is not int or not 0 <= value < 1 << 53:
-        return None
-    return value
-
-
-def _anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
+def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
     cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
@@ -535,7 +438,7 @@ def message_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
                     "type": "function",
                     "function": {
                         "name": block.get("name"),
-                        "arguments": _dumps(block.get("input")),
+                        "arguments": dumps(block.get("input")),
                     },
                 }
             )
@@ -547,7 +450,7 @@ def message_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
     if thinking:
         message["reasoning_content"] = "".join(thinking)  # the field vLLM/DeepSeek use
     # Unknown or missing stop reason (pause_turn too): not a finished answer, never cached.
-    finish = _FINISH_FROM_ANTHROPIC.get(_str(body.get("stop_reason")))
+    finish = FINISH_FROM_ANTHROPIC.get(str_or_empty(body.get("stop_reason")))
     usage = openai_usage(body.get("usage"))
     return completion(f"chatcmpl-{body.get('id', '')}", model, message, finish, usage)
 
@@ -585,370 +488,20 @@ def completion_to_message(body: dict[str, Any], model: str) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": _STOP_FROM_OPENAI.get(_str(choice.get("finish_reason"))),
+        "stop_reason": STOP_FROM_OPENAI.get(str_or_empty(choice.get("finish_reason"))),
         "stop_sequence": None,
-        "usage": _anthropic_usage(body.get("usage")),
+        "usage": anthropic_usage(body.get("usage")),
     }
-
-
-# =========================================================================== errors
 
 
 def error_to_openai(status: int, body: bytes) -> bytes:
     """A provider's Anthropic-shaped error as OpenAI's envelope (status unchanged)."""
-    message, kind = _error_parts(body, anthropic=True)
+    message, kind = error_parts(body, anthropic=True)
     return openai_error(message, kind or "api_error")
 
 
 def error_to_anthropic(status: int, body: bytes) -> bytes:
-    message, _ = _error_parts(body, anthropic=False)
+    message, _ = error_parts(body, anthropic=False)
     return orjson.dumps(
         {"type": "error", "error": {"type": error_type_for(status), "message": message}}
     )
-
-
-def error_message(body: bytes) -> str:
-    """What a provider's error answer says, in any shape, as one bounded line."""
-    return _error_parts(body, anthropic=False)[0]
-
-
-def _error_parts(body: bytes, *, anthropic: bool) -> tuple[str, str | None]:
-    try:
-        parsed = orjson.loads(body)
-        error = parsed.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            kind = error.get("type")
-            return error["message"], kind if isinstance(kind, str) else None
-        # Other JSON shapes servers use: {"detail": "..."} (FastAPI), {"message": "..."},
-        # {"error": "..."}.
-        for key in ("detail", "message", "error"):
-            value = parsed.get(key)
-            if isinstance(value, str) and value.strip():
-                return f"The provider answered: {_clip(value)}", None
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    text = _clip(body[:2000].decode("utf-8", "replace"))
-    return f"The provider answered: {text}" if text else "The provider answered an error.", None
-
-
-def _clip(text: str) -> str:
-    # One line, bounded: a provider's HTML error page must not flood the client's error.
-    text = " ".join(text.split())
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
-# =========================================================================== streams
-
-
-class StreamTranslator:
-    """Provider stream bytes in, client SSE bytes out, chunk by chunk (no buffering).
-
-    Subclasses implement `_event` for SSE sources, or override `feed` for others.
-    """
-
-    def __init__(self) -> None:
-        self._parser = SSEParser()
-        self.usage: dict[str, Any] | None = None  # OpenAI-shaped, once the stream told it
-        self.finished = False  # the stream reached its proper end
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
-        for event in self._parser.feed(chunk):
-            out += self._event(event.event, event.data)
-        return bytes(out)
-
-    def finish(self) -> bytes:
-        """Bytes owed at the end of the provider's stream (for schemas that end a stream
-        by closing it rather than with a final event)."""
-        return b""
-
-    def _event(self, name: str | None, data: str) -> bytes:
-        raise NotImplementedError
-
-
-class ChatChunkWriter(StreamTranslator):
-    """What every provider-stream → OpenAI translator writes: chat.completion.chunk events,
-    then, at the proper end, the usage chunk (when the client asked for it) and [DONE]."""
-
-    def __init__(
-        self,
-        model: str,
-        include_usage: bool,
-        now: Callable[[], float] = time.time,
-        chunk_id: str = "chatcmpl-",
-    ) -> None:
-        super().__init__()
-        self._model = model
-        self._include_usage = include_usage
-        self._created = int(now())
-        self._id = chunk_id
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        return encode_event(orjson.dumps(body))
-
-    def _end(self) -> bytes:
-        """The stream's proper end: marks it finished (so it may be cached)."""
-        self.finished = True
-        out = b""
-        if self._include_usage and self.usage is not None:
-            body = {
-                "id": self._id,
-                "object": "chat.completion.chunk",
-                "created": self._created,
-                "model": self._model,
-                "choices": [],
-                "usage": self.usage,
-            }
-            out = encode_event(orjson.dumps(body))
-        return out + encode_event("[DONE]")
-
-
-def completion(
-    chunk_id: str,
-    model: str,
-    message: dict[str, Any],
-    finish_reason: str | None,
-    usage: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """An OpenAI chat.completion with one choice (every provider answer ends as one)."""
-    out: dict[str, Any] = {
-        "id": chunk_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
-        ],
-    }
-    if usage is not None:
-        out["usage"] = usage
-    return out
-
-
-def openai_error(message: str, kind: str, code: str | None = None) -> bytes:
-    """OpenAI's error envelope."""
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
-
-
-class MessagesStreamToChat(ChatChunkWriter):
-    """Anthropic Messages events → OpenAI chat.completion.chunk events."""
-
-    def __init__(self, model: str, include_usage: bool, now: Callable[[], float] = time.time):
-        super().__init__(model, include_usage, now)
-        self._tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool index
-        self._input: dict[str, Any] = {}
-        self._finish: str | None = None
-
-    def _event(self, name: str | None, data: str) -> bytes:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(event, dict):
-            return b""
-        kind = event.get("type") or name
-        if kind == "message_start":
-            message = event.get("message") or {}
-            self._id = f"chatcmpl-{message.get('id', '')}"
-            self._input = message.get("usage") or {}
-            return self._chunk({"role": "assistant", "content": ""})
-        if kind == "content_block_start":
-            block = event.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                index = self._tool_index[event.get("index", 0)] = len(self._tool_index)
-                call = {
-                    "index": index,
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": ""},
-                }
-                return self._chunk({"tool_calls": [call]})
-            if block.get("type") == "text" and block.get("text"):
-                return self._chunk({"content": block["text"]})
-            return b""
-        if kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            dtype = delta.get("type")
-            if dtype == "text_delta":
-                return self._chunk({"content": delta.get("text", "")})
-            if dtype == "input_json_delta":
-                index = self._tool_index.get(event.get("index", 0), 0)
-                call = {"index": index, "function": {"arguments": delta.get("partial_json", "")}}
-                return self._chunk({"tool_calls": [call]})
-            if dtype == "thinking_delta":
-                return self._chunk({"reasoning_content": delta.get("thinking", "")})
-            return b""
-        if kind == "message_delta":
-            delta = event.get("delta") or {}
-            self._finish = _FINISH_FROM_ANTHROPIC.get(_str(delta.get("stop_reason")), "stop")
-            usage = {**self._input, **(event.get("usage") or {})}
-            self.usage = openai_usage(usage)
-            return self._chunk({}, self._finish)
-        if kind == "message_stop":
-            return self._end()
-        if kind == "error":
-            error = event.get("error") or {}
-            body = {
-                "error": {
-                    "message": error.get("message", "The provider's stream failed."),
-                    "type": error.get("type", "api_error"),
-                    "param": None,
-                    "code": None,
-                }
-            }
-            return encode_event(orjson.dumps(body))
-        return b""  # ping and future event types
-
-
-class ChatStreamToMessages(StreamTranslator):
-    """OpenAI chat.completion.chunk events → Anthropic Messages events."""
-
-    def __init__(self, model: str) -> None:
-        super().__init__()
-        self._model = model
-        self._started = False
-        self._block = -1  # index of the open Anthropic block, -1 when none
-        self._block_kind: str | None = None
-        self._tools: dict[int, int] = {}  # OpenAI tool index → Anthropic block index
-        self._stop: str | None = None
-        self._sent_stop = False
-
-    @staticmethod
-    def _ev(name: str, body: dict[str, Any]) -> bytes:
-        return encode_event(orjson.dumps({"type": name, **body}), name)
-
-    def _start(self, chunk_id: str) -> bytes:
-        self._started = True
-        message = {
-            "id": chunk_id if chunk_id.startswith("msg_") else f"msg_{chunk_id}",
-            "type": "message",
-            "role": "assistant",
-            "model": self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }
-        return self._ev("message_start", {"message": message})
-
-    def _close_block(self) -> bytes:
-        if self._block_kind is None:
-            return b""
-        self._block_kind = None
-        return self._ev("content_block_stop", {"index": self._block})
-
-    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
-        out = self._close_block()
-        self._block += 1
-        self._block_kind = kind
-        return out + self._ev("content_block_start", {"index": self._block, "content_block": block})
-
-    def _event(self, name: str | None, data: str) -> bytes:
-        if data.strip() == "[DONE]":
-            return self._end()
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(chunk, dict):
-            return b""
-        if isinstance(chunk.get("error"), dict):
-            error = chunk["error"]
-            body = {"error": {"type": "api_error", "message": str(error.get("message", ""))}}
-            return self._ev("error", body)
-        out = bytearray()
-        if not self._started:
-            out += self._start(str(chunk.get("id", "")))
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self._block_kind != "text":
-                    out += self._open("text", {"type": "text", "text": ""})
-                out += self._ev(
-                    "content_block_delta",
-                    {"index": self._block, "delta": {"type": "text_delta", "text": text}},
-                )
-            for call in delta.get("tool_calls") or []:
-                index = call.get("index", 0)
-                function = call.get("function") or {}
-                if index not in self._tools:
-                    block = {
-                        "type": "tool_use",
-                        "id": call.get("id"),
-                        "name": function.get("name"),
-                        "input": {},
-                    }
-                    out += self._open("tool_use", block)
-                    self._tools[index] = self._block
-                args = function.get("arguments")
-                if args:
-                    if self._tools[index] != self._block:
-                        # Anthropic blocks cannot interleave; OpenAI never sends it.
-                        continue
-                    out += self._ev(
-                        "content_block_delta",
-                        {
-                            "index": self._block,
-                            "delta": {"type": "input_json_delta", "partial_json": args},
-                        },
-                    )
-            if choice.get("finish_reason"):
-                self._stop = _STOP_FROM_OPENAI.get(_str(choice["finish_reason"]), "end_turn")
-        return bytes(out)
-
-    def _end(self) -> bytes:
-        if self._sent_stop:
-            return b""
-        self._sent_stop = True
-        self.finished = True
-        out = bytearray()
-        if not self._started:
-            out += self._start("")
-        out += self._close_block()
-        usage = _anthropic_usage(self.usage)
-        out += self._ev(
-            "message_delta",
-            {
-                "delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": None},
-                "usage": {
-                    "output_tokens": usage["output_tokens"],
-                    "input_tokens": usage["input_tokens"],
-                },
-            },
-        )
-        out += self._ev("message_stop", {})
-        return bytes(out)
-
-
-class Chain(StreamTranslator):
-    """Two translators in a row: provider → OpenAI chunks → the client's schema."""
-
-    def __init__(self, first: StreamTranslator, second: StreamTranslator) -> None:
-        super().__init__()
-        self.first, self.second = first, second
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = self.second.feed(self.first.feed(chunk))
-        self._sync()
-        return out
-
-    def finish(self) -> bytes:
-        out = self.second.feed(self.first.finish()) + self.second.finish()
-        self._sync()
-        return out
-
-    def _sync(self) -> None:
-        self.usage = self.first.usage  # OpenAI-shaped: the pivot's
-        self.finished = self.second.finished
