@@ -1,16 +1,16 @@
-"""The agent's shared state: config, router, cache tiers, metrics. Sans-IO."""
+"""The agent's shared state: config, router, cache tiers, metrics, the request
+pipeline. Sans-IO: the tiers that need I/O to build are handed in (runtime/wiring.py)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
 from edge_agent.cache.coalesce import Flights
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.keys import VARY_HEADERS
-from edge_agent.cache.semantic import SemanticTier, build_semantic_tier
-from edge_agent.cache.shared import SharedCache
 from edge_agent.config import Config
 from edge_agent.extproc.attempt import Attempt
 from edge_agent.extproc.attempt_log import AttemptLog
@@ -19,6 +19,10 @@ from edge_agent.pipeline.extensions import load_slots
 from edge_agent.pipeline.order import request_stages
 from edge_agent.routing.router import Router
 from edge_agent.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edge_agent.cache.semantic import SemanticTier
+    from edge_agent.cache.shared import SharedCache
 
 
 class Agent:
@@ -67,21 +71,20 @@ class Agent:
         self.semantic_mode = sem.mode
         self.semantic_history = sem.history
         self.semantic_max_chars = sem.max_text_chars
+        # The tiers that need I/O to build (an embedding model, Redis) are built by the
+        # runtime (edge_agent.runtime.wiring) and handed in.
         self.semantic: SemanticTier | None = semantic
-        if self.semantic is None and sem.enabled:
-            self.semantic = build_semantic_tier(config, environ)
         if self.semantic is not None:
             tier = self.semantic
             self.metrics.track(self.metrics.semantic_entries, lambda: len(tier))
             self.metrics.track(self.metrics.semantic_bytes, lambda: tier.bytes)
             self.metrics.track(self.metrics.semantic_partitions, tier.partition_count)
 
-        # The shared tier (Redis) between replicas and workers; started by the service.
+        # The shared tier (Redis) between replicas and workers: `attach_shared`.
         self.shared: SharedCache | None = None
-        if config.cache.redis.url is not None:
-            self.shared = SharedCache(
-                config, exact=self.cache, semantic=self.semantic, registry=self.metrics.registry
-            )
+
+    def attach_shared(self, shared: SharedCache) -> None:
+        self.shared = shared
 
     def exchange(self) -> Exchange:
         return Exchange(self)

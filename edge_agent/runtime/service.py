@@ -17,6 +17,7 @@ from edge_agent.cache.shared import SharedCache
 from edge_agent.config import ENVOY_READY_ENV, Config, credential_problems
 from edge_agent.extproc.servicer import ExternalProcessor
 from edge_agent.runtime.admin import build_admin_app
+from edge_agent.runtime.wiring import build_agent
 from edge_agent.runtime.workers import WorkerContext
 
 log = logging.getLogger("edge_agent.runtime.service")
@@ -39,7 +40,7 @@ class AgentService:
         self, config: Config, agent: Agent | None = None, *, worker: WorkerContext | None = None
     ) -> None:
         self.config = config
-        self.agent = agent or Agent(config)
+        self.agent = agent or build_agent(config)
         self.worker = worker
         self.ready = False
         self._warming: asyncio.Future[None] | None = None

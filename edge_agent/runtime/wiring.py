@@ -1,0 +1,24 @@
+"""Builds one agent process's `Agent` with the tiers that need I/O to exist: the semantic
+tier (loads the embedding model) and the shared tier (a Redis client, started by the
+service)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from edge_agent.agent import Agent
+from edge_agent.cache.semantic import build_semantic_tier
+from edge_agent.cache.shared import SharedCache
+from edge_agent.config import Config
+
+
+def build_agent(config: Config, environ: Mapping[str, str] | None = None) -> Agent:
+    semantic = build_semantic_tier(config, environ) if config.cache.semantic.enabled else None
+    agent = Agent(config, environ=environ, semantic=semantic)
+    if config.cache.redis.url is not None:
+        agent.attach_shared(
+            SharedCache(
+                config, exact=agent.cache, semantic=semantic, registry=agent.metrics.registry
+            )
+        )
+    return agent
