@@ -16,13 +16,9 @@ from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser
 from edge_agent.config import Provider
-from edge_agent.providers.bedrock import (
-    CODEC,
-    BedrockAdapter,
-    ConverseStreamToChat,
-    region_of,
-)
+from edge_agent.providers.bedrock import BedrockAdapter, region_of
 from edge_agent.translate.anthropic_stream import ChatStreamToMessages
+from edge_agent.translate.bedrock import CODEC, ConverseStreamToChat
 from edge_agent.translate.stream import Chain
 from tests.fakes.bedrock import encode_frame
 

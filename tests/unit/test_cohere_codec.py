@@ -13,7 +13,8 @@ from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser, StreamAssembler
 from edge_agent.config import Provider
-from edge_agent.providers.cohere import CODEC, CohereAdapter, CohereStreamToChat
+from edge_agent.providers.cohere import CohereAdapter
+from edge_agent.translate.cohere import CODEC, CohereStreamToChat
 from tests.fakes.cohere import TEMPLATE_TOKENS, FakeCohere, FakeCohereThread
 
 WEATHER = {

@@ -20,7 +20,8 @@ from botocore.exceptions import ClientError, EventStreamError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser
 from edge_agent.config import Provider
-from edge_agent.providers.bedrock import CODEC, BedrockAdapter
+from edge_agent.providers.bedrock import BedrockAdapter
+from edge_agent.translate.bedrock import CODEC
 from tests.fakes.bedrock import EVENT_STREAM, FakeBedrock, FakeBedrockThread
 
 KEY_ID = "AKIDFAKEBEDROCK"

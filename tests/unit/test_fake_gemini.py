@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from edge_agent.api.sse import SSEParser
-from edge_agent.providers.gemini import CODEC, GeminiStreamToChat
+from edge_agent.translate.gemini import CODEC, GeminiStreamToChat
 from tests.fakes.gemini import STATUSES, FakeGemini, FakeGeminiThread, status_for
 
 KEY = "AIza-test-key"

@@ -11,12 +11,8 @@ from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint
 from edge_agent.api.sse import SSEParser
 from edge_agent.config import Provider
-from edge_agent.providers.gemini import (
-    CODEC,
-    SKIP_SIGNATURE,
-    GeminiAdapter,
-    GeminiStreamToChat,
-)
+from edge_agent.providers.gemini import GeminiAdapter
+from edge_agent.translate.gemini import CODEC, SKIP_SIGNATURE, GeminiStreamToChat
 
 TOOL = {
     "type": "function",
