@@ -23,6 +23,7 @@ from edge_agent.translate.common import (
     openai_error,
     refuse_unsupported,
     str_or_empty,
+    text_of,
     untranslatable,
 )
 from edge_agent.translate.stream import completion
@@ -71,16 +72,7 @@ def _to_o(field: str, why: str = "") -> ApiError:
 
 
 def _text_of_openai(content: Any, path: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for i, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text":
-            raise _to_a(f"{path}[{i}]", "only text parts are allowed here")
-        parts.append(str(part.get("text", "")))
-    return "\n".join(parts)
+    return text_of(content, path, _to_a)
 
 
 def _image_block(url: str, path: str) -> dict[str, Any]:

@@ -13,7 +13,12 @@ import orjson
 from edge_agent.api.errors import ApiError
 from edge_agent.api.sse import encode_event
 from edge_agent.providers.base import Codec
-from edge_agent.translate.common import OPENAI_ONLY, refuse_unsupported, untranslatable
+from edge_agent.translate.common import (
+    OPENAI_ONLY,
+    refuse_unsupported,
+    text_of,
+    untranslatable,
+)
 from edge_agent.translate.stream import ChatChunkWriter, completion
 
 log = logging.getLogger("edge_agent.providers.cohere")
@@ -58,19 +63,7 @@ def _dumps(value: Any) -> str:
 
 def _text_of(content: Any, path: str) -> str:
     """Text parts (or a string) as one string: for roles whose Cohere content is text."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise _refuse(path, "expected a string or a list of text parts")
-    texts = []
-    for i, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text":
-            kind = part.get("type") if isinstance(part, dict) else None
-            raise _refuse(f"{path}[{i}]", f"content part type {kind!r} is not allowed here")
-        texts.append(str(part.get("text", "")))
-    return "\n".join(texts)
+    return text_of(content, path, _refuse)
 
 
 def _user_content(content: Any, path: str) -> str | list[dict[str, Any]]:

@@ -174,3 +174,21 @@ def user_parts(
         else:
             raise refuse(where, f"content part type {kind!r} has no {target} counterpart")
     return blocks
+
+
+def text_of(content: Any, path: str, refuse: Refuse, kinds: tuple[str, ...] = ("text",)) -> str:
+    """A string, or content parts of `kinds` (their text under the kind's own key), as
+    one string: for the roles whose target content is text only."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise refuse(path, "expected a string or a list of text parts")
+    texts = []
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in kinds:
+            raise refuse(f"{path}[{i}]", f"content part type {kind!r} is not allowed here")
+        texts.append(str(part.get(kind) or ""))
+    return "\n".join(texts)

@@ -81,17 +81,7 @@ def _dumps(value: Any) -> str:
 
 def _text_of(content: Any, path: str) -> str:
     """Text of a system/tool/assistant content (string or text parts)."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
-        raise _refuse(path, "expected a string or a list of text parts")
-    texts = []
-    for i, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ("text", "refusal"):
-            raise _refuse(f"{path}[{i}]", "only text parts are allowed here")
-        texts.append(str(part.get(kind) or ""))
-    return "\n".join(texts)
+    return translate_common.text_of(content, path, _refuse, ("text", "refusal"))
 
 
 def _data_url(url: str, path: str) -> dict[str, Any]:
