@@ -6,8 +6,9 @@ pipeline's stages (edge_agent.pipeline) read and fill it. In phase order:
 
   request headers  → classify the endpoint; answer /v1/models; refuse early (404/405/413)
   request body     → the pipeline: parse, [slots], cache tiers, route (edge_agent.pipeline)
-  response headers → cache-status header; decide whether to capture the body
-  response body    → capture (buffered JSON or assembled SSE) and store when complete
+  response headers → cache-status header; translation (provider_call); whether the
+                     answer's keeper (answer.py) reads the body
+  response body    → translated; read, metered and stored by the keeper
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import orjson
 from edge_agent.api import errors
 from edge_agent.api.errors import ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
-from edge_agent.api.schema import OPENAI, Assembler, ClientSchema, schema_for
+from edge_agent.api.schema import OPENAI, ClientSchema, schema_for
+from edge_agent.extproc.answer import AnswerKeeper
 from edge_agent.extproc.attempt_log import ATTEMPT_COUNT_HEADER
 from edge_agent.extproc.decisions import (
     CONTINUE,
@@ -65,12 +67,9 @@ _PARTIAL_BODY = ApiError(
 
 class Exchange:
     __slots__ = (
-        "_assembler",
-        "_capture_bytes",
-        "_captured",
         "_closed",
-        "_metered_upstream",
         "agent",
+        "answer",
         "attempt_key",
         "cache_result",
         "call",
@@ -126,12 +125,9 @@ class Exchange:
         self.chained = ""  # the failover chain routed to: attempts are handled upstream
         self.attempt_key = ""  # its AttemptLog entry
         self.sent_at = 0.0
-        # The answer.
-        self._assembler: Assembler | None = None
-        self._captured: list[bytes] | None = None
-        self._capture_bytes = 0
+        # The answer: read, metered and stored by its keeper.
+        self.answer = AnswerKeeper(self)
         self._closed = False
-        self._metered_upstream = False  # usage already counted by a call or the upstream filter
 
     # ---- request headers -------------------------------------------------------------
     def request_headers(
@@ -278,8 +274,9 @@ class Exchange:
         if metered_upstream:
             decision.remove_headers.append(METERED_HEADER)
         identity = headers.get("content-encoding", "identity").lower() == "identity"
+        answer = self.answer
         if status == "200" and self.key is not None and self.policy and self.policy.store:
-            capture = self._capture_mode(headers)
+            capture = answer.mode(headers)
             if decision.response_body_mode is None:
                 decision.response_body_mode = capture
         elif (
@@ -291,11 +288,11 @@ class Exchange:
         ):
             # Whole JSON answers are read for their usage (tokens and cost metrics).
             decision.response_body_mode = BodyMode.BUFFERED
-        self._metered_upstream = metered_upstream or translating
+        answer.metered = metered_upstream or translating
         if decision.response_body_mode is None and status == "200" and not metered_upstream:
-            self._count_usage(None)  # a stream nobody reads: its usage stays unknown
+            answer.count_usage(None)  # a stream nobody reads: its usage stays unknown
         self.done = decision.response_body_mode is None
-        if self._assembler is None and self._captured is None:
+        if not answer.capturing:
             self.land(None)  # nothing will be stored: followers go on their own
         return decision
 
@@ -330,27 +327,6 @@ class Exchange:
             target.health.on_failure("connect")
             agent.metrics.failover_attempts.labels(key, "connect").inc()
 
-    def _capture_mode(self, headers: Mapping[str, str]) -> BodyMode | None:
-        if headers.get("content-encoding", "identity").lower() != "identity":
-            self._count_store("encoded")
-            return None
-        content_type = headers.get("content-type", "")
-        if content_type.startswith(EVENT_STREAM):
-            assert self.endpoint is not None
-            self._assembler = self.schema.assembler(self.endpoint)
-            return BodyMode.STREAMED if self._assembler is not None else None
-        if not content_type.startswith(JSON):
-            return None
-        length = headers.get("content-length")
-        self._captured = []
-        if length is not None and length.isascii() and length.isdigit():
-            if int(length) > self.agent.max_entry_bytes:
-                self._count_store("too_large")
-                self._captured = None
-                return None
-            return BodyMode.BUFFERED  # one message for the whole body
-        return BodyMode.STREAMED  # chunked JSON: collect chunks, give up past the size limit
-
     # ---- response body ---------------------------------------------------------------
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
         if end_of_stream:
@@ -363,12 +339,11 @@ class Exchange:
         elif (
             end_of_stream
             and self.status == "200"
-            and self._assembler is None
-            and not self._metered_upstream
+            and not self.answer.assembling
+            and not self.answer.metered
         ):
-            whole = b"".join(self._captured) + chunk if self._captured else chunk
-            self._count_usage(self.schema.usage_of(whole))
-        self._capture(chunk, end_of_stream)
+            self.answer.count_usage(self.schema.usage_of(self.answer.whole(chunk)))
+        self.answer.feed(chunk, end_of_stream)
         if out is not None:
             call = self.call
             assert call is not None
@@ -377,106 +352,6 @@ class Exchange:
                 return Continue(body=out, set_headers=call.body_headers())
             return Continue(body=out, chunk=True)
         return CONTINUE
-
-    def _count_usage(self, usage: object) -> None:
-        if self.target is None or self._metered_upstream:
-            return
-        call = self.call
-        if call is None:
-            assert self.request is not None
-            call = ProviderCall(self.agent, self.target, self.request, self.model)
-        call.count_usage(usage)
-
-    def _capture(self, chunk: bytes, end_of_stream: bool) -> None:
-        if self._assembler is not None:
-            self._capture_bytes += len(chunk)
-            if self._capture_bytes > self.agent.max_entry_bytes:
-                self._assembler = None
-                self._count_store("too_large")
-                self._count_usage(None)  # no longer read: its usage stays unknown
-                self.done = True  # the rest of the stream is of no use: let it flow
-            else:
-                self._assembler.feed(chunk)
-                if end_of_stream:
-                    self._store_stream()
-        elif self._captured is not None:
-            self._capture_bytes += len(chunk)
-            if self._capture_bytes > self.agent.max_entry_bytes:
-                self._captured = None
-                self._count_store("too_large")
-                self.done = True
-            else:
-                self._captured.append(chunk)
-                if end_of_stream:
-                    self._store_json(b"".join(self._captured))
-
-    def _store_stream(self) -> None:
-        assembler, self._assembler = self._assembler, None
-        assert assembler is not None
-        result = assembler.result()
-        if not self._metered_upstream:
-            usage = result.get("usage") if result is not None else None
-            self._count_usage(self.schema.usage(usage))
-        if result is None:
-            self._count_store("incomplete")
-            return
-        self._put(orjson.dumps(result))
-
-    def _store_json(self, body: bytes) -> None:
-        self._captured = None
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            self._count_store("invalid")
-            return
-        assert self.endpoint is not None
-        if not self.schema.is_complete(self.endpoint, parsed):
-            self._count_store("incomplete")
-            return
-        self._put(body)
-
-    def _put(self, body: bytes) -> None:
-        self.land(body)
-        agent = self.agent
-        assert self.key is not None
-        stored = True
-        if agent.cache is not None:
-            stored = agent.cache.put(self.key, body, model=self.model)
-        sem = self.semantic
-        shared_vector = None
-        if (
-            agent.semantic is not None
-            and self.scope is not None
-            and sem is not None
-            and sem.vector is not None
-            and sem.signature is not None
-            and len(body) <= agent.max_entry_bytes
-        ):
-            # The vector computed for the lookup is reused: no second embedding.
-            agent.semantic.store(
-                self.scope[0],
-                self.scope[1],
-                sem.vector,
-                sem.signature,
-                body,
-                model=self.model,
-                key=self.key,
-            )
-            shared_vector = (agent.semantic.namespace, *self.scope, sem.vector)
-        if agent.shared is not None and stored:
-            agent.shared.put(
-                self.key,
-                body,
-                model=self.model,
-                endpoint=str(self.endpoint),
-                semantic=shared_vector,
-            )
-        self._count_store("stored" if stored else "too_large")
-
-    def _count_store(self, outcome: str) -> None:
-        if outcome != "stored":
-            self.land(None)
-        self.agent.metrics.cache_stores.labels(str(self.endpoint), outcome).inc()
 
     # ---- end of the stream -------------------------------------------------------------
     def close(self) -> None:
