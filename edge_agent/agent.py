@@ -15,7 +15,7 @@ from edge_agent.config import Config
 from edge_agent.extproc.attempt import Attempt
 from edge_agent.extproc.attempt_log import AttemptLog
 from edge_agent.extproc.exchange import Exchange
-from edge_agent.pipeline.extensions import load_slots
+from edge_agent.pipeline.extensions import load_response_stages, load_slots
 from edge_agent.pipeline.order import request_stages
 from edge_agent.routing.router import Router
 from edge_agent.telemetry.metrics import Metrics
@@ -58,6 +58,7 @@ class Agent:
         self.vary_headers = (*VARY_HEADERS, *config.cache.vary_headers)
         # The request pipeline, with the config's own stages in its slots.
         self.request_stages = request_stages(load_slots(config.pipeline))
+        self.response_stages = load_response_stages(config.pipeline)
         # /v1/models never changes while the process runs: build the answer once.
         created = int(time.time())
         self.models_body = models_list(

@@ -45,11 +45,12 @@ def _run_async(args: argparse.Namespace, which: str) -> int:
     config = _load(args)
     if config is None:
         return 2
-    from edge_agent.pipeline.extensions import ExtensionError, load_slots
+    from edge_agent.pipeline.extensions import ExtensionError, load_response_stages, load_slots
 
     try:
         # Before any process starts: a stage that cannot be loaded is a config error.
         load_slots(config.pipeline)
+        load_response_stages(config.pipeline)
     except ExtensionError as exc:
         print(f"invalid config {args.config or '$EDGE_AGENT_CONFIG'}: {exc}", file=sys.stderr)
         return 2

@@ -575,6 +575,9 @@ class PipelineConfig(_Strict):
     identity: list[Annotated[str, Field(pattern=_STAGE_REF)]] = Field(default_factory=list)
     policy: list[Annotated[str, Field(pattern=_STAGE_REF)]] = Field(default_factory=list)
     guardrails: list[Annotated[str, Field(pattern=_STAGE_REF)]] = Field(default_factory=list)
+    # Response stages: objects with headers() and body() (docs/architecture.md), run on the
+    # answer in the client's schema, before it is metered and stored.
+    response: list[Annotated[str, Field(pattern=_STAGE_REF)]] = Field(default_factory=list)
 
 
 class Config(_Strict):

@@ -71,6 +71,7 @@ class Exchange:
         "agent",
         "answer",
         "attempt_key",
+        "body_mode",
         "cache_result",
         "call",
         "chained",
@@ -127,6 +128,7 @@ class Exchange:
         self.sent_at = 0.0
         # The answer: read, metered and stored by its keeper.
         self.answer = AnswerKeeper(self)
+        self.body_mode: BodyMode | None = None  # how Envoy sends the answer's body
         self._closed = False
 
     # ---- request headers -------------------------------------------------------------
@@ -275,11 +277,18 @@ class Exchange:
             decision.remove_headers.append(METERED_HEADER)
         identity = headers.get("content-encoding", "identity").lower() == "identity"
         answer = self.answer
-        if status == "200" and self.key is not None and self.policy and self.policy.store:
+        storing = bool(
+            status == "200" and self.key is not None and self.policy and self.policy.store
+        )
+        if storing:
             capture = answer.mode(headers)
             if decision.response_body_mode is None:
                 decision.response_body_mode = capture
-        elif (
+        for stage in agent.response_stages:  # the configured response stages
+            want = stage.headers(self, status, headers)
+            if want is not None and decision.response_body_mode is None:
+                decision.response_body_mode = want
+        if not storing and (
             status == "200"
             and identity
             and not translating
@@ -288,6 +297,7 @@ class Exchange:
         ):
             # Whole JSON answers are read for their usage (tokens and cost metrics).
             decision.response_body_mode = BodyMode.BUFFERED
+        self.body_mode = decision.response_body_mode
         answer.metered = metered_upstream or translating
         if decision.response_body_mode is None and status == "200" and not metered_upstream:
             answer.count_usage(None)  # a stream nobody reads: its usage stays unknown
@@ -343,15 +353,21 @@ class Exchange:
             and not self.answer.metered
         ):
             self.answer.count_usage(self.schema.usage_of(self.answer.whole(chunk)))
+        replaced = out is not None
+        for stage in self.agent.response_stages:  # in the client's schema, before storing
+            changed = stage.body(self, chunk, end_of_stream)
+            if changed is not None:
+                chunk, replaced = changed, True
         self.answer.feed(chunk, end_of_stream)
-        if out is not None:
-            call = self.call
-            assert call is not None
+        if not replaced:
+            return CONTINUE
+        call = self.call
+        if out is not None and call is not None:
             if call.stream_out is None:
                 # A whole body: its headers are still held, and follow the new body.
-                return Continue(body=out, set_headers=call.body_headers())
-            return Continue(body=out, chunk=True)
-        return CONTINUE
+                return Continue(body=chunk, set_headers=call.body_headers())
+            return Continue(body=chunk, chunk=True)
+        return Continue(body=chunk, chunk=self.body_mode is BodyMode.STREAMED)
 
     # ---- end of the stream -------------------------------------------------------------
     def close(self) -> None:

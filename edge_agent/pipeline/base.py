@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from edge_agent.extproc.decisions import Decision
+from edge_agent.extproc.decisions import BodyMode, Decision
 from edge_agent.pipeline.effects import Effect
 
 if TYPE_CHECKING:
@@ -16,6 +16,19 @@ StageRun = Generator[Effect, Any, Decision | None]
 # A stage: plain (no I/O) or a generator that yields effects.
 Stage = Callable[["Exchange"], Decision | StageRun | None]
 SLOTS = ("identity", "policy", "guardrails")
+
+
+class ResponseStage(Protocol):
+    """A stage on the answer, in the client's schema, before it is metered and stored."""
+
+    def headers(self, ex: Exchange, status: str, headers: Mapping[str, str]) -> BodyMode | None:
+        """The answer's headers: the body mode this stage needs to see the body (None:
+        as it comes, if anyone reads it)."""
+        ...
+
+    def body(self, ex: Exchange, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        """One chunk (the whole body when buffered); a replacement, or None."""
+        ...
 
 
 @dataclass(slots=True)

@@ -20,7 +20,10 @@ def staged(
     providers: dict[str, FakeOpenAI], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     config = two_provider_config(providers)
-    config["pipeline"] = {"guardrails": ["tests.example_stage:refuse_flagged"]}  # the line
+    config["pipeline"] = {
+        "guardrails": ["tests.example_stage:refuse_flagged"],  # the line
+        "response": ["tests.example_response_stage:redact"],  # and a response stage's
+    }
     with running_gateway(tmp_path_factory.mktemp("stage"), config, dict(PROVIDER_KEYS)) as gw:
         yield gw
 
@@ -51,6 +54,28 @@ def test_the_stage_answers_in_the_clients_schema(
     body = refused.json()
     assert body["type"] == "error" and body["error"]["type"] == "permission_error"
     assert not fresh["alpha"].requests
+
+
+def test_a_response_stage_sees_the_answer_before_it_is_stored(
+    staged: Gateway, fresh: dict[str, FakeOpenAI], unique: str
+) -> None:
+    payload = {"model": "gpt-alpha", "messages": [{"role": "user", "content": f"{unique} secret"}]}
+    url = f"{staged.url}/v1/chat/completions"
+    first = post_json(url, payload)
+    text = first.json()["choices"][0]["message"]["content"]
+    assert "[gone]" in text and "secret" not in text
+    assert first.json()["usage"]["total_tokens"] > 0  # still metered, still JSON
+    again = post_json(url, payload)  # from the cache: the stored answer was the redacted one
+    assert again.headers["x-edge-agent-cache"] == "hit"
+    assert again.json() == first.json()
+    streamed = post_json(url, {**payload, "messages": [{"role": "user", "content": "secret s"}]})
+    assert b"secret" not in streamed.body
+    sse = post_json(
+        url, {**payload, "stream": True, "messages": [{"role": "user", "content": "x secret"}]}
+    )
+    assert sse.headers["content-type"].startswith("text/event-stream")
+    assert b"[gone]" in sse.body and b"secret" not in sse.body
+    assert len(fresh["alpha"].requests) == 3
 
 
 def test_a_stage_that_cannot_be_loaded_stops_the_start(tmp_path: Path) -> None:
