@@ -139,6 +139,13 @@ class ProviderModel(_Strict):
     capabilities: list[Literal["tools", "vision", "json"]] | None = None
     context_window: Annotated[int, Field(ge=1)] | None = None
 
+    @property
+    def priced(self) -> bool:
+        return self.input_per_mtok > 0 or self.output_per_mtok > 0
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
 
 class Provider(_Strict):
     name: str

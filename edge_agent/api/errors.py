@@ -128,3 +128,10 @@ def payload_too_large(size: int | None, limit: int) -> ApiError:
 def service_unavailable(message: str, code: str) -> ApiError:
     """503: the gateway cannot serve the request now (no healthy provider, overload...)."""
     return ApiError(503, message, type="api_error", code=code)
+
+
+# orjson reads 1024 nesting levels but writes only 254: a body between the two parses
+# and cannot be re-encoded (cache key, translation). Refused rather than failed.
+TOO_DEEP = invalid_request(
+    "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
+)

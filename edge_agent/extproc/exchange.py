@@ -227,8 +227,7 @@ class Exchange:
         usage = tokens_of(self.schema.usage_of(stored))
         if price is None or usage is None:
             return
-        saved = usage[0] * price.input_per_mtok + usage[1] * price.output_per_mtok
-        self.agent.metrics.cost_saved.labels(self.model, tier).inc(saved / 1_000_000)
+        self.agent.metrics.cost_saved.labels(self.model, tier).inc(price.cost_usd(*usage))
 
     def _replay(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         if req.stream:

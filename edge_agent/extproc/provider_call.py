@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from edge_agent.api import errors
-from edge_agent.api.errors import ApiError
+from edge_agent.api.errors import TOO_DEEP, ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.api.schema import schema_for
 from edge_agent.extproc.decisions import EVENT_STREAM, JSON
@@ -35,9 +35,6 @@ PROVIDER_HEADER = "x-edge-agent-provider"  # who answered: provider name...
 MODEL_HEADER = "x-edge-agent-model"  # ...and the provider's model
 # Set by the upstream filter when it counted the answer's usage itself (stripped downstream).
 METERED_HEADER = "x-edge-agent-metered"
-TOO_DEEP = errors.invalid_request(
-    "Request body nests JSON too deeply (more than 254 levels); flatten it.", code="too_deep"
-)
 # Every header some provider's credentials use: reset on each attempt, so a retry never
 # carries the previous provider's key (Envoy keeps upstream header changes across tries).
 CREDENTIAL_HEADERS = (*CLIENT_ONLY_HEADERS, "x-envoy-original-host")
@@ -262,11 +259,10 @@ class ProviderCall:
         m.tokens.labels(self.label, provider, "input").inc(tokens[0])
         m.tokens.labels(self.label, provider, "output").inc(tokens[1])
         price = target.provider.model(target.model)
-        if price is None or (price.input_per_mtok == 0 and price.output_per_mtok == 0):
+        if price is None or not price.priced:
             m.usage_unpriced.labels(self.label, provider).inc()
             return
-        cost = tokens[0] * price.input_per_mtok + tokens[1] * price.output_per_mtok
-        m.cost.labels(self.label, provider).inc(cost / 1_000_000)
+        m.cost.labels(self.label, provider).inc(price.cost_usd(*tokens))
 
 
 # Answers that say the target itself is broken (a revoked key, a wrong model or

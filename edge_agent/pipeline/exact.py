@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from edge_agent.api.errors import TOO_DEEP
 from edge_agent.cache.keys import cache_key, cache_policy, request_variant, semantic_scope
 from edge_agent.extproc.decisions import Decision
-from edge_agent.pipeline.errors import TOO_DEEP
 
 if TYPE_CHECKING:
     from edge_agent.extproc.exchange import Exchange

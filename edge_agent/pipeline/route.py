@@ -74,7 +74,5 @@ def _count_shadow_savings(ex: Exchange, hit: SemanticHit, target: Target) -> Non
     # What serving the would-be hit would have saved: its usage at this target's prices.
     price = target.provider.model(target.model)
     usage = tokens_of(ex.schema.usage_of(hit.entry.body))
-    saved = 0.0
-    if price is not None and usage is not None:
-        saved = (usage[0] * price.input_per_mtok + usage[1] * price.output_per_mtok) / 1_000_000
+    saved = price.cost_usd(*usage) if price is not None and usage is not None else 0.0
     ex.agent.metrics.semantic_shadow_saved.labels(ex.model).inc(saved)

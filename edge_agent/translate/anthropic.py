@@ -16,6 +16,7 @@ from edge_agent.api.errors import ApiError
 from edge_agent.translate.common import (
     OPENAI_ONLY,
     call_arguments,
+    chat_usage,
     count,
     dumps,
     error_parts,
@@ -24,6 +25,8 @@ from edge_agent.translate.common import (
     refuse_unsupported,
     str_or_empty,
     text_of,
+    tool_function,
+    tool_parameters,
     untranslatable,
 )
 from edge_agent.translate.stream import completion
@@ -202,13 +205,8 @@ def chat_to_messages(body: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def _tool_to_anthropic(tool: Any, path: str) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise _to_a(path, "only function tools translate")
-    function = tool.get("function") or {}
-    out: dict[str, Any] = {
-        "name": function.get("name"),
-        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
-    }
+    function = tool_function(tool, path, _to_a)
+    out: dict[str, Any] = {"name": function.get("name"), "input_schema": tool_parameters(function)}
     if function.get("description"):
         out["description"] = function["description"]
     return out
@@ -390,14 +388,7 @@ def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     assert cached is not None and base is not None and written is not None
     assert completion is not None
     prompt = base + cached + written
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-    return out
+    return chat_usage(prompt, completion, cached)
 
 
 def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:

@@ -16,7 +16,7 @@ from edge_agent.translate.anthropic import (
     openai_usage,
 )
 from edge_agent.translate.common import str_or_empty
-from edge_agent.translate.stream import ChatChunkWriter, StreamTranslator
+from edge_agent.translate.stream import ChatChunkWriter, StreamTranslator, event_object
 
 
 class MessagesStreamToChat(ChatChunkWriter):
@@ -29,11 +29,8 @@ class MessagesStreamToChat(ChatChunkWriter):
         self._finish: str | None = None
 
     def _event(self, name: str | None, data: str) -> bytes:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(event, dict):
+        event = event_object(data)
+        if event is None:
             return b""
         kind = event.get("type") or name
         if kind == "message_start":
@@ -135,11 +132,8 @@ class ChatStreamToMessages(StreamTranslator):
     def _event(self, name: str | None, data: str) -> bytes:
         if data.strip() == "[DONE]":
             return self._end()
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(chunk, dict):
+        chunk = event_object(data)
+        if chunk is None:
             return b""
         if isinstance(chunk.get("error"), dict):
             error = chunk["error"]

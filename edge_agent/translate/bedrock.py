@@ -18,8 +18,11 @@ from edge_agent.providers.base import Codec
 from edge_agent.translate.common import (
     OPENAI_ONLY,
     call_arguments,
+    chat_usage,
     image_url_of,
     refuse_unsupported,
+    tool_function,
+    tool_parameters,
     untranslatable,
     user_parts,
 )
@@ -122,12 +125,10 @@ def _tool_uses(calls: Any, path: str) -> list[dict[str, Any]]:
 
 
 def _tool_spec(tool: Any, path: str) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise _refuse(path, "only function tools translate")
-    function = tool.get("function") or {}
+    function = tool_function(tool, path, _refuse)
     spec: dict[str, Any] = {
         "name": function.get("name"),
-        "inputSchema": {"json": function.get("parameters") or {"type": "object", "properties": {}}},
+        "inputSchema": {"json": tool_parameters(function)},
     }
     if function.get("description"):
         spec["description"] = function["description"]
@@ -254,14 +255,7 @@ def openai_usage(usage: Any) -> dict[str, Any] | None:
     prompt = int(usage.get("inputTokens") or 0) + cached
     prompt += int(usage.get("cacheWriteInputTokens") or 0)
     completion = int(usage.get("outputTokens") or 0)
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-    return out
+    return chat_usage(prompt, completion, cached)
 
 
 def converse_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:

@@ -15,11 +15,14 @@ from edge_agent.api.sse import encode_event
 from edge_agent.providers.base import Codec
 from edge_agent.translate.common import (
     OPENAI_ONLY,
+    chat_usage,
     refuse_unsupported,
     text_of,
+    tool_function,
+    tool_parameters,
     untranslatable,
 )
-from edge_agent.translate.stream import ChatChunkWriter, completion
+from edge_agent.translate.stream import ChatChunkWriter, completion, event_object
 
 log = logging.getLogger("edge_agent.providers.cohere")
 
@@ -118,13 +121,11 @@ def _tool_calls(calls: Any, path: str) -> list[dict[str, Any]]:
 
 
 def _tool(tool: Any, path: str) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise _refuse(path, "only function tools translate")
-    function = tool.get("function") or {}
+    function = tool_function(tool, path, _refuse)
     out: dict[str, Any] = {"name": function.get("name")}
     if function.get("description"):
         out["description"] = function["description"]
-    out["parameters"] = function.get("parameters") or {"type": "object", "properties": {}}
+    out["parameters"] = tool_parameters(function)
     return {"type": "function", "function": out}
 
 
@@ -282,14 +283,7 @@ def openai_usage(usage: Any) -> dict[str, Any] | None:
         cached = int(usage.get("cached_tokens") or 0)
     except (TypeError, ValueError):
         return None
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-    return out
+    return chat_usage(prompt, completion, cached)
 
 
 def _finish(reason: Any, where: str) -> str:
@@ -393,11 +387,8 @@ class CohereStreamToChat(ChatChunkWriter):
     def _event(self, name: str | None, data: str) -> bytes:
         if self._ended:
             return b""
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""  # e.g. a "[DONE]" some look-alike servers add
-        if not isinstance(event, dict):
+        event = event_object(data)
+        if event is None:
             return b""
         kind = event.get("type") or name
         raw = event.get("delta")

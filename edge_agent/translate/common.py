@@ -192,3 +192,28 @@ def text_of(content: Any, path: str, refuse: Refuse, kinds: tuple[str, ...] = ("
             raise refuse(f"{path}[{i}]", f"content part type {kind!r} is not allowed here")
         texts.append(str(part.get(kind) or ""))
     return "\n".join(texts)
+
+
+def chat_usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object: prompt tokens include the cached ones (as OpenAI counts)."""
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+def tool_function(tool: Any, path: str, refuse: Refuse) -> dict[str, Any]:
+    """The function of an OpenAI tool; other tool types have no counterpart anywhere."""
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise refuse(path, "only function tools translate")
+    # A function of the wrong shape fails where it is read, as a malformed request.
+    return tool.get("function") or {}  # type: ignore[no-any-return]
+
+
+def tool_parameters(function: dict[str, Any]) -> Any:
+    """Its parameters' JSON Schema; a function without any takes an empty object."""
+    return function.get("parameters") or {"type": "object", "properties": {}}

@@ -17,12 +17,14 @@ from edge_agent.translate import common as translate_common
 from edge_agent.translate.common import (
     OPENAI_ONLY,
     call_arguments,
+    chat_usage,
     image_url_of,
     refuse_unsupported,
+    tool_function,
     user_parts,
 )
 from edge_agent.translate.gemini_schema import root_schema
-from edge_agent.translate.stream import ChatChunkWriter, completion
+from edge_agent.translate.stream import ChatChunkWriter, completion, event_object
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
@@ -226,9 +228,7 @@ def _contents(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def _function(tool: Any, path: str) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise _refuse(path, "only function tools translate")
-    function = tool.get("function") or {}
+    function = tool_function(tool, path, _refuse)
     if not isinstance(function.get("name"), str):
         raise _refuse(f"{path}.function.name", "expected the function's name")
     out: dict[str, Any] = {"name": function["name"]}
@@ -322,14 +322,8 @@ def gemini_usage(meta: Any) -> dict[str, Any] | None:
     prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
     thoughts = int(meta.get("thoughtsTokenCount") or 0)
     completion = int(meta.get("candidatesTokenCount") or 0) + thoughts
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,  # OpenAI clients expect the sum
-    }
     cached = int(meta.get("cachedContentTokenCount") or 0)
-    if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    out = chat_usage(prompt, completion, cached)
     if thoughts:
         out["completion_tokens_details"] = {"reasoning_tokens": thoughts}
     return out
@@ -432,11 +426,8 @@ class GeminiStreamToChat(ChatChunkWriter):
         self._finish: str | None = None
 
     def _event(self, name: str | None, data: str) -> bytes:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(event, dict):
+        event = event_object(data)
+        if event is None:
             return b""
         if isinstance(event.get("error"), dict):
             error = _openai_error(event["error"], int(event["error"].get("code") or 500), b"")

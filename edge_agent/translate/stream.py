@@ -39,6 +39,16 @@ class StreamTranslator:
         raise NotImplementedError
 
 
+def event_object(data: str) -> dict[str, Any] | None:
+    """An SSE event's JSON object; None for anything else (a "[DONE]" some look-alike
+    servers add, a keep-alive, a malformed line: skipped, never a crash)."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 class ChatChunkWriter(StreamTranslator):
     """What every provider-stream → OpenAI translator writes: chat.completion.chunk events,
     then, at the proper end, the usage chunk (when the client asked for it) and [DONE]."""
