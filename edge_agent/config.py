@@ -18,47 +18,24 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from edge_agent.providers import registry
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
+from edge_agent.providers.kind import EnvVarName, read_secret
 
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
 # Set by the standalone gateway for its agent processes: Envoy's readiness URL, so the
 # agent's /readyz (a pod's readiness probe) also waits for Envoy.
 ENVOY_READY_ENV = "EDGE_AGENT_ENVOY_READY_URL"
 
-
-def _env_var_name(v: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-        raise ValueError(f"expected an environment variable name, got {v!r}")
-    return v
-
-
-# A secret is named by the variable that holds it, never written in the config.
-EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
-
-# Provider types the config contract knows. Those not implemented yet are refused with a
-# clear message instead of half-working.
-IMPLEMENTED_PROVIDER_TYPES = (
-    "openai",
-    "openai_compatible",
-    "anthropic",
-    "azure_openai",
-    "mistral",
-    "groq",
-    "together",
-    "cohere",
-    "gemini",
-    "bedrock",
-)
-PLANNED_PROVIDER_TYPES: tuple[str, ...] = ()
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")
 
@@ -124,9 +101,6 @@ class Listen(_Strict):
 
 
 CAPABILITIES = ("tools", "vision", "json")
-_BEDROCK_HOST = re.compile(
-    r"(?:^|\.)bedrock-runtime(?:-fips)?\.[a-z]{2}(?:-[a-z]+)+-\d+\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
-)
 STRATEGIES = ("round_robin", "weighted", "priority", "least_latency", "lowest_cost")
 
 
@@ -147,24 +121,19 @@ class ProviderModel(_Strict):
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
 
 
-class Provider(_Strict):
+# The keys only some provider types take (azure_openai's api_version, bedrock's region
+# and aws_*_env, ...), each declared by its type in providers/: optional, flat on the entry.
+_TYPE_FIELDS = registry.config_fields()
+
+
+class _ProviderKeys(_Strict):
+    # What every provider type takes; `Provider` (below) adds each type's own keys.
     name: str
     type: str
     base_url: str
     api_key_env: EnvVarName | None = None
     models: list[ProviderModel] = Field(default_factory=list)
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
-    # azure_openai only: the data-plane api-version query (default 2024-10-21).
-    api_version: (
-        Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")] | None
-    ) = None
-    # bedrock only: the AWS region (default: the one in base_url's host) and SigV4
-    # credentials by environment variable (api_key_env may instead hold a Bedrock API key).
-    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")] | None = None
-    aws_access_key_id_env: EnvVarName | None = None
-    aws_secret_access_key_env: EnvVarName | None = None
-    aws_session_token_env: EnvVarName | None = None
-    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     @field_validator("name")
     @classmethod
@@ -181,17 +150,17 @@ class Provider(_Strict):
     @field_validator("type")
     @classmethod
     def _type(cls, v: str) -> str:
-        if v in IMPLEMENTED_PROVIDER_TYPES:
+        if v in registry.NAMES:
             return v
-        if v in PLANNED_PROVIDER_TYPES:
+        if v in registry.PLANNED:
             raise ValueError(
                 f"provider type {v!r} is not implemented in this version yet; use one of "
-                f"{', '.join(IMPLEMENTED_PROVIDER_TYPES)} (any OpenAI-compatible API works "
+                f"{', '.join(registry.NAMES)} (any OpenAI-compatible API works "
                 "with 'openai_compatible')"
             )
         raise ValueError(
             f"unknown provider type {v!r}; expected one of "
-            f"{', '.join(IMPLEMENTED_PROVIDER_TYPES + PLANNED_PROVIDER_TYPES)}"
+            f"{', '.join(registry.NAMES + registry.PLANNED)}"
         )
 
     @field_validator("base_url")
@@ -209,48 +178,18 @@ class Provider(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _api_version_for_azure_only(self) -> Provider:
-        if self.api_version is not None and self.type != "azure_openai":
-            raise ValueError(f"api_version: only azure_openai providers take one ({self.type!r})")
+    def _type_keys(self) -> _ProviderKeys:
+        # A type's own keys are refused on the other types; the type checks its keys.
+        kind = registry.provider_type(self.type)
+        for key in _TYPE_FIELDS:
+            if key not in kind.fields and getattr(self, key) is not None:
+                owners = " or ".join(registry.owners(key))
+                raise ValueError(f"{key}: only {owners} providers take one ({self.type!r})")
+        kind.check(self)
         return self
 
     @model_validator(mode="after")
-    def _aws_for_bedrock_only(self) -> Provider:
-        aws = (
-            "region",
-            "aws_access_key_id_env",
-            "aws_secret_access_key_env",
-            "aws_session_token_env",
-        )
-        for key in aws:
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if self.type != "bedrock":
-                raise ValueError(f"{key}: only bedrock providers take one ({self.type!r})")
-            if key.endswith("_env") and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-                raise ValueError(f"{key}: expected an environment variable name, got {value!r}")
-        if (self.aws_access_key_id_env is None) != (self.aws_secret_access_key_env is None):
-            raise ValueError(
-                "aws_access_key_id_env and aws_secret_access_key_env go together: set both"
-            )
-        if self.type == "bedrock":
-            sigv4 = self.aws_access_key_id_env is not None
-            if sigv4 == (self.api_key_env is not None):
-                raise ValueError(
-                    "a bedrock provider takes either api_key_env (a Bedrock API key) or "
-                    "aws_access_key_id_env + aws_secret_access_key_env (SigV4), not both "
-                    "and not neither"
-                )
-            if sigv4 and self.region is None and not _BEDROCK_HOST.search(self.host):
-                raise ValueError(
-                    "region: required for SigV4 when base_url's host does not name one "
-                    "(bedrock-runtime.<region>.amazonaws.com)"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _unique_models(self) -> Provider:
+    def _unique_models(self) -> _ProviderKeys:
         seen: set[str] = set()
         for i, m in enumerate(self.models):
             if m.name in seen:
@@ -284,6 +223,17 @@ class Provider(_Strict):
 
     def model(self, name: str) -> ProviderModel | None:
         return next((m for m in self.models if m.name == name), None)
+
+
+# One model for every provider type: the common keys, every type's own keys, then
+# connect_timeout_s (last, where it always was: the chart's generated schema keeps the order).
+Provider = create_model(
+    "Provider",
+    __base__=_ProviderKeys,
+    __module__=__name__,
+    **_TYPE_FIELDS,
+    connect_timeout_s=(Annotated[float, Field(gt=0, le=60)], 5.0),
+)
 
 
 class TargetSpec(_Strict):
@@ -791,9 +741,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return parse_config(data, source)
 
 
-_HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]+")
-
-
 def read_credential(
     provider: Provider, environ: Mapping[str, str]
 ) -> tuple[str | None, str | None]:
@@ -801,33 +748,13 @@ def read_credential(
 
     Surrounding whitespace is dropped (file-mounted secrets often end in a newline);
     anything else Envoy would refuse in a header value disables the provider loudly.
+    Without `api_key_env`, the provider's type says whether its own credential variables
+    are usable (bedrock's SigV4 ones).
     """
     var = provider.api_key_env
     if var is None:
-        return None, _aws_problem(provider, environ)
-    value = (environ.get(var) or "").strip()
-    if not value:
-        return None, f"its key variable {var} is not set"
-    if not _HEADER_VALUE_RE.fullmatch(value):
-        return None, f"the value of {var} contains characters not allowed in an HTTP header"
-    return value, None
-
-
-def _aws_problem(provider: Provider, environ: Mapping[str, str]) -> str | None:
-    """Why a bedrock provider's SigV4 credential variables are unusable, if they are."""
-    for var in (
-        provider.aws_access_key_id_env,
-        provider.aws_secret_access_key_env,
-        provider.aws_session_token_env,
-    ):
-        if var is None:
-            continue
-        value = (environ.get(var) or "").strip()
-        if not value:
-            return f"its AWS variable {var} is not set"
-        if not _HEADER_VALUE_RE.fullmatch(value):
-            return f"the value of {var} contains characters not allowed in an HTTP header"
-    return None
+        return None, registry.provider_type(provider.type).credential_problem(provider, environ)
+    return read_secret(environ, var, "key")
 
 
 def credential_problems(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, str]:

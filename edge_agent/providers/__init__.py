@@ -1,1 +1,1 @@
-"""One module per provider type behind one small interface; `registry` maps types to them."""
+"""One module per provider type behind one small interface; `registry` lists them."""

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from edge_agent.api.anthropic import ANTHROPIC_VERSION
 from edge_agent.api.openai import Endpoint
-from edge_agent.config import Provider
 from edge_agent.providers.base import Codec, Schema
+from edge_agent.providers.kind import ProviderType
 from edge_agent.translate import anthropic as to_anthropic
 from edge_agent.translate import anthropic_stream
+
+if TYPE_CHECKING:
+    from edge_agent.config import Provider
 
 #: Messages ⇄ OpenAI chat (the mapping itself is in translate/anthropic.py).
 CODEC = Codec(
@@ -42,3 +46,7 @@ class AnthropicAdapter:
         if api_key:
             headers.append(("x-api-key", api_key))
         return headers
+
+
+# Messages has no JSON output mode to translate response_format to.
+ANTHROPIC = ProviderType(names=("anthropic",), adapter=AnthropicAdapter, json_mode=False)

@@ -7,11 +7,17 @@ go to `{base}/openai/deployments/{deployment}/{operation}?api-version=...`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import quote
 
+from pydantic import Field
+
 from edge_agent.api.openai import Endpoint
-from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
+from edge_agent.providers.kind import ProviderType
+
+if TYPE_CHECKING:
+    from edge_agent.config import Provider
 
 #: A GA data-plane version; override per provider with `api_version`.
 DEFAULT_API_VERSION = "2024-10-21"
@@ -43,3 +49,13 @@ class AzureOpenAIAdapter:
         self, api_key: str | None, *, path: str = "", body: bytes = b""
     ) -> list[tuple[str, str]]:
         return [("api-key", api_key)] if api_key else []
+
+
+AZURE_OPENAI = ProviderType(
+    names=("azure_openai",),
+    adapter=AzureOpenAIAdapter,
+    # The data-plane api-version query (default DEFAULT_API_VERSION).
+    fields={
+        "api_version": Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")]
+    },
+)

@@ -20,16 +20,21 @@ import datetime as dt
 import hmac
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import quote, urlsplit
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from pydantic import Field
 
 from edge_agent.api.openai import Endpoint
-from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
+from edge_agent.providers.kind import EnvVarName, ProviderType, read_secret
 from edge_agent.translate.bedrock import CODEC
+
+if TYPE_CHECKING:
+    from edge_agent.config import Provider
 
 #: SigV4 signing name of bedrock-runtime (its endpoint prefix differs: bedrock-runtime).
 SERVICE = "bedrock"
@@ -216,3 +221,53 @@ class BedrockAdapter:
         if not hmac.compare_digest(expected, given):
             return "the signature does not match"
         return None
+
+
+def _check(provider: Provider) -> None:
+    if (provider.aws_access_key_id_env is None) != (provider.aws_secret_access_key_env is None):
+        raise ValueError(
+            "aws_access_key_id_env and aws_secret_access_key_env go together: set both"
+        )
+    sigv4 = provider.aws_access_key_id_env is not None
+    if sigv4 == (provider.api_key_env is not None):
+        raise ValueError(
+            "a bedrock provider takes either api_key_env (a Bedrock API key) or "
+            "aws_access_key_id_env + aws_secret_access_key_env (SigV4), not both "
+            "and not neither"
+        )
+    if sigv4 and region_of(provider) is None:
+        raise ValueError(
+            "region: required for SigV4 when base_url's host does not name one "
+            "(bedrock-runtime.<region>.amazonaws.com)"
+        )
+
+
+def _aws_problem(provider: Provider, environ: Mapping[str, str]) -> str | None:
+    """Why the SigV4 credential variables are unusable, if they are."""
+    for var in (
+        provider.aws_access_key_id_env,
+        provider.aws_secret_access_key_env,
+        provider.aws_session_token_env,
+    ):
+        problem = None if var is None else read_secret(environ, var, "AWS")[1]
+        if problem:
+            return problem
+    return None
+
+
+BEDROCK = ProviderType(
+    names=("bedrock",),
+    adapter=BedrockAdapter,
+    # The AWS region (default: the one in base_url's host) and SigV4 credentials by
+    # environment variable (api_key_env may instead hold a Bedrock API key).
+    fields={
+        "region": Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")],
+        "aws_access_key_id_env": EnvVarName,
+        "aws_secret_access_key_env": EnvVarName,
+        "aws_session_token_env": EnvVarName,
+    },
+    check=_check,
+    credential_problem=_aws_problem,
+    # Converse has no JSON output mode to translate response_format to.
+    json_mode=False,
+)

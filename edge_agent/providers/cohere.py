@@ -24,11 +24,15 @@ back to `usage.billed_units`. Citations have no OpenAI counterpart and are not p
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from edge_agent.api.openai import Endpoint
-from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
+from edge_agent.providers.kind import ProviderType
 from edge_agent.translate.cohere import CODEC
+
+if TYPE_CHECKING:
+    from edge_agent.config import Provider
 
 
 class CohereAdapter:
@@ -51,3 +55,6 @@ class CohereAdapter:
         self, api_key: str | None, *, path: str = "", body: bytes = b""
     ) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {api_key}")] if api_key else []
+
+
+COHERE = ProviderType(names=("cohere",), adapter=CohereAdapter)

@@ -20,12 +20,16 @@ Choices worth knowing (each refuses with a 400 rather than silently changing an 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from edge_agent.api.openai import Endpoint
-from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
+from edge_agent.providers.kind import ProviderType
 from edge_agent.translate.gemini import CODEC
+
+if TYPE_CHECKING:
+    from edge_agent.config import Provider
 
 
 class GeminiAdapter:
@@ -50,3 +54,6 @@ class GeminiAdapter:
         self, api_key: str | None, *, path: str = "", body: bytes = b""
     ) -> list[tuple[str, str]]:
         return [("x-goog-api-key", api_key)] if api_key else []
+
+
+GEMINI = ProviderType(names=("gemini",), adapter=GeminiAdapter)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from edge_agent.api.openai import Endpoint
-from edge_agent.config import Provider
 from edge_agent.providers.base import Schema
+from edge_agent.providers.kind import ProviderType
+
+if TYPE_CHECKING:
+    from edge_agent.config import Provider
 
 _PATHS = {
     Endpoint.CHAT: "/chat/completions",
@@ -35,3 +39,9 @@ class OpenAIAdapter:
         self, api_key: str | None, *, path: str = "", body: bytes = b""
     ) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {api_key}")] if api_key else []
+
+
+OPENAI = ProviderType(names=("openai", "openai_compatible"), adapter=OpenAIAdapter)
+# Hosted APIs that speak OpenAI's chat wire format with Bearer keys; base_url as in their
+# docs: https://api.mistral.ai/v1, https://api.groq.com/openai/v1, https://api.together.xyz/v1.
+HOSTED = ProviderType(names=("mistral", "groq", "together"), adapter=OpenAIAdapter)

@@ -23,7 +23,7 @@ from edge_agent.api import errors
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.config import Config, ModelRoute, Provider, failover_chains, read_credential
 from edge_agent.providers.base import ProviderAdapter
-from edge_agent.providers.registry import build_adapter
+from edge_agent.providers.registry import build_adapter, provider_type
 from edge_agent.routing.health import TargetHealth
 from edge_agent.routing.strategies import (
     STRATEGIES,
@@ -38,8 +38,6 @@ log = logging.getLogger("edge_agent.routing")
 
 # Chat-style client endpoints translate to any chat provider through the OpenAI pivot.
 _CHAT_ENDPOINTS = (Endpoint.CHAT, Endpoint.MESSAGES)
-# Provider schemas without a JSON output mode to translate response_format to.
-_NO_JSON_MODE = frozenset({"anthropic", "bedrock"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +214,7 @@ class Router:
                 rejected[cand.key] = "excluded by the request"
             elif not serves(adapter, endpoint):
                 rejected[cand.key] = f"its provider type has no counterpart of {endpoint}"
-            elif needs.json and adapter.schema in _NO_JSON_MODE:
+            elif needs.json and not provider_type(target.provider.type).json_mode:
                 rejected[cand.key] = f"JSON mode (response_format) has no {adapter.schema} form"
             else:
                 fitting.append(cand)
