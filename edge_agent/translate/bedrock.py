@@ -20,6 +20,8 @@ from edge_agent.translate.common import (
     call_arguments,
     chat_usage,
     image_url_of,
+    openai_error,
+    plain_error_message,
     refuse_unsupported,
     tool_function,
     tool_parameters,
@@ -298,24 +300,7 @@ def converse_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
 
 def error_to_openai(status: int, body: bytes) -> bytes:
     """Bedrock's `{"message": ...}` error body (the type is in a header) as OpenAI's."""
-    message: str | None = None
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict):
-        for key in ("message", "Message"):
-            if isinstance(parsed.get(key), str) and parsed[key]:
-                message = parsed[key]
-                break
-        error = parsed.get("error")
-        if message is None and isinstance(error, dict) and isinstance(error.get("message"), str):
-            message = error["message"]
-    if message is None:
-        text = body[:500].decode("utf-8", "replace").strip()
-        message = f"The provider answered: {text}" if text else "The provider answered an error."
-    error_body = {"message": message, "type": error_type_for(status), "param": None, "code": None}
-    return orjson.dumps({"error": error_body})
+    return openai_error(plain_error_message(body, ("message", "Message")), error_type_for(status))
 
 
 # =========================================================================== streams

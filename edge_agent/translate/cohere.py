@@ -16,6 +16,8 @@ from edge_agent.providers.base import Codec
 from edge_agent.translate.common import (
     OPENAI_ONLY,
     chat_usage,
+    openai_error,
+    plain_error_message,
     refuse_unsupported,
     text_of,
     tool_function,
@@ -339,23 +341,8 @@ def cohere_to_completion(body: dict[str, Any], model: str) -> dict[str, Any]:
 
 def error_to_openai(status: int, body: bytes) -> bytes:
     """Cohere's error JSON ({"message": ...}, often with "id") in OpenAI's envelope."""
-    message: str | None = None
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict):
-        if isinstance(parsed.get("message"), str):
-            message = parsed["message"]
-        elif isinstance(parsed.get("error"), dict) and isinstance(
-            parsed["error"].get("message"), str
-        ):
-            message = parsed["error"]["message"]  # already OpenAI-shaped (a proxy in front)
-    if message is None:
-        text = body[:500].decode("utf-8", "replace").strip()
-        message = f"The provider answered: {text}" if text else "The provider answered an error."
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
+    return openai_error(plain_error_message(body), kind)
 
 
 # =========================================================================== streams

@@ -122,6 +122,24 @@ def error_parts(body: bytes, *, anthropic: bool) -> tuple[str, str | None]:
     return f"The provider answered: {text}" if text else "The provider answered an error.", None
 
 
+def plain_error_message(body: bytes, keys: tuple[str, ...] = ("message",)) -> str:
+    """The message of a provider error whose JSON puts it under one of `keys` (or, from
+    a proxy in front, OpenAI's `error.message`); else the start of the body."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        for key in keys:
+            if isinstance(parsed.get(key), str) and parsed[key]:
+                return str(parsed[key])
+        error = parsed.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+    text = body[:500].decode("utf-8", "replace").strip()
+    return f"The provider answered: {text}" if text else "The provider answered an error."
+
+
 def clip_line(text: str) -> str:
     # One line, bounded: a provider's HTML error page must not flood the client's error.
     text = " ".join(text.split())
