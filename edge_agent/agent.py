@@ -15,8 +15,10 @@ from edge_agent.config import Config
 from edge_agent.extproc.attempt import Attempt
 from edge_agent.extproc.attempt_log import AttemptLog
 from edge_agent.extproc.exchange import Exchange
+from edge_agent.identity.state import Identity
+from edge_agent.identity.tenants import Caller
 from edge_agent.pipeline.extensions import load_response_stages, load_slots
-from edge_agent.pipeline.order import request_stages
+from edge_agent.pipeline.order import header_stages, request_stages
 from edge_agent.routing.router import Router
 from edge_agent.telemetry.metrics import Metrics
 
@@ -56,14 +58,22 @@ class Agent:
         self.max_entry_bytes = exact.max_entry_bytes
         self.allow_nonzero_temperature = config.cache.allow_nonzero_temperature
         self.vary_headers = (*VARY_HEADERS, *config.cache.vary_headers)
+        # Who is calling: only when the config asks (no auth, no tenants: no stage).
+        auth = config.auth.active or bool(config.tenants)
+        self.identity: Identity | None = (
+            Identity(config.auth, config.tenants, environ=environ) if auth else None
+        )
+        # Caller identity headers beyond CLIENT_ONLY_HEADERS: never sent to a provider.
+        claims = config.auth.forwarded_claims
+        self.identity_headers: tuple[str, ...] = (claims.header,) if claims else ()
         # The request pipeline, with the config's own stages in its slots.
-        self.request_stages = request_stages(load_slots(config.pipeline))
+        slots = load_slots(config.pipeline)
+        self.header_stages = header_stages(slots, auth=auth)
+        self.request_stages = request_stages(slots, auth=auth)
         self.response_stages = load_response_stages(config.pipeline)
         # /v1/models never changes while the process runs: build the answer once.
-        created = int(time.time())
-        self.models_body = models_list(
-            ((name, self.router.owner(name)) for name in self.router.model_names), created
-        )
+        self._created = int(time.time())
+        self.models_body = self._models_list(None)
         if self.cache is not None:
             cache = self.cache
             self.metrics.track(self.metrics.cache_entries, lambda: len(cache))
@@ -83,6 +93,19 @@ class Agent:
 
         # The shared tier (Redis) between replicas and workers: `attach_shared`.
         self.shared: SharedCache | None = None
+
+    def _models_list(self, only: frozenset[str] | None) -> bytes:
+        names = self.router.model_names
+        return models_list(
+            ((n, self.router.owner(n)) for n in names if only is None or n in only),
+            self._created,
+        )
+
+    def models_body_for(self, caller: Caller) -> bytes:
+        """`GET /v1/models` as `caller` sees it: its tenant's models only."""
+        if self.identity is None:
+            return self.models_body
+        return self.identity.models_body(caller.tenant, self._models_list)
 
     def attach_shared(self, shared: SharedCache) -> None:
         self.shared = shared

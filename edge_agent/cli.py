@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import yaml
 
+from edge_agent import cli_keys
 from edge_agent.config import CONFIG_ENV, Config, ConfigError, credential_problems, load_config
 
 
@@ -104,6 +105,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "its models will answer 503",
             file=sys.stderr,
         )
+    for warning in _open_gateway_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     if not args.skip_envoy:
         from edge_agent.envoy.bootstrap import build_bootstrap
         from edge_agent.envoy.process import EnvoyError, validate
@@ -121,6 +124,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(config.models)} models)"
     )
     return 0
+
+
+def _open_gateway_warnings(config: Config) -> list[str]:
+    import ipaddress
+
+    host = config.listen.addr("envoy")[0]
+    if config.auth.required or ipaddress.ip_address(host).is_loopback:
+        return []
+    return [
+        f"listen.envoy is {config.listen.envoy} and auth.required is false: anyone who "
+        "reaches it spends the providers' keys as tenant 'default'; set auth.required: "
+        "true (docs/security.md)"
+    ]
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    config = None if args.keys_command == "hash" else _load(args)
+    return cli_keys.cmd_keys(args, config)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -298,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="istiod-values: a values file for istiod's chart; template: the pod fragment",
     )
     p.set_defaults(func=cmd_injection)
+    cli_keys.add_parser(sub, add)
+    sub.choices["keys"].set_defaults(func=cmd_keys)
     return parser
 
 

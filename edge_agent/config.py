@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.identity.settings import AuthConfig, Tenant, check_tenants
 from edge_agent.providers import registry
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
 from edge_agent.providers.kind import EnvVarName, read_secret
@@ -546,6 +547,9 @@ class Config(_Strict):
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    # Who is calling, and what each tenant may do (docs/security.md).
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tenants: list[Tenant] = Field(default_factory=list)
     # Agent processes sharing the gRPC port (SO_REUSEPORT); `--workers` overrides.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)
@@ -612,6 +616,7 @@ class Config(_Strict):
                         " keep it under 80% of that, or raise the message timeout",
                     )
                 )
+        errors += check_tenants(self.auth, self.tenants, seen_models)
         fop = self.envoy.fail_open_provider
         if fop is not None and fop not in by_name:
             errors.append(("envoy.fail_open_provider", f"unknown provider {fop!r}"))

@@ -13,6 +13,7 @@ class CacheEntry:
     body: bytes  # the complete JSON answer, as the provider sent it (or assembled from SSE)
     expires_at: float
     model: str = ""  # the client-facing model, for purges by model
+    tenant: str = ""  # whose request it answered, for purges by tenant (erasure)
 
 
 class ExactCache:
@@ -48,7 +49,15 @@ class ExactCache:
         self._data.move_to_end(key)
         return entry
 
-    def put(self, key: str, body: bytes, *, model: str = "", ttl_s: float | None = None) -> bool:
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        model: str = "",
+        tenant: str = "",
+        ttl_s: float | None = None,
+    ) -> bool:
         """Store an answer (for `ttl_s`, default the tier's); False when too large to keep."""
         if len(body) > self.max_entry_bytes:
             return False
@@ -58,7 +67,7 @@ class ExactCache:
         now = self._clock()
         if key in self._data:
             self._drop(key)
-        self._data[key] = CacheEntry(body, now + ttl, model)
+        self._data[key] = CacheEntry(body, now + ttl, model, tenant)
         self.bytes += len(body)
         while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._data)))
@@ -74,16 +83,20 @@ class ExactCache:
         self._data.clear()
         self.bytes = 0
 
-    def purge(self, *, model: str | None = None, key: str | None = None) -> int:
+    def purge(
+        self, *, model: str | None = None, key: str | None = None, tenant: str | None = None
+    ) -> int:
         """Drop entries matching every given filter (none given: everything)."""
-        if model is None and key is None:
+        if model is None and key is None and tenant is None:
             dropped = len(self._data)
             self.clear()
             return dropped
         doomed = [
             k
             for k, e in self._data.items()
-            if (key is None or k == key) and (model is None or e.model == model)
+            if (key is None or k == key)
+            and (model is None or e.model == model)
+            and (tenant is None or e.tenant == tenant)
         ]
         for k in doomed:
             self._drop(k)

@@ -59,6 +59,7 @@ class SemanticEntry:
     expires_at: float
     model: str = ""  # the client-facing model, for purges by model
     key: str = ""  # the exact cache key of the request it answered (dedupe, purge by key)
+    tenant: str = ""  # whose request it answered, for purges by tenant (erasure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +358,7 @@ class SemanticTier:
         *,
         model: str = "",
         key: str = "",
+        tenant: str = "",
         ttl_s: float | None = None,
     ) -> None:
         """Add an answer; evicts expired and, past max_entries, the oldest entries.
@@ -381,7 +383,9 @@ class SemanticTier:
             part = self._partitions[scoped] = PartitionIndex(
                 self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
             )
-        entry = SemanticEntry(next(self._ids), scoped, text, signature, body, now + ttl, model, key)
+        entry = SemanticEntry(
+            next(self._ids), scoped, text, signature, body, now + ttl, model, key, tenant
+        )
         if signature is None:
             # From another replica: signed on the verifier thread, not on the event loop;
             # until then the entry is no candidate.
@@ -418,12 +422,16 @@ class SemanticTier:
         for entry_id in list(self._entries):
             self._remove(entry_id)
 
-    def purge(self, *, model: str | None = None, key: str | None = None) -> int:
+    def purge(
+        self, *, model: str | None = None, key: str | None = None, tenant: str | None = None
+    ) -> int:
         """Drop the entries matching every given filter (none given: every entry)."""
         doomed = [
             e.id
             for e in self._entries.values()
-            if (model is None or e.model == model) and (key is None or e.key == key)
+            if (model is None or e.model == model)
+            and (key is None or e.key == key)
+            and (tenant is None or e.tenant == tenant)
         ]
         for entry_id in doomed:
             self._remove(entry_id)

@@ -126,6 +126,7 @@ class SharedCache:
         *,
         model: str,
         endpoint: str,
+        tenant: str = "",
         semantic: tuple[str, str, str, np.ndarray] | None = None,
     ) -> None:
         """Share a stored answer (semantic: namespace, partition, text, vector)."""
@@ -135,6 +136,7 @@ class SharedCache:
             body=body,
             expires_at=time.time() + self.ttl_s,
             model=model,
+            tenant=tenant,
             endpoint=endpoint,
             semantic=part,
         )
@@ -153,12 +155,23 @@ class SharedCache:
         return entry
 
     async def purge(
-        self, *, model: str | None = None, key: str | None = None, everything: bool = False
+        self,
+        *,
+        model: str | None = None,
+        key: str | None = None,
+        tenant: str | None = None,
+        everything: bool = False,
     ) -> tuple[int, int | None]:
         """(local entries dropped, Redis entries dropped or None when Redis failed)."""
-        local = self.purge_local() if everything else self.purge_local(model=model, key=key)
+        local = (
+            self.purge_local()
+            if everything
+            else self.purge_local(model=model, key=key, tenant=tenant)
+        )
         try:
-            shared: int | None = await self.tier.purge(model=model, key=key, all=everything)
+            shared: int | None = await self.tier.purge(
+                model=model, key=key, tenant=tenant, all=everything
+            )
         except Exception as exc:
             log.warning("purge in Redis failed (%r); the local tiers were purged", exc)
             shared = None
@@ -178,18 +191,19 @@ class SharedCache:
     def apply_purge(self, purge: PurgeFilter) -> int:
         if purge.all:
             return self.purge_local()
-        if purge.model is None and purge.key is None:
-            # Tenant-only (tenants are not kept locally yet) or a filter a newer agent
-            # understands: never read as "everything".
+        if purge.model is None and purge.key is None and purge.tenant is None:
+            # A filter a newer agent understands: never read as "everything".
             return 0
-        return self.purge_local(model=purge.model, key=purge.key)
+        return self.purge_local(model=purge.model, key=purge.key, tenant=purge.tenant)
 
-    def purge_local(self, *, model: str | None = None, key: str | None = None) -> int:
+    def purge_local(
+        self, *, model: str | None = None, key: str | None = None, tenant: str | None = None
+    ) -> int:
         dropped = 0
         if self.exact is not None:
-            dropped += self.exact.purge(model=model, key=key)
+            dropped += self.exact.purge(model=model, key=key, tenant=tenant)
         if self.semantic is not None:
-            dropped += self.semantic.purge(model=model, key=key)
+            dropped += self.semantic.purge(model=model, key=key, tenant=tenant)
         return dropped
 
     def fill(self, entry: SharedEntry) -> None:
@@ -198,7 +212,9 @@ class SharedCache:
         if remaining <= 0:
             return
         if self.exact is not None:
-            self.exact.put(entry.key, entry.body, model=entry.model, ttl_s=remaining)
+            self.exact.put(
+                entry.key, entry.body, model=entry.model, tenant=entry.tenant, ttl_s=remaining
+            )
         part = entry.semantic
         tier = self.semantic
         if part is not None and tier is not None and part.namespace == tier.namespace:
@@ -213,5 +229,6 @@ class SharedCache:
                 entry.body,
                 model=entry.model,
                 key=entry.key,  # the tier skips an answer it already holds
+                tenant=entry.tenant,
                 ttl_s=remaining,
             )

@@ -566,6 +566,13 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
         # retries) are dropped, and its address is not passed on to providers.
         "use_remote_address": True,
         "skip_xff_append": True,
+        # XFCC names the caller only when an Istio sidecar in front (STRICT mTLS) set it;
+        # otherwise Envoy's default (SANITIZE) drops whatever a client sent.
+        **(
+            {"forward_client_cert_details": "ALWAYS_FORWARD_ONLY"}
+            if config.auth.mesh.enabled is True
+            else {}
+        ),
         "common_http_protocol_options": {
             "idle_timeout": _duration(env.idle_timeout_s),
             # Providers may read "_" and "-" alike: no smuggling a header past the agent.

@@ -15,6 +15,7 @@ import yaml
 
 from edge_agent.config import CONFIG_ENV, Config
 from edge_agent.envoy.mesh import AGENT_LABEL, CONFIG_MOUNT
+from edge_agent.identity.settings import WORKLOAD_ENV
 
 TEMPLATE_NAME = "llm-edge-agent"
 CONTAINER_NAME = "llm-edge-agent"
@@ -45,7 +46,15 @@ def agent_container(config: Config, options: InjectionOptions, args: list[str]) 
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
         "args": args,
-        "env": [{"name": CONFIG_ENV, "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"}],
+        "env": [
+            {"name": CONFIG_ENV, "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
+            # The pod's own mesh identity: in sidecar mode the caller is the app beside
+            # the agent (auth.mesh, docs/security.md). Set by Kubernetes, not the app.
+            *(
+                {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+                for name, path in WORKLOAD_ENV.items()
+            ),
+        ],
         "envFrom": [{"secretRef": {"name": options.secret, "optional": True}}],
         # The ext_proc port is not listed: the agent serves it on 127.0.0.1 only.
         "ports": [{"name": "http-admin", "containerPort": admin_port, "protocol": "TCP"}],

@@ -122,7 +122,7 @@ class AnswerKeeper:
         assert ex.key is not None
         stored = True
         if agent.cache is not None:
-            stored = agent.cache.put(ex.key, body, model=ex.model)
+            stored = agent.cache.put(ex.key, body, model=ex.model, tenant=ex.caller.tenant)
         sem = ex.semantic
         shared_vector = None
         if (
@@ -142,6 +142,7 @@ class AnswerKeeper:
                 body,
                 model=ex.model,
                 key=ex.key,
+                tenant=ex.caller.tenant,
             )
             shared_vector = (agent.semantic.namespace, *ex.scope, sem.vector)
         if agent.shared is not None and stored:
@@ -150,6 +151,7 @@ class AnswerKeeper:
                 body,
                 model=ex.model,
                 endpoint=str(ex.endpoint),
+                tenant=ex.caller.tenant,
                 semantic=shared_vector,
             )
         self.count_store("stored" if stored else "too_large")
@@ -167,5 +169,5 @@ class AnswerKeeper:
         call = ex.call
         if call is None:
             assert ex.request is not None
-            call = ProviderCall(ex.agent, ex.target, ex.request, ex.model)
+            call = ProviderCall(ex.agent, ex.target, ex.request, ex.model, ex.tenant_label)
         call.count_usage(usage)

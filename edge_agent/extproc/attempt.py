@@ -28,6 +28,7 @@ from edge_agent.extproc.provider_call import (
     METERED_HEADER,
     ProviderCall,
 )
+from edge_agent.identity.tenants import OTHER_TENANT
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -47,6 +48,7 @@ class Attempt:
         "_query",
         "_sent_at",
         "_status",
+        "_tenant",
         "agent",
         "done",
         "endpoint",
@@ -68,6 +70,7 @@ class Attempt:
         self._call: ProviderCall | None = None
         self._sent_at = 0.0
         self._status: str | None = None
+        self._tenant = OTHER_TENANT  # a chain begun elsewhere: its caller is not known here
         self.request_key = ""
         self.done = False
 
@@ -81,6 +84,7 @@ class Attempt:
         chained = self.agent.attempts.get(self.request_key)
         if chained is not None:
             self.path, self._query = chained.path, chained.query
+            self._tenant = chained.tenant
         else:  # not begun by our Exchange (a hand-written route): the path is the client's
             self.path, _, self._query = headers.get(":path", "").partition("?")
         self.endpoint = ENDPOINT_BY_PATH.get(self.path)
@@ -105,7 +109,7 @@ class Attempt:
         assert self.target is not None and self.endpoint is not None
         try:
             req = self.schema.parse(self.endpoint, body)
-            call = self._call = ProviderCall(self.agent, self.target, req, req.model)
+            call = self._call = ProviderCall(self.agent, self.target, req, req.model, self._tenant)
             set_headers, new_body = call.request_changes(self._query, body)
         except ApiError as exc:
             return self._error(exc)

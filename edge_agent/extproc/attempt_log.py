@@ -18,6 +18,7 @@ ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
 class _Chained:
     path: str  # the client's path and query: attempts after the first see a provider's
     query: str
+    tenant: str  # the caller's tenant label, for the attempt's usage metrics
     states: dict[str, str] = field(default_factory=dict)  # target → started/answered/refused
 
 
@@ -37,9 +38,9 @@ class AttemptLog:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
 
-    def begin(self, path: str, query: str) -> str:
+    def begin(self, path: str, query: str, tenant: str) -> str:
         key = f"{self._prefix}{next(self._ids)}"
-        self._requests[key] = _Chained(path, query)
+        self._requests[key] = _Chained(path, query, tenant)
         if len(self._requests) > self._max:
             self._requests.popitem(last=False)
         return key

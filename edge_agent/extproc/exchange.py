@@ -41,7 +41,8 @@ from edge_agent.extproc.provider_call import (
     ProviderCall,
     tokens_of,
 )
-from edge_agent.pipeline.base import Pending, advance
+from edge_agent.identity.tenants import ANONYMOUS, Caller
+from edge_agent.pipeline.base import Pending, Stage, advance
 from edge_agent.pipeline.effects import Effect
 from edge_agent.providers.headers import PROVIDER_ONLY_HEADERS
 
@@ -74,6 +75,7 @@ class Exchange:
         "body_mode",
         "cache_result",
         "call",
+        "caller",
         "chained",
         "done",
         "endpoint",
@@ -106,6 +108,7 @@ class Exchange:
         self.req_headers: Mapping[str, str] = {}
         self.raw = b""  # the client's body, for providers that sign what they are sent
         self.request: ParsedRequest | None = None
+        self.caller: Caller = ANONYMOUS  # who is calling (stage identify)
         self.model = "-"  # client-facing model name once known and configured (metric label)
         self.overrides: tuple[str | None, frozenset[str]] = (None, frozenset())
         self.status: str | None = None
@@ -137,7 +140,7 @@ class Exchange:
         headers: Mapping[str, str],
         end_of_stream: bool,
         attributes: Mapping[str, str] | None = None,
-    ) -> Decision:
+    ) -> Decision | Pending:
         self.req_headers = headers
         method = headers.get(":method", "")
         path, _, self.query = headers.get(":path", "").partition("?")
@@ -147,14 +150,30 @@ class Exchange:
             return self.error(errors.unknown_endpoint(method, path))
         self.endpoint = endpoint
         self.schema = schema_for(endpoint)
-        if endpoint is Endpoint.MODELS:
+        if self.agent.header_stages:
+            # Who is calling is settled before the body is read: an unauthenticated
+            # caller never gets the gateway to buffer its body.
+            return advance(self._headers_pipeline(method, end_of_stream))
+        return self._headers_checked(method, end_of_stream)
+
+    def _headers_pipeline(
+        self, method: str, end_of_stream: bool
+    ) -> Generator[Effect, Any, Decision]:
+        decision = yield from self._run(self.agent.header_stages)
+        if decision is not None:
+            return decision
+        return self._headers_checked(method, end_of_stream)
+
+    def _headers_checked(self, method: str, end_of_stream: bool) -> Decision:
+        path = self.path
+        if self.endpoint is Endpoint.MODELS:
             if method not in ("GET", "HEAD"):
                 return self.error(errors.method_not_allowed(method, path, "GET"))
-            return self._respond(200, self.agent.models_body, JSON, "bypass")
+            return self._respond(200, self.agent.models_body_for(self.caller), JSON, "bypass")
         if method != "POST":
             return self.error(errors.method_not_allowed(method, path, "POST"))
         limit = self.agent.config.envoy.max_request_bytes
-        length = headers.get("content-length")
+        length = self.req_headers.get("content-length")
         if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             return self.error(errors.payload_too_large(int(length), limit))
         if end_of_stream:
@@ -178,8 +197,14 @@ class Exchange:
             log.error("received a partial request body: set request_body_mode BUFFERED")
             return self.error(_PARTIAL_BODY)
         self.raw = body
+        decision = yield from self._run(self.agent.request_stages)
+        assert decision is not None, "the route stage decides every request"
+        return decision
+
+    def _run(self, stages: list[Stage]) -> Generator[Effect, Any, Decision | None]:
+        """Run `stages` in order until one decides; a refusal becomes the error answer."""
         try:
-            for stage in self.agent.request_stages:
+            for stage in stages:
                 decision = stage(self)
                 if isinstance(decision, Generator):
                     decision = yield from decision
@@ -187,9 +212,24 @@ class Exchange:
                     return decision
         except ApiError as exc:
             return self.error(exc)
-        raise AssertionError("the route stage decides every request")
+        return None
 
     # ---- for the stages ----------------------------------------------------------------
+    @property
+    def tenant_label(self) -> str:
+        """The caller's tenant as a metrics label (bounded to the configured ones)."""
+        identity = self.agent.identity
+        return (
+            self.caller.tenant if identity is None else identity.tenants.label(self.caller.tenant)
+        )
+
+    @property
+    def cache_namespace(self) -> str:
+        """Where the caller's answers are cached: its tenant's own space, or the pool of
+        the tenants that share one."""
+        identity = self.agent.identity
+        return "" if identity is None else identity.tenants.cache_namespace(self.caller.tenant)
+
     def cache_lookup_wanted(self) -> bool:
         return self.key is not None and self.policy is not None and self.policy.lookup
 
@@ -227,7 +267,9 @@ class Exchange:
         usage = tokens_of(self.schema.usage_of(stored))
         if price is None or usage is None:
             return
-        self.agent.metrics.cost_saved.labels(self.model, tier).inc(price.cost_usd(*usage))
+        self.agent.metrics.cost_saved.labels(self.model, tier, self.tenant_label).inc(
+            price.cost_usd(*usage)
+        )
 
     def _replay(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
         if req.stream:
@@ -389,9 +431,10 @@ class Exchange:
         m = self.agent.metrics
         endpoint = str(self.endpoint) if self.endpoint else "unknown"
         provider = self.target.provider.name if self.target else "-"
-        m.requests.labels(endpoint, self.model, provider, status).inc()
+        tenant = self.tenant_label
+        m.requests.labels(endpoint, self.model, provider, status, tenant).inc()
         if self.request is not None:
-            m.cache_results.labels(endpoint, self.cache_result).inc()
+            m.cache_results.labels(endpoint, self.cache_result, tenant).inc()
 
     # ---- helpers -----------------------------------------------------------------------
     def _respond(

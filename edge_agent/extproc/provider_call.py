@@ -21,6 +21,7 @@ from edge_agent.api.errors import TOO_DEEP, ApiError
 from edge_agent.api.openai import Endpoint, ParsedRequest
 from edge_agent.api.schema import schema_for
 from edge_agent.extproc.decisions import EVENT_STREAM, JSON
+from edge_agent.identity.settings import DEFAULT_TENANT
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
 from edge_agent.routing.health import parse_retry_after
 from edge_agent.translate import stream as translate_stream
@@ -52,17 +53,26 @@ class ProviderCall:
         "schema",
         "stream_out",
         "target",
+        "tenant",
         "translate_body",
         "translating",
     )
 
-    def __init__(self, agent: Agent, target: Target, request: ParsedRequest, label: str) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        target: Target,
+        request: ParsedRequest,
+        label: str,
+        tenant: str = DEFAULT_TENANT,
+    ) -> None:
         self.agent = agent
         self.target = target
         self.request = request
         self.endpoint = request.endpoint
         self.schema = schema_for(request.endpoint)  # the client's
         self.label = label  # the client-facing model (metric label)
+        self.tenant = tenant  # the caller's tenant (metric label, bounded)
         # The provider speaks another schema than the client: every answer is translated,
         # through the OpenAI chat format (the pivot) when neither side speaks it.
         self.translating = False
@@ -256,13 +266,13 @@ class ProviderCall:
         if tokens is None:
             m.usage_missing.labels(self.label, provider).inc()
             return
-        m.tokens.labels(self.label, provider, "input").inc(tokens[0])
-        m.tokens.labels(self.label, provider, "output").inc(tokens[1])
+        m.tokens.labels(self.label, provider, "input", self.tenant).inc(tokens[0])
+        m.tokens.labels(self.label, provider, "output", self.tenant).inc(tokens[1])
         price = target.provider.model(target.model)
         if price is None or not price.priced:
             m.usage_unpriced.labels(self.label, provider).inc()
             return
-        m.cost.labels(self.label, provider).inc(price.cost_usd(*tokens))
+        m.cost.labels(self.label, provider, self.tenant).inc(price.cost_usd(*tokens))
 
 
 # Answers that say the target itself is broken (a revoked key, a wrong model or

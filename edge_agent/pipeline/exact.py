@@ -32,7 +32,7 @@ def lookup(ex: Exchange) -> Decision | None:
     # The query and answer-changing headers are forwarded: they belong in the key.
     variant = request_variant(ex.query, ex.req_headers, agent.vary_headers)
     try:
-        key = ex.key = cache_key("", req, variant)
+        key = ex.key = cache_key(ex.cache_namespace, req, variant)
     except orjson.JSONEncodeError:
         raise TOO_DEEP from None
     if policy.lookup:
@@ -49,7 +49,7 @@ def lookup(ex: Exchange) -> Decision | None:
     if agent.semantic is not None:
         try:
             ex.scope = semantic_scope(
-                "",
+                ex.cache_namespace,
                 req,
                 history=agent.semantic_history,
                 max_chars=agent.semantic_max_chars,

@@ -1,17 +1,32 @@
-"""The request pipeline's order: the stages, with the configured ones in their slots."""
+"""The request pipeline's order: the stages, with the configured ones in their slots.
+
+Two runs: on the request's headers (who is calling: settled before the body is read)
+and on its body (everything else).
+"""
 
 from __future__ import annotations
 
+from edge_agent.identity import stage as identity
 from edge_agent.pipeline import coalesce, exact, parse, route, semantic, shared
 from edge_agent.pipeline.base import Stage
 
 
-def request_stages(slots: dict[str, list[Stage]] | None = None) -> list[Stage]:
-    """The stages in order, with `slots` (name → stages) filled in."""
+def header_stages(
+    slots: dict[str, list[Stage]] | None = None, *, auth: bool = False
+) -> list[Stage]:
+    """The stages on the request's headers; `auth`: the agent checks credentials."""
+    slots = slots or {}
+    return [*((identity.identify,) if auth else ()), *slots.get("identity", ())]
+
+
+def request_stages(
+    slots: dict[str, list[Stage]] | None = None, *, auth: bool = False
+) -> list[Stage]:
+    """The stages on the request's body, in order, with `slots` (name → stages) filled in."""
     slots = slots or {}
     return [
         parse.parse,
-        *slots.get("identity", ()),
+        *((identity.model_access,) if auth else ()),
         *slots.get("policy", ()),
         *slots.get("guardrails", ()),
         exact.lookup,

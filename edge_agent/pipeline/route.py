@@ -37,7 +37,7 @@ def route(ex: Exchange) -> Continue:
         # (attempt.py) translates and authenticates each attempt. Nothing of the
         # provider's is set here.
         ex.chained = chain
-        ex.attempt_key = agent.attempts.begin(ex.path, ex.query)
+        ex.attempt_key = agent.attempts.begin(ex.path, ex.query, ex.tenant_label)
         set_headers = [
             (agent.config.envoy.routing_header, chain),
             (ATTEMPT_KEY_HEADER, ex.attempt_key),  # overwrites any client value
@@ -45,7 +45,7 @@ def route(ex: Exchange) -> Continue:
         ]
         new_body = None
     else:
-        call = ex.call = ProviderCall(agent, target, req, ex.model)
+        call = ex.call = ProviderCall(agent, target, req, ex.model, ex.tenant_label)
         try:
             provider_headers, new_body = call.request_changes(ex.query, ex.raw)
         except ApiError:
@@ -62,6 +62,7 @@ def route(ex: Exchange) -> Continue:
         set_headers=set_headers,
         remove_headers=[
             *(h for h in CLIENT_ONLY_HEADERS if h not in injected),
+            *agent.identity_headers,
             PIN_HEADER,
             EXCLUDE_HEADER,
         ],

@@ -15,6 +15,8 @@ CLIENT_ONLY_HEADERS = (
     "x-amz-security-token",
     "x-amz-content-sha256",
     "cookie",
+    # The caller's mesh identity (Istio sidecar): names internal workloads.
+    "x-forwarded-client-cert",
 )
 # What a provider answers about the gateway's account that clients have no business seeing.
 PROVIDER_ONLY_HEADERS = (

@@ -5,13 +5,26 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 _LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
-Purge = Callable[[str | None, str | None, bool], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRequest:
+    """What `DELETE /admin/cache` asked to drop (filters combine with AND)."""
+
+    model: str | None = None
+    key: str | None = None
+    tenant: str | None = None
+    everything: bool = False
+
+
+Purge = Callable[[PurgeRequest], Awaitable[dict[str, Any]]]
 
 
 def change_refusal(request: web.Request, token: str | None) -> web.Response | None:
@@ -109,25 +122,30 @@ def build_admin_app(
     app = web.Application()
 
     async def admin_cache(request: web.Request) -> web.Response:
-        # DELETE /admin/cache?model=M | ?key=K | ?all=true: drops matching answers here
-        # and, through the shared tier, in every replica and worker.
+        # DELETE /admin/cache?model=M | ?key=K | ?tenant=T | ?all=true: drops matching
+        # answers here and, through the shared tier, in every replica and worker.
         refusal = change_refusal(request, admin_token)
         if refusal is not None:
             return refusal
         q = request.query
-        model, key = q.get("model") or None, q.get("key") or None
-        everything = q.get("all", "").lower() in ("1", "true", "yes")
-        if not (model or key or everything):
+        what = PurgeRequest(
+            model=q.get("model") or None,
+            key=q.get("key") or None,
+            tenant=q.get("tenant") or None,
+            everything=q.get("all", "").lower() in ("1", "true", "yes"),
+        )
+        if not (what.model or what.key or what.tenant or what.everything):
             return web.json_response(
                 {
                     "error": "say what to purge: ?model=<client-facing model>, ?key=<cache "
-                    "key> (the x-edge-agent-cache-key of an answer), or ?all=true"
+                    "key> (the x-edge-agent-cache-key of an answer), ?tenant=<tenant>, or "
+                    "?all=true"
                 },
                 status=400,
             )
         if purge is None:
             return web.json_response({"error": "no cache tiers are enabled"}, status=404)
-        return web.json_response(await purge(model, key, everything))
+        return web.json_response(await purge(what))
 
     app.router.add_get("/admin/routing", admin_routing)
     app.router.add_delete("/admin/cache", admin_cache)

@@ -16,7 +16,9 @@ from edge_agent.agent import Agent
 from edge_agent.cache.shared import SharedCache
 from edge_agent.config import ENVOY_READY_ENV, Config, credential_problems
 from edge_agent.extproc.servicer import ExternalProcessor
-from edge_agent.runtime.admin import build_admin_app
+from edge_agent.identity.keystore import KeyStore
+from edge_agent.runtime.admin import PurgeRequest, build_admin_app
+from edge_agent.runtime.admin_keys import add_key_routes
 from edge_agent.runtime.wiring import build_agent
 from edge_agent.runtime.workers import WorkerContext
 
@@ -49,6 +51,16 @@ class AgentService:
         self._refresh: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.admin_port = 0
+        identity = self.agent.identity
+        self.keys: KeyStore | None = None
+        if identity is not None:
+            redis = config.cache.redis
+            self.keys = KeyStore(
+                identity.ring,
+                redis=redis if redis.url is not None else None,
+                wall_clock=identity.wall_clock,
+                single_process=worker is None or worker.count == 1,
+            )
 
     def _worker_grpc_options(self) -> list[tuple[str, int]]:
         if self.worker is None:
@@ -97,16 +109,18 @@ class AgentService:
             return None
         return token
 
-    async def _purge(self, model: str | None, key: str | None, everything: bool) -> dict[str, Any]:
+    async def _purge(self, what: PurgeRequest) -> dict[str, Any]:
         agent = self.agent
         if agent.shared is not None:
-            local, shared = await agent.shared.purge(model=model, key=key, everything=everything)
+            local, shared = await agent.shared.purge(
+                model=what.model, key=what.key, tenant=what.tenant, everything=what.everything
+            )
             return {"purged_here": local, "purged_in_redis": shared, "shared": True}
         local = 0
         if agent.cache is not None:
-            local += agent.cache.purge(model=model, key=key)
-        if agent.semantic is not None and key is None:
-            local += agent.semantic.purge(model=model)
+            local += agent.cache.purge(model=what.model, key=what.key, tenant=what.tenant)
+        if agent.semantic is not None and what.key is None:
+            local += agent.semantic.purge(model=what.model, tenant=what.tenant)
         return {"purged_here": local, "shared": False}
 
     async def _ready_when_warm(self, shared: SharedCache) -> None:
@@ -150,6 +164,7 @@ class AgentService:
 
         host, port = self.config.listen.addr("admin")
         metrics = self.agent.metrics
+        admin_token = self._admin_token()
         app = build_admin_app(
             metrics.exposition_registry(),
             self.is_ready,
@@ -157,10 +172,15 @@ class AgentService:
             before_scrape=metrics.refresh if metrics.multiprocess else None,
             readiness=self._readiness if self.worker is not None else None,
             purge=self._purge,
-            admin_token=self._admin_token(),
+            admin_token=admin_token,
             # Set by the standalone gateway for its agent processes.
             envoy_ready_url=os.environ.get(ENVOY_READY_ENV) or None,
         )
+        identity = self.agent.identity
+        if identity is not None and self.keys is not None:
+            add_key_routes(app, self.keys, identity.tenants, admin_token)
+            await self.keys.start()
+            await identity.start()
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=self.worker is not None or None)
@@ -214,6 +234,10 @@ class AgentService:
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
+        if self.keys is not None:
+            await self.keys.close()
+        if self.agent.identity is not None:
+            await self.agent.identity.close()
         if self.agent.shared is not None:
             await self.agent.shared.close()
         if self.agent.semantic is not None:

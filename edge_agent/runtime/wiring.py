@@ -1,6 +1,6 @@
 """Builds one agent process's `Agent` with the tiers that need I/O to exist: the semantic
-tier (loads the embedding model) and the shared tier (a Redis client, started by the
-service)."""
+tier (loads the embedding model), the shared tier (a Redis client, started by the
+service) and the JWT issuers' key fetcher."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ from edge_agent.agent import Agent
 from edge_agent.cache.semantic import build_semantic_tier
 from edge_agent.cache.shared import SharedCache
 from edge_agent.config import Config
+from edge_agent.identity.jwks import JwksFetcher
 
 
 def build_agent(config: Config, environ: Mapping[str, str] | None = None) -> Agent:
     semantic = build_semantic_tier(config, environ) if config.cache.semantic.enabled else None
     agent = Agent(config, environ=environ, semantic=semantic)
+    identity = agent.identity
+    if identity is not None and identity.verifier is not None:
+        identity.attach_jwks(JwksFetcher(identity.verifier))
     if config.cache.redis.url is not None:
         agent.attach_shared(
             SharedCache(

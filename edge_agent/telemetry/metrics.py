@@ -61,14 +61,14 @@ class Metrics:
         self.requests = Counter(
             "edge_agent_requests",
             "HTTP requests seen by the agent, by endpoint, client-facing model, provider "
-            "and final status ('-' when the agent answered itself).",
-            ["endpoint", "model", "provider", "status"],
+            "and final status ('-' when the agent answered itself), and tenant.",
+            ["endpoint", "model", "provider", "status", "tenant"],
             registry=r,
         )
         self.cache_results = Counter(
             "edge_agent_cache_results",
             "Cache decisions: hit, semantic-hit, miss or bypass.",
-            ["endpoint", "result"],
+            ["endpoint", "result", "tenant"],
             registry=r,
         )
         self.cache_stores = Counter(
@@ -156,20 +156,20 @@ class Metrics:
         self.tokens = Counter(
             "edge_agent_tokens",
             "Tokens the providers reported in their usage, by kind (input/output).",
-            ["model", "provider", "kind"],
+            ["model", "provider", "kind", "tenant"],
             registry=r,
         )
         self.cost = Counter(
             "edge_agent_cost_usd",
             "Spent at the configured prices (input/output per million tokens).",
-            ["model", "provider"],
+            ["model", "provider", "tenant"],
             registry=r,
         )
         self.cost_saved = Counter(
             "edge_agent_cost_saved_usd",
             "What cache hits saved: the cached answer's usage at the prices of the model's "
             "first target.",
-            ["model", "tier"],
+            ["model", "tier", "tenant"],
             registry=r,
         )
         self.usage_unpriced = Counter(

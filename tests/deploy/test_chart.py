@@ -225,6 +225,10 @@ def test_sidecar_mode_runs_the_config_its_objects_came_from(tmp_path: Path) -> N
     assert result.returncode != 0 and "injection template" in result.stderr
 
 
+def test_the_gateway_requires_callers_to_authenticate_by_default() -> None:
+    assert agent_config(render()).auth.required is True
+
+
 def test_sidecar_mode_without_generated_values_says_how_to_make_them() -> None:
     result = helm("template", "llm", str(CHART), "--set", "mode=sidecar")
     assert result.returncode != 0
@@ -250,7 +254,14 @@ def test_notes_render(values: Path, tmp_path: Path) -> None:
         assert "edge-agent injection-template" in notes
     else:
         assert "port-forward" in notes and "/v1/chat/completions" in notes
+        config = yaml.safe_load(values.read_text()).get("config", {})
+        if config.get("auth", {"required": True}).get("required", False):
+            # The default: callers need a key, and the notes say how to make the first.
+            assert "edge-agent keys create --tenant default" in notes
+            assert "edge-agent keys hash" in notes and "Bearer $KEY" in notes
+        else:
+            assert "WARNING: auth.required is false" in notes
     if values.stem == "gateway-full":
         # Every secret the config names goes into the Secret the notes show how to make.
-        for var in ("OPENAI_API_KEY", "REDIS_PASSWORD", "EDGE_AGENT_ADMIN_TOKEN"):
+        for var in ("OPENAI_API_KEY", "REDIS_PASSWORD", "EDGE_AGENT_ADMIN_TOKEN", "CI_JWT_SECRET"):
             assert f"--from-literal={var}=" in notes, var

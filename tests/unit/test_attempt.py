@@ -70,7 +70,7 @@ def test_same_schema_attempt_still_sets_content_length() -> None:
 
 def test_failed_attempts_feed_health_and_the_attempt_log() -> None:
     a = agent()
-    key = a.attempts.begin("/v1/chat/completions", "")
+    key = a.attempts.begin("/v1/chat/completions", "", "default")
     first = a.attempt()
     first.request_headers(
         {":path": "/v1/chat/completions", "x-edge-agent-attempt": key},

@@ -224,13 +224,13 @@ async def test_readyz_follows_the_grpc_server() -> None:
 async def test_admin_changes_need_a_token_or_loopback() -> None:
     from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-    from edge_agent.runtime.admin import build_admin_app, change_refusal
+    from edge_agent.runtime.admin import PurgeRequest, build_admin_app, change_refusal
     from edge_agent.telemetry.metrics import Metrics
 
     purged: list[tuple[str | None, str | None, bool]] = []
 
-    async def purge(model: str | None, key: str | None, everything: bool) -> dict[str, int]:
-        purged.append((model, key, everything))
+    async def purge(what: PurgeRequest) -> dict[str, int]:
+        purged.append((what.model, what.key, what.everything))
         return {"removed": 1}
 
     app = build_admin_app(Metrics().registry, lambda: True, purge=purge, admin_token="s3cret")

@@ -133,6 +133,12 @@ the Secret in providerKeys.existingSecret must hold (for NOTES.txt).
 {{- $vars = append $vars (get $block (index $section 1)) }}
 {{- end }}
 {{- end }}
+{{- $auth := get $agent "auth" }}
+{{- if kindIs "map" $auth }}
+{{- range $issuer := (get $auth "jwt" | default list) }}
+{{- if get $issuer "secret_env" }}{{ $vars = append $vars (get $issuer "secret_env") }}{{ end }}
+{{- end }}
+{{- end }}
 {{- $cache := get $agent "cache" }}
 {{- $redis := and (kindIs "map" $cache) (get $cache "redis") }}
 {{- if and (kindIs "map" $redis) (get $redis "password_env") }}
