@@ -38,6 +38,11 @@ def add_parser(sub: Any, add: Any) -> None:
         q.add_argument(
             "--admin-url", metavar="URL", help="the agent's admin URL (default: listen.admin)"
         )
+        # Also after the action (`keys create --config F`); SUPPRESS keeps a --config
+        # given before the action.
+        q.add_argument(
+            "--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help="YAML config"
+        )
 
 
 def cmd_keys(args: argparse.Namespace, config: Config | None) -> int:

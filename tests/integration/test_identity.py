@@ -370,3 +370,38 @@ def test_the_mesh_identity_is_read_only_when_enabled_and_never_forwarded(
         )
         assert forged_reply.status == 401
         assert all(XFCC not in r.headers for r in fake.requests)
+
+
+def test_the_keys_cli_makes_lists_and_revokes_through_the_admin_api(
+    secured: Gateway, unique: str
+) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, **ENV}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "keys", *args, "-c", str(secured.config_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+
+    made = cli("create", "--tenant", "team-b", "--name", "from-cli")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.split("key: ")[1].split()[0]
+    key_id = made.stdout.split("id: ")[1].split()[0]
+    assert chat(secured, unique, key).status == 200
+    listed = cli("list")
+    assert listed.returncode == 0 and key_id in listed.stdout and key not in listed.stdout
+    assert cli("revoke", key_id).returncode == 0
+    assert chat(secured, unique, key).status == 401
+    refused = cli("create", "--tenant", "nobody", "--name", "x")
+    assert refused.returncode == 1 and "tenant" in refused.stderr
+    # Without the admin token the agent refuses, and the CLI says so.
+    env.pop("EDGE_ADMIN_TOKEN")
+    denied = cli("list")
+    assert denied.returncode == 1 and "401" in denied.stderr
