@@ -101,6 +101,12 @@ class Agent:
             self._created,
         )
 
+    def visible_models(self, caller: Caller) -> list[str]:
+        """The client-facing models `caller` may know of (error messages name no others)."""
+        names = self.router.model_names
+        only = self.identity.tenants.models_of(caller.tenant) if self.identity else None
+        return names if only is None else [n for n in names if n in only]
+
     def models_body_for(self, caller: Caller) -> bytes:
         """`GET /v1/models` as `caller` sees it: its tenant's models only."""
         if self.identity is None:

@@ -105,7 +105,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "its models will answer 503",
             file=sys.stderr,
         )
-    for warning in _open_gateway_warnings(config):
+    for warning in _security_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     if not args.skip_envoy:
         from edge_agent.envoy.bootstrap import build_bootstrap
@@ -126,17 +126,37 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_gateway_warnings(config: Config) -> list[str]:
+def _security_warnings(config: Config) -> list[str]:
+    """What in the config lets callers past the agent's checks, or trusts too much."""
     import ipaddress
 
+    out = []
+    auth = config.auth
     host = config.listen.addr("envoy")[0]
-    if config.auth.required or ipaddress.ip_address(host).is_loopback:
-        return []
-    return [
-        f"listen.envoy is {config.listen.envoy} and auth.required is false: anyone who "
-        "reaches it spends the providers' keys as tenant 'default'; set auth.required: "
-        "true (docs/security.md)"
-    ]
+    if not auth.required and not ipaddress.ip_address(host).is_loopback:
+        out.append(
+            f"listen.envoy is {config.listen.envoy} and auth.required is false: anyone who "
+            "reaches it spends the providers' keys as tenant 'default'; set auth.required: "
+            "true (docs/security.md)"
+        )
+    for i, issuer in enumerate(auth.jwt):
+        if not issuer.audiences and issuer.secret_env is None:
+            out.append(
+                f"auth.jwt[{i}] ({issuer.issuer}) has no audiences: tokens its IdP issued "
+                "for any other application are accepted too"
+            )
+    claims = auth.forwarded_claims
+    if claims is not None and not claims.issuers:
+        out.append(
+            "auth.forwarded_claims has no issuers: a token from any issuer Istio trusts on "
+            "this workload may name a tenant"
+        )
+    if auth.mesh.enabled is True:
+        out.append(
+            "auth.mesh.enabled trusts x-forwarded-client-cert: every connection must come "
+            "through an Istio sidecar or gateway with STRICT mTLS (docs/security.md)"
+        )
+    return out
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

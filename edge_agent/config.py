@@ -617,6 +617,14 @@ class Config(_Strict):
                     )
                 )
         errors += check_tenants(self.auth, self.tenants, seen_models)
+        if self.envoy.failure_mode == "open" and (self.auth.active or self.tenants):
+            errors.append(
+                (
+                    "envoy.failure_mode",
+                    "'open' sends requests past the agent when it is down or slow, so past "
+                    "its authentication and tenant checks; use 'closed' with auth or tenants",
+                )
+            )
         fop = self.envoy.fail_open_provider
         if fop is not None and fop not in by_name:
             errors.append(("envoy.fail_open_provider", f"unknown provider {fop!r}"))

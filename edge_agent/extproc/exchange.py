@@ -41,7 +41,7 @@ from edge_agent.extproc.provider_call import (
     ProviderCall,
     tokens_of,
 )
-from edge_agent.identity.tenants import ANONYMOUS, Caller
+from edge_agent.identity.tenants import ANONYMOUS, UNIDENTIFIED, Caller
 from edge_agent.pipeline.base import Pending, Stage, advance
 from edge_agent.pipeline.effects import Effect
 from edge_agent.providers.headers import PROVIDER_ONLY_HEADERS
@@ -108,7 +108,8 @@ class Exchange:
         self.req_headers: Mapping[str, str] = {}
         self.raw = b""  # the client's body, for providers that sign what they are sent
         self.request: ParsedRequest | None = None
-        self.caller: Caller = ANONYMOUS  # who is calling (stage identify)
+        # Who is calling (stage identify); without identity checks, everyone is anonymous.
+        self.caller: Caller = ANONYMOUS if agent.identity is None else UNIDENTIFIED
         self.model = "-"  # client-facing model name once known and configured (metric label)
         self.overrides: tuple[str | None, frozenset[str]] = (None, frozenset())
         self.status: str | None = None

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from edge_agent.identity.jwt import (
+    FETCH_TIMEOUT_S,
     MAX_JWKS_BYTES,
     JwksError,
     JwtIssuer,
@@ -31,7 +32,6 @@ from edge_agent.identity.jwt import (
 
 log = logging.getLogger("edge_agent.identity.jwks")
 
-FETCH_TIMEOUT_S = 5.0
 _MAX_REDIRECTS = 3
 _CHUNK = 64 * 1024
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)

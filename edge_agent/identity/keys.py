@@ -8,6 +8,7 @@ config (`tenants[].keys`) and keys made at run time (`POST /admin/keys`, kept by
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -69,6 +70,13 @@ class KeyRecord:
         except (orjson.JSONDecodeError, TypeError):
             return None
         if not all(isinstance(getattr(record, f), str) for f in ("id", "name", "tenant", "sha256")):
+            return None
+        numbers = (record.created_at, record.expires_at)
+        if record.source not in ("config", "runtime") or not all(
+            n is None
+            or (isinstance(n, int | float) and not isinstance(n, bool) and math.isfinite(n))
+            for n in numbers
+        ):
             return None
         return record
 

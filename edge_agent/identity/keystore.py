@@ -1,10 +1,14 @@
 """Where keys made at run time live: this process only, or Redis for every replica.
 
-With Redis (`cache.redis`), records are kept in one hash (`<prefix>:keys`, id → record
-JSON, never the key itself) beside a version counter bumped on every change. Each
-process polls the counter every `_POLL_S` and reloads the hash when it moved, so a
-revocation reaches every replica and worker in well under a second, and a Redis that
-was down catches up by itself. Last use is written back at most every `_USED_FLUSH_S`.
+With Redis (`cache.redis`), records are kept in one hash (`{<prefix>:keys}`, id → record
+JSON, never the key itself) beside a version token that every change replaces, in the
+same MULTI/EXEC (a random token, not a counter: a counter lost to eviction or a Redis
+restart could come back to a value a process already holds). Each process polls the
+token every `_POLL_S` and reloads the hash when it changed, and reloads it anyway every
+`_RESYNC_S`, so a revocation reaches every replica and worker in well under a second and
+a Redis that was down catches up by itself. Last use is written back at most every
+`_USED_FLUSH_S`. The keys need a Redis that does not evict them (noeviction, or a
+database of their own): docs/security.md.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +32,7 @@ from edge_agent.identity.keys import KeyRecord, KeyRing, mint
 log = logging.getLogger("edge_agent.identity.keystore")
 
 _POLL_S = 0.25
+_RESYNC_S = 30.0
 _USED_FLUSH_S = 5.0
 _TIMEOUT_S = 2.0
 
@@ -64,24 +71,25 @@ class KeyStore:
     def shared(self) -> bool:
         return self._client is not None
 
+    # One hash tag: the three keys share a Cluster slot, so one MULTI/EXEC covers them.
     @property
     def _hash(self) -> str:
-        return f"{self._prefix}:keys"
+        return f"{{{self._prefix}:keys}}"
 
     @property
     def _version_key(self) -> str:
-        return f"{self._prefix}:keys:version"
+        return f"{{{self._prefix}:keys}}:version"
 
     @property
     def _used_hash(self) -> str:
-        return f"{self._prefix}:keys:used"
+        return f"{{{self._prefix}:keys}}:used"
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         if self._client is None:
             return
         try:
-            await asyncio.wait_for(self._sync(), _TIMEOUT_S)
+            await asyncio.wait_for(self._sync(force=True), _TIMEOUT_S)
         except (RedisError, OSError, TimeoutError) as exc:
             # Redis down at start must not stop the agent: config keys work, runtime
             # keys arrive when the poll reaches Redis.
@@ -124,9 +132,11 @@ class KeyStore:
             return self.ring.remove(key_id)
         try:
             raw = await asyncio.wait_for(self._client.hget(self._hash, key_id), _TIMEOUT_S)
+            # Written even when the record is gone: a new token makes every process
+            # reload, whatever an earlier, failed change left behind.
+            await asyncio.wait_for(self._write(key_id, None), _TIMEOUT_S)
             if raw is None:
                 return None
-            await asyncio.wait_for(self._write(key_id, None), _TIMEOUT_S)
         except (RedisError, OSError, TimeoutError) as exc:
             raise KeyStoreError(
                 f"Redis did not revoke the key ({exc.__class__.__name__}); retry"
@@ -157,13 +167,13 @@ class KeyStore:
 
     async def _write(self, key_id: str, record: bytes | None) -> None:
         assert self._client is not None
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             if record is None:
                 pipe.hdel(self._hash, key_id)
                 pipe.hdel(self._used_hash, key_id)
             else:
                 pipe.hset(self._hash, key_id, record)
-            pipe.incr(self._version_key)
+            pipe.set(self._version_key, uuid.uuid4().hex)
             await pipe.execute()
 
     # ---- following the other processes ----------------------------------------------
@@ -179,10 +189,14 @@ class KeyStore:
 
     async def _poll_loop(self) -> None:
         failing = False
+        resync_at = time.monotonic() + _RESYNC_S
         while True:
             await asyncio.sleep(_POLL_S)
+            force = time.monotonic() >= resync_at
             try:
-                await asyncio.wait_for(self._sync(), _TIMEOUT_S)
+                await asyncio.wait_for(self._sync(force=force), _TIMEOUT_S)
+                if force:
+                    resync_at = time.monotonic() + _RESYNC_S
                 failing = False
             except (RedisError, OSError, TimeoutError) as exc:
                 if not failing:  # once per outage, not every poll

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # Tenant names appear in metrics labels, Redis keys and cache namespaces: keep them plain.
 TENANT_NAME = r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$"
 DEFAULT_TENANT = "default"  # callers without credentials when auth.required is false
+# Metric labels of their own: no tenant may take these names.
+RESERVED_TENANTS = frozenset({"other"})
 _ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The pod's namespace and service account, set by the injection template from the
 # downward API: in sidecar mode, the workload beside the agent is the caller.
@@ -92,6 +94,10 @@ class ForwardedClaims(_Strict):
     header: Annotated[str, Field(pattern=_HEADER_NAME)] = "x-jwt-payload"
     tenant_claim: Annotated[str, Field(pattern=_CLAIM_PATH)] = "tenant"
     subject_claim: Annotated[str, Field(pattern=_CLAIM_PATH)] = "sub"
+    # Which of the tokens Istio accepted may name a tenant here (empty: any): another
+    # RequestAuthentication on the same workload may trust other issuers or audiences.
+    issuers: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    audiences: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
 class MeshAuth(_Strict):
@@ -141,6 +147,12 @@ def check_tenants(
     for i, t in enumerate(tenants):
         if t.name in names:
             problems.append((f"tenants[{i}].name", f"duplicate tenant {t.name!r}"))
+        if t.name in RESERVED_TENANTS:
+            problems.append((f"tenants[{i}].name", f"{t.name!r} is reserved (a metrics label)"))
+        if t.keys and not auth.api_keys:
+            problems.append(
+                (f"tenants[{i}].keys", "auth.api_keys is false: these keys would never work")
+            )
         names.add(t.name)
         for j, m in enumerate(t.models or ()):
             if m not in models:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.api.errors import ApiError
-from edge_agent.identity.jwt import NeedKeys, Refused
+from edge_agent.identity.jwt import FETCH_TIMEOUT_S, NeedKeys, Refused
 from edge_agent.identity.keys import KEY_PREFIX, MAX_KEY_CHARS, hash_key
 from edge_agent.identity.tenants import ANONYMOUS, Caller
 from edge_agent.identity.xfcc import peer_spiffe_id
@@ -55,9 +55,11 @@ def model_forbidden(model: str, tenant: str) -> ApiError:
 
 @dataclass(frozen=True, slots=True)
 class RefreshSigningKeys(Effect):
-    """Fetch `issuer`'s JWKS again (a token named a key this process does not have)."""
+    """Fetch `issuer`'s JWKS again (a token named a key this process does not have).
+    The fetch may outlast Envoy's message timeout: `wait_s` makes Envoy wait for it."""
 
     issuer: str
+    wait_s: float = FETCH_TIMEOUT_S
 
     async def perform(self, agent: Agent) -> Any:
         assert agent.identity is not None
@@ -89,9 +91,16 @@ def identify(ex: Exchange) -> Generator[Effect, Any, None]:
     assert identity is not None
     headers = ex.req_headers
     credential = _presented(headers, identity.auth.required)
-    if credential is not None:
-        if len(credential) > MAX_KEY_CHARS and not _looks_like_jwt(credential):
+    ours = identity.auth.required or (credential or "").startswith(KEY_PREFIX)
+    if (
+        credential is not None
+        and len(credential) > MAX_KEY_CHARS
+        and not _looks_like_jwt(credential)
+    ):
+        if ours:
             raise unauthenticated("the credential is too long to be a key of this gateway")
+        credential = None  # not ours: as if none was sent (auth.required is false)
+    if credential is not None:
         if _looks_like_jwt(credential) and identity.verifier is not None:
             ex.caller = yield from _from_jwt(identity, credential)
             return
@@ -99,7 +108,7 @@ def identify(ex: Exchange) -> Generator[Effect, Any, None]:
         if caller is not None:
             ex.caller = caller
             return
-        if identity.auth.required or credential.startswith(KEY_PREFIX):
+        if ours:
             raise unauthenticated("the API key is not valid (unknown, revoked or expired)")
         # Not ours (an SDK's placeholder or a provider's key): the caller is anonymous.
     caller = _from_forwarded_claims(identity, headers) or _from_mesh(identity, headers)
@@ -163,7 +172,9 @@ def _from_forwarded_claims(identity: Identity, headers: Any) -> Caller | None:
 
 def _from_mesh(identity: Identity, headers: Any) -> Caller | None:
     mesh = identity.auth.mesh
-    value = headers.get(XFCC_HEADER) if mesh.enabled is True else None
+    # XFCC only where a sidecar in front verified the peer: never in sidecar mode, where
+    # the agent's own pod is the caller and outbound traffic has no verified peer.
+    value = headers.get(XFCC_HEADER) if mesh.enabled is True and identity.workload is None else None
     # The peer the sidecar in front verified; in sidecar mode (no inbound mTLS) the
     # caller is the workload beside the agent.
     spiffe = peer_spiffe_id(value) if value is not None else identity.workload

@@ -82,6 +82,12 @@ class Identity:
         claims = claims_from_forwarded_payload(value)
         if claims is None:
             return Refused("malformed", "the forwarded token claims are not readable")
+        if cfg.issuers and claims.get("iss") not in cfg.issuers:
+            return Refused.because("untrusted_issuer")
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if cfg.audiences and not any(a in cfg.audiences for a in audiences):
+            return Refused.because("audience")
         return identity_from_claims(
             claims, tenant_claim=cfg.tenant_claim, subject_claim=cfg.subject_claim
         )

@@ -28,11 +28,14 @@ class Caller:
 
 
 ANONYMOUS = Caller(DEFAULT_TENANT, "anonymous")
+# Before the identity stage has run (and for requests it refused): no tenant yet.
+UNIDENTIFIED = Caller("-", "anonymous")
 
 
 class Tenants:
-    """The configured tenants, by name. A tenant that is not configured (the default
-    one, or one a trusted JWT names) gets the defaults: every model, an isolated cache."""
+    """The configured tenants, by name. The default tenant, when not configured, gets the
+    defaults: every model, an isolated cache. Callers naming any other tenant are
+    refused by the identity stage."""
 
     def __init__(self, tenants: Iterable[Tenant]) -> None:
         self._by_name = {t.name: t for t in tenants}
@@ -66,7 +69,8 @@ class Tenants:
 
     def label(self, tenant: str) -> str:
         """The metrics label: configured tenants and the default; all others as one."""
-        return tenant if tenant in self._by_name or tenant == DEFAULT_TENANT else OTHER_TENANT
+        known = tenant in self._by_name or tenant in (DEFAULT_TENANT, UNIDENTIFIED.tenant)
+        return tenant if known else OTHER_TENANT
 
     def config_keys(self) -> list[KeyRecord]:
         return [

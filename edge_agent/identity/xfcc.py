@@ -12,8 +12,9 @@ from __future__ import annotations
 MAX_XFCC_CHARS = 16 * 1024
 
 
-def _split(text: str, sep: str) -> list[str]:
-    """Split on `sep` outside double quotes (backslash escapes inside them)."""
+def _split(text: str, sep: str) -> list[str] | None:
+    """Split on `sep` outside double quotes (backslash escapes inside them); None when a
+    quote or an escape is left open (an element could then hide the ones after it)."""
     out, buf, quoted, escaped = [], [], False, False
     for ch in text:
         if escaped:
@@ -28,18 +29,24 @@ def _split(text: str, sep: str) -> list[str]:
             buf = []
         else:
             buf.append(ch)
+    if quoted or escaped:
+        return None
     out.append("".join(buf))
     return out
 
 
 def elements(header: str) -> list[list[tuple[str, str]]]:
-    """The header's elements, each as its (key, value) pairs in order."""
+    """The header's elements, each as its (key, value) pairs in order; none when the
+    header is too long or malformed."""
     if len(header) > MAX_XFCC_CHARS:
         return []
+    parts = _split(header, ",")
+    if parts is None:
+        return []
     out = []
-    for element in _split(header, ","):
+    for element in parts:
         pairs = []
-        for pair in _split(element, ";"):
+        for pair in _split(element, ";") or ():
             key, sep, value = pair.partition("=")
             if sep:
                 pairs.append((key.strip().lower(), value.strip()))

@@ -20,7 +20,7 @@ def parse(ex: Exchange) -> Decision | None:
     agent = ex.agent
     req = ex.request = ex.schema.parse(ex.endpoint, ex.raw)
     if not agent.router.knows(req.model):
-        raise errors.model_not_found(req.model, agent.router.model_names)
+        raise errors.model_not_found(req.model, agent.visible_models(ex.caller))
     ex.model = req.model
     ex.overrides = client_overrides(ex)
     return None

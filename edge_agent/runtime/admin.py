@@ -27,10 +27,22 @@ class PurgeRequest:
 Purge = Callable[[PurgeRequest], Awaitable[dict[str, Any]]]
 
 
-def change_refusal(request: web.Request, token: str | None) -> web.Response | None:
+@dataclass(frozen=True, slots=True)
+class AdminAccess:
+    """Who may change state: holders of `token` or, without one, loopback clients unless
+    `loopback` is False (sidecar mode: the app shares the pod's loopback)."""
+
+    token: str | None = None
+    loopback: bool = True
+
+
+def change_refusal(request: web.Request, access: AdminAccess | str | None) -> web.Response | None:
     """Why `request` may not change state, or None. With a token: a matching bearer token;
     without: loopback only (in Kubernetes the admin port also serves probes and scrapes
     from other pods, which must not purge caches)."""
+    if not isinstance(access, AdminAccess):
+        access = AdminAccess(access)
+    token = access.token
     if token is not None:
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
@@ -52,8 +64,16 @@ def change_refusal(request: web.Request, token: str | None) -> web.Response | No
         peer = peer.ipv4_mapped
     # Exactly 127.0.0.1 or ::1, not all of 127/8: an Istio sidecar hands inbound traffic
     # from other pods to the app from 127.0.0.6.
-    if peer in _LOOPBACK:
+    if peer in _LOOPBACK and access.loopback:
         return None
+    if not access.loopback:
+        return web.json_response(
+            {
+                "error": "admin changes need admin.token_env here: in sidecar mode the app "
+                "shares this pod's loopback"
+            },
+            status=403,
+        )
     return web.json_response(
         {
             "error": "this admin endpoint answers loopback clients only; set admin.token_env to "
@@ -71,7 +91,7 @@ def build_admin_app(
     before_scrape: Callable[[], None] | None = None,
     readiness: Callable[[], dict[str, Any]] | None = None,
     purge: Purge | None = None,
-    admin_token: str | None = None,
+    admin_token: AdminAccess | str | None = None,
     envoy_ready_url: str | None = None,
 ) -> web.Application:
     """`registry` is what /metrics exposes (with workers: the merge of every worker's

@@ -6,6 +6,7 @@ listing names tenants and keys, and a POST answers a working key.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -15,9 +16,10 @@ from aiohttp import web
 from edge_agent.identity.keystore import KeyStore, KeyStoreError
 from edge_agent.identity.settings import DEFAULT_TENANT
 from edge_agent.identity.tenants import Tenants
-from edge_agent.runtime.admin import change_refusal
+from edge_agent.runtime.admin import AdminAccess, change_refusal
 
 _NAME = re.compile(r"^[\w.@:-]{1,64}$")
+_MAX_LIFETIME_S = 10 * 365 * 86400
 
 
 def _bad(message: str, status: int = 400) -> web.Response:
@@ -39,14 +41,19 @@ def _expiry(value: Any, now: float) -> float | None:
             raise ValueError("expires_at: give a time zone (e.g. 2027-01-31T00:00:00Z)")
         at = parsed.timestamp()
     else:
-        at = float(value)
+        try:
+            at = float(value)
+        except OverflowError:
+            at = math.inf
+    if not math.isfinite(at) or at > now + _MAX_LIFETIME_S:
+        raise ValueError("expires_at: expected a time within ten years")
     if at <= now:
         raise ValueError("expires_at: that time has passed")
     return at
 
 
 def add_key_routes(
-    app: web.Application, store: KeyStore, tenants: Tenants, admin_token: str | None
+    app: web.Application, store: KeyStore, tenants: Tenants, admin_token: AdminAccess
 ) -> None:
     async def create(request: web.Request) -> web.Response:
         refusal = change_refusal(request, admin_token)

@@ -17,7 +17,7 @@ from edge_agent.cache.shared import SharedCache
 from edge_agent.config import ENVOY_READY_ENV, Config, credential_problems
 from edge_agent.extproc.servicer import ExternalProcessor
 from edge_agent.identity.keystore import KeyStore
-from edge_agent.runtime.admin import PurgeRequest, build_admin_app
+from edge_agent.runtime.admin import AdminAccess, PurgeRequest, build_admin_app
 from edge_agent.runtime.admin_keys import add_key_routes
 from edge_agent.runtime.wiring import build_agent
 from edge_agent.runtime.workers import WorkerContext
@@ -137,6 +137,12 @@ class AgentService:
             log.warning(
                 "provider %r is disabled: %s; requests for its models get 503", provider, problem
             )
+        # Keys and signing keys before the first request: a restarted worker must not
+        # refuse valid callers while they load.
+        if self.keys is not None:
+            await self.keys.start()
+        if self.agent.identity is not None:
+            await self.agent.identity.start()
         envoy = self.config.envoy
         # Bodies travel inside gRPC messages: allow the configured maximum plus framing.
         max_msg = max(envoy.max_request_bytes, envoy.max_response_bytes) + (1 << 20)
@@ -164,7 +170,10 @@ class AgentService:
 
         host, port = self.config.listen.addr("admin")
         metrics = self.agent.metrics
-        admin_token = self._admin_token()
+        identity = self.agent.identity
+        # In sidecar mode the app shares the pod's loopback: only a token may change state.
+        sidecar = identity is not None and identity.workload is not None
+        admin_token = AdminAccess(self._admin_token(), loopback=not sidecar)
         app = build_admin_app(
             metrics.exposition_registry(),
             self.is_ready,
@@ -176,11 +185,8 @@ class AgentService:
             # Set by the standalone gateway for its agent processes.
             envoy_ready_url=os.environ.get(ENVOY_READY_ENV) or None,
         )
-        identity = self.agent.identity
         if identity is not None and self.keys is not None:
             add_key_routes(app, self.keys, identity.tenants, admin_token)
-            await self.keys.start()
-            await identity.start()
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=self.worker is not None or None)

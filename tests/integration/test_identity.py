@@ -176,6 +176,11 @@ def test_runtime_keys_are_made_listed_and_revoked(secured: Gateway, unique: str)
     assert bad.status == 400 and "tenant" in bad.json()["error"]
     past = admin(secured, "POST", "/admin/keys", {"tenant": "team-b", "name": "x", "expires_at": 1})
     assert past.status == 400 and "passed" in past.json()["error"]
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
+    for raw in (b"NaN", b"Infinity", b"1e400", b"99999999999999"):
+        body = b'{"tenant": "team-b", "name": "x", "expires_at": ' + raw + b"}"
+        odd = http("POST", f"{secured.admin_url}/admin/keys", body, headers)
+        assert odd.status == 400 and "ten years" in odd.json()["error"], (raw, odd.body)
 
 
 def test_an_expired_runtime_key_is_refused(secured: Gateway, unique: str) -> None:

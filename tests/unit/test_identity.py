@@ -121,8 +121,19 @@ def test_expired_and_unknown_tenant_keys_are_refused() -> None:
 
 
 def test_api_keys_off_refuses_keys() -> None:
-    a = agent(auth={"required": True, "api_keys": False})
-    assert status_of(headers_phase(a, authorization=f"Bearer {KEY_A}")[1]) == 401
+    with pytest.raises(ConfigError, match=r"auth\.api_keys is false"):
+        agent(auth={"required": True, "api_keys": False})  # tenants[0] has a key
+    data = {k: v for k, v in config().items() if k != "tenants"}
+    a = Agent(
+        parse_config(
+            {**data, "auth": {"required": True, "api_keys": False, "mesh": {"enabled": True}}}
+        ),
+        environ={"KEY_P": "sk-p"},
+    )
+    assert a.identity is not None
+    secret, record = mint("default", "runtime", now=0.0)
+    a.identity.ring.add(record)  # a key made at run time is refused too
+    assert status_of(headers_phase(a, authorization=f"Bearer {secret}")[1]) == 401
 
 
 def test_mesh_identity_comes_from_the_last_xfcc_element_only() -> None:
@@ -330,3 +341,91 @@ FUZZ_AGENTS = [
     agent(auth={"required": True, "forwarded_claims": {}, "mesh": {"enabled": True}}),
     agent(auth={"required": False, "forwarded_claims": {}}),
 ]
+
+
+# ---- found in review -------------------------------------------------------------------
+def test_an_open_quote_cannot_swallow_the_sidecars_xfcc_element() -> None:
+    a = agent(auth={"required": True, "mesh": {"enabled": True, "tenants": {SPIFFE_A: "team-a"}}})
+    attack = f'URI={SPIFFE_A};X=",By=spiffe://cluster.local/ns/llm/sa/gw;Subject="";URI=spiffe://cluster.local/ns/evil/sa/x'
+    assert xfcc.peer_spiffe_id(attack) is None
+    assert status_of(headers_phase(a, **{"x-forwarded-client-cert": attack})[1]) == 401
+    escaped = f'URI={SPIFFE_A};X="a\\'
+    assert xfcc.peer_spiffe_id(escaped) is None
+
+
+def test_forwarded_claims_can_be_pinned_to_issuers_and_audiences() -> None:
+    pinned = {"issuers": ["https://idp/"], "audiences": ["llm"]}
+    a = agent(auth={"required": True, "forwarded_claims": pinned})
+
+    def payload(**claims: Any) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(claims)).decode().rstrip("=")
+
+    good = payload(iss="https://idp/", aud=["llm", "x"], sub="u", tenant="team-b")
+    ex, decision = headers_phase(a, **{"x-jwt-payload": good})
+    assert isinstance(decision, Continue) and ex.caller.tenant == "team-b"
+    other_issuer = payload(iss="https://other/", aud="llm", sub="u", tenant="team-b")
+    _, refused = headers_phase(a, **{"x-jwt-payload": other_issuer})
+    assert status_of(refused) == 401 and b"issuer" in refused.body
+    other_audience = payload(iss="https://idp/", aud="else", sub="u", tenant="team-b")
+    _, refused = headers_phase(a, **{"x-jwt-payload": other_audience})
+    assert status_of(refused) == 401 and b"audience" in refused.body
+
+
+def test_stored_key_records_with_bad_fields_are_dropped() -> None:
+    base = {"id": "k", "name": "n", "tenant": "t", "sha256": "s"}
+    for bad in ({"expires_at": "x"}, {"expires_at": True}, {"source": "elsewhere"}):
+        assert KeyRecord.from_json(orjson.dumps({**base, **bad})) is None
+    assert KeyRecord.from_json(orjson.dumps({**base, "expires_at": 5})) is not None
+
+
+def test_fail_open_is_refused_with_auth() -> None:
+    with pytest.raises(ConfigError, match=r"envoy\.failure_mode"):
+        agent(auth={"required": True}, envoy={"failure_mode": "open"})
+
+
+def test_other_is_not_a_tenant_name() -> None:
+    data = {k: v for k, v in config().items() if k != "tenants"}
+    with pytest.raises(ConfigError, match="reserved"):
+        parse_config({**data, "tenants": [{"name": "other"}]})
+
+
+def test_an_unknown_model_error_names_only_the_tenants_models() -> None:
+    a = agent(auth={"required": True})
+    ex, _ = headers_phase(a, authorization=f"Bearer {KEY_A}")
+    decision = ex.request_body(
+        orjson.dumps({"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+    )
+    assert status_of(decision) == 404
+    message = orjson.loads(decision.body)["error"]["message"]
+    assert message.endswith("Available models: m.")
+
+
+def test_refused_callers_count_as_no_tenant() -> None:
+    a = agent(auth={"required": True})
+    headers_phase(a)
+    value = a.metrics.registry.get_sample_value(
+        "edge_agent_requests_total",
+        {
+            "endpoint": "chat.completions",
+            "model": "-",
+            "provider": "-",
+            "status": "401",
+            "tenant": "-",
+        },
+    )
+    assert value == 1
+
+
+def test_in_sidecar_mode_the_admin_port_needs_a_token_even_from_loopback() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from edge_agent.runtime.admin import AdminAccess, change_refusal
+
+    class Peer:
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.1", 40000) if name == "peername" else default
+
+    request = make_mocked_request("POST", "/admin/keys", transport=Peer())
+    assert change_refusal(request, AdminAccess(None, loopback=True)) is None
+    refused = change_refusal(request, AdminAccess(None, loopback=False))
+    assert refused is not None and refused.status == 403
