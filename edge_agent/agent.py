@@ -17,6 +17,7 @@ from edge_agent.extproc.attempt_log import AttemptLog
 from edge_agent.extproc.exchange import Exchange
 from edge_agent.identity.state import Identity
 from edge_agent.identity.tenants import Caller
+from edge_agent.limits.limiter import Limiter
 from edge_agent.pipeline.extensions import load_response_stages, load_slots
 from edge_agent.pipeline.order import header_stages, request_stages
 from edge_agent.routing.router import Router
@@ -69,7 +70,14 @@ class Agent:
         # The request pipeline, with the config's own stages in its slots.
         slots = load_slots(config.pipeline)
         self.header_stages = header_stages(slots, auth=auth)
-        self.request_stages = request_stages(slots, auth=auth)
+        # Limits need callers: with identity on, any tenant or key may have some (keys
+        # made at run time included). The shared ledger (Redis) comes from the runtime.
+        self.limiter: Limiter | None = (
+            Limiter(config, self.identity.tenants, self.metrics, workers=config.workers)
+            if self.identity is not None
+            else None
+        )
+        self.request_stages = request_stages(slots, auth=auth, limits=auth)
         self.response_stages = load_response_stages(config.pipeline)
         # /v1/models never changes while the process runs: build the answer once.
         self._created = int(time.time())

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from edge_agent.identity.settings import AuthConfig, Tenant, check_tenants
+from edge_agent.limits.settings import LimitsConfig
 from edge_agent.providers import registry
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
 from edge_agent.providers.kind import EnvVarName, read_secret
@@ -550,6 +551,8 @@ class Config(_Strict):
     # Who is calling, and what each tenant may do (docs/security.md).
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tenants: list[Tenant] = Field(default_factory=list)
+    # How limits estimate a request's tokens (the limits are per tenant and key).
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     # Agent processes sharing the gRPC port (SO_REUSEPORT); `--workers` overrides.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)

@@ -115,8 +115,10 @@ def prefix(redis_url: str) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:12]}"
     yield name
     with redis.Redis.from_url(redis_url) as r:
-        for key in r.scan_iter(match=f"{name}:*", count=1000):
-            r.delete(key)
+        # Hash-tagged keys ({<prefix>:keys}, {<prefix>:rl}:...) start with the brace.
+        for pattern in (f"{name}:*", f"{{{name}:*"):
+            for key in r.scan_iter(match=pattern, count=1000):
+                r.delete(key)
 
 
 @pytest.fixture

@@ -170,4 +170,4 @@ class AnswerKeeper:
         if call is None:
             assert ex.request is not None
             call = ProviderCall(ex.agent, ex.target, ex.request, ex.model, ex.tenant_label)
-        call.count_usage(usage)
+        ex.used = call.count_usage(usage)

@@ -42,6 +42,8 @@ from edge_agent.extproc.provider_call import (
     tokens_of,
 )
 from edge_agent.identity.tenants import ANONYMOUS, UNIDENTIFIED, Caller
+from edge_agent.limits.stage import record_spend
+from edge_agent.limits.stage import settle as settle_limits
 from edge_agent.pipeline.base import Pending, Stage, advance
 from edge_agent.pipeline.effects import Effect
 from edge_agent.providers.headers import PROVIDER_ONLY_HEADERS
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from edge_agent.cache.coalesce import Flight
     from edge_agent.cache.keys import CachePolicy
     from edge_agent.cache.semantic import LookupResult, SemanticHit
+    from edge_agent.limits.stage import Admission
     from edge_agent.routing.router import Target
 
 log = logging.getLogger("edge_agent.extproc.exchange")
@@ -82,14 +85,17 @@ class Exchange:
         "flight",
         "key",
         "lease",
+        "limit",
         "model",
         "overrides",
         "path",
         "policy",
         "query",
+        "ratelimit_headers",
         "raw",
         "req_headers",
         "request",
+        "saved_usd",
         "schema",
         "scope",
         "semantic",
@@ -97,6 +103,7 @@ class Exchange:
         "shadow_hit",
         "status",
         "target",
+        "used",
     )
 
     def __init__(self, agent: Agent) -> None:
@@ -133,6 +140,12 @@ class Exchange:
         # The answer: read, metered and stored by its keeper.
         self.answer = AnswerKeeper(self)
         self.body_mode: BodyMode | None = None  # how Envoy sends the answer's body
+        # Limits (edge_agent.limits.stage): the admission, its headers for the answer,
+        # and the provider's usage (input, output tokens, USD) for the settlement.
+        self.limit: Admission | None = None
+        self.ratelimit_headers: list[tuple[str, str]] = []
+        self.used: tuple[int, int, float] | None = None
+        self.saved_usd = 0.0  # what a cache hit saved, at the model's first target
         self._closed = False
 
     # ---- request headers -------------------------------------------------------------
@@ -268,8 +281,9 @@ class Exchange:
         usage = tokens_of(self.schema.usage_of(stored))
         if price is None or usage is None:
             return
+        self.saved_usd = price.cost_usd(*usage)
         self.agent.metrics.cost_saved.labels(self.model, tier, self.tenant_label).inc(
-            price.cost_usd(*usage)
+            self.saved_usd
         )
 
     def _replay(self, req: ParsedRequest, stored: bytes, result: str) -> Respond | None:
@@ -296,7 +310,7 @@ class Exchange:
             self.call.answered(status, headers, agent.clock() - self.sent_at)
         self.sent_at = 0.0
         decision = Continue(
-            set_headers=[(CACHE_HEADER, self.cache_result)],
+            set_headers=[(CACHE_HEADER, self.cache_result), *self.ratelimit_headers],
             remove_headers=[*PROVIDER_ONLY_HEADERS, ATTEMPT_COUNT_HEADER],
         )
         if self.key is not None:
@@ -346,6 +360,8 @@ class Exchange:
         self.done = decision.response_body_mode is None
         if not answer.capturing:
             self.land(None)  # nothing will be stored: followers go on their own
+        if self.done and self.limit is not None:
+            settle_limits(self)  # before the client has the answer: its next one sees it
         return decision
 
     def _adopt_answering_target(self, headers: Mapping[str, str]) -> str | None:
@@ -401,6 +417,8 @@ class Exchange:
             if changed is not None:
                 chunk, replaced = changed, True
         self.answer.feed(chunk, end_of_stream)
+        if end_of_stream and self.limit is not None:
+            settle_limits(self)  # the usage is known now, before the client has it all
         if not replaced:
             return CONTINUE
         call = self.call
@@ -419,6 +437,10 @@ class Exchange:
             self.call.abandon()
         if self.status is None:
             self._finish("aborted")
+        if self.limit is not None:
+            settle_limits(self)
+        if self.agent.limiter is not None:
+            record_spend(self)
         if self.target is not None and self.sent_at:
             self.target.health.on_cancel()  # sent, never answered: frees a half-open probe
 
@@ -451,6 +473,8 @@ class Exchange:
         self._finish(str(status))
         self.done = True
         headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
+        if self.ratelimit_headers and not any(k == "retry-after" for k, _ in extra):
+            headers += self.ratelimit_headers
         if self.key is not None and cache != "bypass":
             headers.append((CACHE_KEY_HEADER, self.key))  # for purges
         if stream:

@@ -56,6 +56,7 @@ class ProviderCall:
         "tenant",
         "translate_body",
         "translating",
+        "used",
     )
 
     def __init__(
@@ -73,6 +74,7 @@ class ProviderCall:
         self.schema = schema_for(request.endpoint)  # the client's
         self.label = label  # the client-facing model (metric label)
         self.tenant = tenant  # the caller's tenant (metric label, bounded)
+        self.used: tuple[int, int, float] | None = None  # what the answer's usage said
         # The provider speaks another schema than the client: every answer is translated,
         # through the OpenAI chat format (the pivot) when neither side speaks it.
         self.translating = False
@@ -257,22 +259,26 @@ class ProviderCall:
         self.count_usage(chat.get("usage"))
         return orjson.dumps(self.schema.from_chat(chat, model))
 
-    def count_usage(self, usage: object) -> None:
-        """Tokens and cost of one provider answer, from its OpenAI-shaped usage."""
+    def count_usage(self, usage: object) -> tuple[int, int, float] | None:
+        """Tokens and cost of one provider answer, from its OpenAI-shaped usage; kept in
+        `used` (input tokens, output tokens, USD) for the limits' settlement."""
         m = self.agent.metrics
         target = self.target
         provider = target.provider.name
         tokens = tokens_of(usage)
         if tokens is None:
             m.usage_missing.labels(self.label, provider).inc()
-            return
+            return None
         m.tokens.labels(self.label, provider, "input", self.tenant).inc(tokens[0])
         m.tokens.labels(self.label, provider, "output", self.tenant).inc(tokens[1])
         price = target.provider.model(target.model)
+        cost = price.cost_usd(*tokens) if price is not None else 0.0
+        self.used = (tokens[0], tokens[1], cost)
         if price is None or not price.priced:
             m.usage_unpriced.labels(self.label, provider).inc()
-            return
-        m.cost.labels(self.label, provider, self.tenant).inc(price.cost_usd(*tokens))
+        else:
+            m.cost.labels(self.label, provider, self.tenant).inc(cost)
+        return self.used
 
 
 # Answers that say the target itself is broken (a revoked key, a wrong model or

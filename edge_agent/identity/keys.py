@@ -47,6 +47,10 @@ class KeyRecord:
     source: Source = "runtime"
     created_at: float = 0.0
     expires_at: float | None = None  # unix seconds; None: never
+    # Its own limits and budget (the config's Limits / Budget fields), on top of the
+    # tenant's; None: only the tenant's.
+    limits: dict[str, int] | None = None
+    budget: dict[str, float] | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -72,6 +76,15 @@ class KeyRecord:
         if not all(isinstance(getattr(record, f), str) for f in ("id", "name", "tenant", "sha256")):
             return None
         numbers = (record.created_at, record.expires_at)
+        for extra in (record.limits, record.budget):
+            if extra is not None and not (
+                isinstance(extra, dict)
+                and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                    for v in extra.values()
+                )
+            ):
+                return None
         if record.source not in ("config", "runtime") or not all(
             n is None
             or (isinstance(n, int | float) and not isinstance(n, bool) and math.isfinite(n))
@@ -82,11 +95,18 @@ class KeyRecord:
 
 
 def mint(
-    tenant: str, name: str, now: float, expires_at: float | None = None
+    tenant: str,
+    name: str,
+    now: float,
+    expires_at: float | None = None,
+    limits: dict[str, int] | None = None,
+    budget: dict[str, float] | None = None,
 ) -> tuple[str, KeyRecord]:
     """(the key, shown once; its record)."""
     secret = new_secret()
-    record = KeyRecord(new_key_id(), name, tenant, hash_key(secret), "runtime", now, expires_at)
+    record = KeyRecord(
+        new_key_id(), name, tenant, hash_key(secret), "runtime", now, expires_at, limits, budget
+    )
     return secret, record
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from redis.exceptions import RedisError
 
 from edge_agent.config import RedisCache
 from edge_agent.identity.keys import KeyRecord, KeyRing, mint
+from edge_agent.redis_client import connect
 
 log = logging.getLogger("edge_agent.identity.keystore")
 
@@ -59,7 +59,7 @@ class KeyStore:
         self._prefix = ""
         if redis is not None and redis.url is not None:
             self._prefix = redis.key_prefix
-            self._client = _connect(redis)
+            self._client = connect(redis, _TIMEOUT_S)
         self._version: bytes | None = None
         self._flushed: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -219,13 +219,3 @@ class KeyStore:
         if fresh:
             await self._client.hset(self._used_hash, mapping=fresh)  # type: ignore[arg-type]
             self._flushed.update(fresh)
-
-
-def _connect(cfg: RedisCache) -> Redis | RedisCluster:
-    assert cfg.url is not None
-    opts: dict[str, Any] = {"socket_timeout": _TIMEOUT_S, "socket_connect_timeout": _TIMEOUT_S}
-    if cfg.password_env is not None and os.environ.get(cfg.password_env):
-        opts["password"] = os.environ[cfg.password_env]
-    if cfg.cluster:
-        return RedisCluster.from_url(cfg.url, **opts)
-    return Redis.from_url(cfg.url, **opts)

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.limits.settings import Budget, Limits
+
 # Tenant names appear in metrics labels, Redis keys and cache namespaces: keep them plain.
 TENANT_NAME = r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$"
 DEFAULT_TENANT = "default"  # callers without credentials when auth.required is false
@@ -34,6 +36,9 @@ class StaticKey(_Strict):
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w.@:-]+$")]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    # The key's own limits and budget, on top of its tenant's (docs/limits.md).
+    limits: Limits = Field(default_factory=Limits)
+    budget: Budget = Field(default_factory=Budget)
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -49,6 +54,9 @@ class Tenant(_Strict):
     # tenant (answers cross between them, never to an isolated tenant).
     cache: Literal["isolated", "shared"] = "isolated"
     keys: list[StaticKey] = Field(default_factory=list)
+    # What the whole tenant may do, all its callers together (docs/limits.md).
+    limits: Limits = Field(default_factory=Limits)
+    budget: Budget = Field(default_factory=Budget)
 
 
 class JwtIssuerConfig(_Strict):

@@ -25,6 +25,7 @@ class Caller:
     key_id: str | None = None
     key_name: str | None = None
     subject: str | None = None  # JWT subject or SPIFFE id
+    key: KeyRecord | None = None  # the virtual key used, for its own limits
 
 
 ANONYMOUS = Caller(DEFAULT_TENANT, "anonymous")
@@ -74,7 +75,18 @@ class Tenants:
 
     def config_keys(self) -> list[KeyRecord]:
         return [
-            KeyRecord(f"config:{t.name}:{k.name}", k.name, t.name, k.sha256, "config")
+            KeyRecord(
+                f"config:{t.name}:{k.name}",
+                k.name,
+                t.name,
+                k.sha256,
+                "config",
+                limits=k.limits.model_dump(exclude_none=True) or None,
+                budget=k.budget.model_dump(exclude_none=True) or None,
+            )
             for t in self._by_name.values()
             for k in t.keys
         ]
+
+    def get(self, name: str) -> Tenant | None:
+        return self._by_name.get(name)

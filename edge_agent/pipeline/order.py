@@ -7,6 +7,7 @@ and on its body (everything else).
 from __future__ import annotations
 
 from edge_agent.identity import stage as identity
+from edge_agent.limits import stage as limits_stage
 from edge_agent.pipeline import coalesce, exact, parse, route, semantic, shared
 from edge_agent.pipeline.base import Stage
 
@@ -20,18 +21,21 @@ def header_stages(
 
 
 def request_stages(
-    slots: dict[str, list[Stage]] | None = None, *, auth: bool = False
+    slots: dict[str, list[Stage]] | None = None, *, auth: bool = False, limits: bool = False
 ) -> list[Stage]:
-    """The stages on the request's body, in order, with `slots` (name → stages) filled in."""
+    """The stages on the request's body, in order, with `slots` (name → stages) filled
+    in; `limits`: some tenant or key has limits or a budget."""
     slots = slots or {}
     return [
         parse.parse,
         *((identity.model_access,) if auth else ()),
+        *((limits_stage.admit,) if limits else ()),
         *slots.get("policy", ()),
         *slots.get("guardrails", ()),
         exact.lookup,
         shared.lookup,
         coalesce.wait_or_lead,
         semantic.lookup,
+        *((limits_stage.gate,) if limits else ()),
         route.route,
     ]

@@ -19,6 +19,7 @@ from edge_agent.extproc.servicer import ExternalProcessor
 from edge_agent.identity.keystore import KeyStore
 from edge_agent.runtime.admin import AdminAccess, PurgeRequest, build_admin_app
 from edge_agent.runtime.admin_keys import add_key_routes
+from edge_agent.runtime.admin_spend import add_spend_route
 from edge_agent.runtime.wiring import build_agent
 from edge_agent.runtime.workers import WorkerContext
 
@@ -187,6 +188,8 @@ class AgentService:
         )
         if identity is not None and self.keys is not None:
             add_key_routes(app, self.keys, identity.tenants, admin_token)
+        if self.agent.limiter is not None:
+            add_spend_route(app, self.agent.limiter, admin_token)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=self.worker is not None or None)
@@ -244,6 +247,8 @@ class AgentService:
             await self.keys.close()
         if self.agent.identity is not None:
             await self.agent.identity.close()
+        if self.agent.limiter is not None:
+            await self.agent.limiter.close()
         if self.agent.shared is not None:
             await self.agent.shared.close()
         if self.agent.semantic is not None:

@@ -11,6 +11,8 @@ from edge_agent.cache.semantic import build_semantic_tier
 from edge_agent.cache.shared import SharedCache
 from edge_agent.config import Config
 from edge_agent.identity.jwks import JwksFetcher
+from edge_agent.limits.redis_ledger import RedisLedger
+from edge_agent.redis_client import connect
 
 
 def build_agent(config: Config, environ: Mapping[str, str] | None = None) -> Agent:
@@ -19,6 +21,11 @@ def build_agent(config: Config, environ: Mapping[str, str] | None = None) -> Age
     identity = agent.identity
     if identity is not None and identity.verifier is not None:
         identity.attach_jwks(JwksFetcher(identity.verifier))
+    redis = config.cache.redis
+    if agent.limiter is not None and redis.url is not None:
+        client = connect(redis)
+        agent.limiter.attach(RedisLedger(client, redis.key_prefix))
+        agent.limiter.spend.attach(client, redis.key_prefix)
     if config.cache.redis.url is not None:
         agent.attach_shared(
             SharedCache(

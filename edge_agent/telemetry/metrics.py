@@ -229,6 +229,28 @@ class Metrics:
                 registry=r,
             ).labels(os.environ.get(WORKER_INDEX_ENV, "0")),
         )
+        self.limit_refusals = Counter(
+            "edge_agent_limit_refusals",
+            "Requests refused by a limit or budget, by tenant and reason (requests, "
+            "concurrency, tokens, budget_day, budget_month).",
+            ["tenant", "reason"],
+            registry=r,
+        )
+        self.limits_fallback = Counter(
+            "edge_agent_limits_fallback",
+            "Admissions decided by this process alone (its share of each limit) because "
+            "Redis did not answer in time.",
+            registry=r,
+        )
+        # The last value any process saw; every process sees the same Redis-backed spend.
+        self.budget_remaining = Gauge(
+            "edge_agent_budget_remaining_usd",
+            "What is left of the tenant's daily budget (monthly when it has only that), "
+            "reservations in flight included.",
+            ["tenant"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.stream_errors = Counter(
             "edge_agent_ext_proc_stream_errors",
             "ext_proc streams that ended with an error in the agent.",

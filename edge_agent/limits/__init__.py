@@ -1,0 +1,1 @@
+"""Limits and budgets per tenant and key (docs/limits.md)."""
