@@ -500,6 +500,8 @@ class Gateway:
         semantic: bool = True,
         chain: bool = False,
         auth: bool = False,
+        redis: str | None = None,
+        limits: bool = False,
     ) -> None:
         self.ports = {k: free_port() for k in ("envoy", "grpc", "admin", "envoy_admin")}
         # With auth: every request carries a virtual key of the one tenant.
@@ -527,7 +529,20 @@ class Gateway:
         if auth:
             self.config["auth"] = {"required": True}
             sha = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
-            self.config["tenants"] = [{"name": "bench", "keys": [{"name": "wrk", "sha256": sha}]}]
+            tenant: dict[str, Any] = {"name": "bench", "keys": [{"name": "wrk", "sha256": sha}]}
+            if limits:
+                # Every limit on, none ever reached: the cost of checking, not of refusing.
+                tenant["limits"] = {
+                    "requests_per_minute": 10**9,
+                    "tokens_per_minute": 10**12,
+                    "concurrent_requests": 10**6,
+                }
+                tenant["budget"] = {"usd_per_day": 10**9, "usd_per_month": 10**9}
+            self.config["tenants"] = [tenant]
+        if redis is not None:
+            # A prefix of this run's own: nothing from an earlier run is read.
+            self.redis_prefix = f"bench-{os.getpid()}-{time.time_ns()}"
+            self.config["cache"]["redis"] = {"url": redis, "key_prefix": self.redis_prefix}
         if chain:
             # Two targets, failover on (the default): every request goes through the
             # chain cluster, the agent filtering the attempt as an upstream filter too.
@@ -586,6 +601,18 @@ class Gateway:
 
     def stop(self) -> None:
         stop_process(self.proc, grace_s=15)
+
+    def forget_redis(self) -> None:
+        """Delete what the run wrote to Redis (its own prefix)."""
+        url = self.config["cache"].get("redis", {}).get("url")
+        if url is None:
+            return
+        import redis
+
+        with redis.Redis.from_url(url) as r:
+            for pattern in (f"{self.redis_prefix}:*", f"{{{self.redis_prefix}:*"):
+                for key in r.scan_iter(match=pattern, count=1000):
+                    r.delete(key)
         # If the agent had to be killed, its Envoy child is orphaned: stop it too, but
         # only if that pid is still this gateway's Envoy (pids get reused).
         pid = self.envoy_pid
@@ -721,6 +748,7 @@ class Settings:
     envoy_concurrency: int
     upstream_concurrency: int
     retries: int
+    redis_url: str | None = None  # the limits scenarios' Redis; None: they are skipped
 
 
 class Bench:
@@ -962,6 +990,44 @@ class Bench:
             gw.stop()
         return [miss, hit]
 
+    def run_redis(self, limits: bool) -> Scenario:
+        """Misses with virtual keys and the shared Redis tier, with or without every limit
+        and budget on (Redis-backed): what the limits cost, against the same miss."""
+        gw = Gateway(
+            self.upstream.listen_port,
+            self.s.envoy_concurrency,
+            self.workdir,
+            False,
+            auth=True,
+            redis=self.s.redis_url,
+            limits=limits,
+        )
+        try:
+            pids = self._start_gateway(gw)
+
+            def verify(sc: Scenario) -> None:
+                self._check_cache(sc, expect="miss", admitted=limits)
+                self.check_upstream_count(sc)
+                self.check_reuse(sc)
+
+            return self.measure(
+                "miss_limits" if limits else "miss_redis",
+                "Envoy + agent, cache miss (exact tier + Redis), virtual keys"
+                + (", every limit and budget on (Redis-backed)" if limits else ""),
+                gw.url,
+                "unique",
+                f"{'limits' if limits else 'redis'}-{self.nonce}",
+                pids,
+                gw.envoy_admin_port,
+                PROVIDER,
+                gw.cache_counts,
+                verify,
+                gw.key,
+            )
+        finally:
+            gw.stop()
+            gw.forget_redis()
+
     def run_chain(self) -> Scenario:
         """Misses through a failover chain whose first target answers: what the chain's
         per-attempt agent pass costs, against the plain exact-tier miss."""
@@ -1034,7 +1100,10 @@ class Bench:
         ):
             raise BenchError(f"gateway probe: {status} {headers} {body[:300]!r}\n{tail(gw.log)}")
 
-    def _check_cache(self, sc: Scenario, expect: str) -> None:
+    def _check_cache(self, sc: Scenario, expect: str, admitted: bool = False) -> None:
+        """`admitted`: requests wait for an admission before the cache lookup, so those
+        wrk cuts off at its end while they wait count as 'bypass' (at most one per
+        connection)."""
         assert sc.wrk is not None
         n = sc.wrk.requests
         slack = 2 * self.s.connections
@@ -1043,7 +1112,8 @@ class Bench:
         sc.check(n <= got <= n + slack, f"{got:.0f} cache results '{expect}' for {n} requests")
         for unexpected in (other, "bypass"):
             count = sc.cache.get(unexpected, 0)
-            sc.check(count == 0, f"{count:.0f} cache results '{unexpected}'")
+            allowed = self.s.connections if admitted and unexpected == "bypass" else 0
+            sc.check(count <= allowed, f"{count:.0f} cache results '{unexpected}'")
         if expect == "miss":
             stored = sc.cache.get("stored", 0)
             sc.check(n <= stored <= n + slack, f"{stored:.0f} answers stored for {n} misses")
@@ -1055,6 +1125,19 @@ class Bench:
 
 
 # ---- report --------------------------------------------------------------------------
+
+
+def redis_reachable(url: str) -> str | None:
+    if url == "none":
+        return None
+    try:
+        import redis
+
+        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as r:
+            r.ping()
+    except Exception:
+        return None
+    return url
 
 
 def envoy_version() -> str:
@@ -1252,6 +1335,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"measure a scenario again when other work took over {DISTURBED_PCT}%% of the "
         "CPU during its window (1)",
     )
+    p.add_argument(
+        "--redis",
+        default=os.environ.get("EDGE_AGENT_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        metavar="URL",
+        help="Redis for the limits scenarios (default $EDGE_AGENT_REDIS_URL or "
+        "127.0.0.1:6379); 'none' skips them",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
     # --quick changes the defaults only: an explicit --duration/--warmup still wins.
@@ -1290,6 +1380,7 @@ def main(argv: list[str] | None = None) -> int:
         args.envoy_concurrency,
         args.upstream_concurrency,
         args.retries,
+        redis_reachable(args.redis),
     )
     busy_before = idle_check()
     info = machine_info(s, busy_before)
@@ -1320,6 +1411,15 @@ def main(argv: list[str] | None = None) -> int:
                     "gateway, exact tier only, virtual keys",
                     lambda: bench.run_gateway(semantic=False, auth=True),
                 ),
+            ]
+            if s.redis_url is not None:
+                steps += [
+                    ("gateway, Redis, virtual keys", lambda: [bench.run_redis(limits=False)]),
+                    ("gateway, Redis, limits on", lambda: [bench.run_redis(limits=True)]),
+                ]
+            else:
+                print("no Redis reachable: the limits scenarios are skipped", flush=True)
+            steps += [
                 ("gateway, failover chain", lambda: [bench.run_chain()]),
             ]
             if not args.no_direct:
@@ -1335,7 +1435,17 @@ def main(argv: list[str] | None = None) -> int:
 
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     # Reference row last: the three scenarios the ratios are about come first.
-    order = ["bare", "miss_exact", "miss_auth", "miss_chain", "miss", "hit", "direct"]
+    order = [
+        "bare",
+        "miss_exact",
+        "miss_auth",
+        "miss_redis",
+        "miss_limits",
+        "miss_chain",
+        "miss",
+        "hit",
+        "direct",
+    ]
     rows.sort(key=lambda r: order.index(r.key))
     print(
         f"\n{results_table(rows)}\n\n{checks_table(rows)}\n\n{cost_table(rows)}\n\n"

@@ -27,6 +27,21 @@ def add_parser(sub: Any, add: Any) -> None:
     c.add_argument("--tenant", required=True)
     c.add_argument("--name", required=True)
     c.add_argument("--expires-at", metavar="TIME", help="unix seconds or ISO 8601 with zone")
+    c.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="the key's own limit, on top of its tenant's (requests_per_minute, "
+        "tokens_per_minute, concurrent_requests); repeatable",
+    )
+    c.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=USD",
+        help="the key's own budget (usd_per_day, usd_per_month); repeatable",
+    )
     keys.add_parser("list", help="the keys: ids, names, tenants, last use (never the keys)")
     r = keys.add_parser("revoke", help="revoke a key by id")
     r.add_argument("key_id")
@@ -53,6 +68,20 @@ def cmd_keys(args: argparse.Namespace, config: Config | None) -> int:
         return 2
     if args.keys_command == "create":
         body: dict[str, Any] = {"tenant": args.tenant, "name": args.name}
+        for field, pairs in (("limits", args.limit), ("budget", args.budget)):
+            values = {}
+            for pair in pairs:
+                name, _, value = pair.partition("=")
+                try:
+                    values[name] = float(value) if field == "budget" else int(value)
+                except ValueError:
+                    print(
+                        f"error: --{field.rstrip('s')} {pair}: expected NAME=NUMBER",
+                        file=sys.stderr,
+                    )
+                    return 2
+            if values:
+                body[field] = values
         if args.expires_at:
             at = args.expires_at
             body["expires_at"] = float(at) if at.replace(".", "", 1).isdigit() else at

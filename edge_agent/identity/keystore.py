@@ -112,9 +112,14 @@ class KeyStore:
 
     # ---- admin changes -----------------------------------------------------------------
     async def create(
-        self, tenant: str, name: str, expires_at: float | None = None
+        self,
+        tenant: str,
+        name: str,
+        expires_at: float | None = None,
+        limits: dict[str, Any] | None = None,
+        budget: dict[str, Any] | None = None,
     ) -> tuple[str, KeyRecord]:
-        secret, record = mint(tenant, name, self._clock(), expires_at)
+        secret, record = mint(tenant, name, self._clock(), expires_at, limits, budget)
         if self._client is None:
             self._local_only()
             self.ring.add(record)

@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from edge_agent.identity.keystore import KeyStore, KeyStoreError
 from edge_agent.identity.settings import DEFAULT_TENANT
 from edge_agent.identity.tenants import Tenants
+from edge_agent.limits.settings import Budget, Limits
 from edge_agent.runtime.admin import AdminAccess, change_refusal
 
 _NAME = re.compile(r"^[\w.@:-]{1,64}$")
@@ -52,6 +54,21 @@ def _expiry(value: Any, now: float) -> float | None:
     return at
 
 
+def _own(model: type[Limits] | type[Budget], value: Any, where: str) -> dict[str, Any] | None:
+    """A key's own limits or budget, validated as in the config; None when not given."""
+    if value is None:
+        return None
+    try:
+        parsed = model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"])
+        raise ValueError(
+            f"{where}.{path}: {first['msg']}" if path else f"{where}: {first['msg']}"
+        ) from None
+    return parsed.model_dump(exclude_none=True) or None
+
+
 def add_key_routes(
     app: web.Application, store: KeyStore, tenants: Tenants, admin_token: AdminAccess
 ) -> None:
@@ -65,7 +82,7 @@ def add_key_routes(
             return _bad('send a JSON object: {"tenant": "...", "name": "...", "expires_at": ...}')
         if not isinstance(body, dict):
             return _bad("send a JSON object")
-        unknown = set(body) - {"tenant", "name", "expires_at"}
+        unknown = set(body) - {"tenant", "name", "expires_at", "limits", "budget"}
         if unknown:
             return _bad(f"unknown fields: {', '.join(sorted(map(str, unknown)))}")
         tenant, name = body.get("tenant"), body.get("name")
@@ -75,8 +92,10 @@ def add_key_routes(
         if not isinstance(name, str) or not _NAME.match(name):
             return _bad("name: 1-64 letters, digits or any of _ . @ : -")
         try:
+            limits = _own(Limits, body.get("limits"), "limits")
+            budget = _own(Budget, body.get("budget"), "budget")
             expires_at = _expiry(body.get("expires_at"), store.now())
-            secret, record = await store.create(tenant, name, expires_at)
+            secret, record = await store.create(tenant, name, expires_at, limits, budget)
         except ValueError as exc:
             return _bad(str(exc))
         except KeyStoreError as exc:

@@ -107,6 +107,29 @@ def test_the_sixth_request_in_a_minute_is_refused_with_openais_headers(
     assert err.value.code == "rate_limit_exceeded"
 
 
+def test_a_key_made_at_run_time_has_its_own_limits(limited: Gateway, unique: str) -> None:
+    headers = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    made = http(
+        "POST",
+        f"{limited.admin_url}/admin/keys",
+        b'{"tenant": "rpm", "name": "one-a-minute", "limits": {"requests_per_minute": 1}}',
+        headers,
+    )
+    assert made.status == 201, made.body
+    key = made.json()["key"]
+    assert made.json()["limits"] == {"requests_per_minute": 1}
+    assert ask(limited, key, unique, max_tokens=5).status == 200
+    refused = ask(limited, key, unique + " again", max_tokens=5)
+    assert refused.status == 429 and "key 'one-a-minute'" in refused.json()["error"]["message"]
+    bad = http(
+        "POST",
+        f"{limited.admin_url}/admin/keys",
+        b'{"tenant": "rpm", "name": "x", "limits": {"requests_per_minute": 0}}',
+        headers,
+    )
+    assert bad.status == 400 and "limits.requests_per_minute" in bad.json()["error"]
+
+
 def test_a_reservation_that_cannot_fit_never_reaches_the_provider(
     limited: Gateway, fresh: dict[str, FakeOpenAI], unique: str
 ) -> None:
