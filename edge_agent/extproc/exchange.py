@@ -86,6 +86,7 @@ class Exchange:
         "key",
         "lease",
         "limit",
+        "limit_charged",
         "model",
         "overrides",
         "path",
@@ -143,6 +144,7 @@ class Exchange:
         # Limits (edge_agent.limits.stage): the admission, its headers for the answer,
         # and the provider's usage (input, output tokens, USD) for the settlement.
         self.limit: Admission | None = None
+        self.limit_charged = False
         self.ratelimit_headers: list[tuple[str, str]] = []
         self.used: tuple[int, int, float] | None = None
         self.saved_usd = 0.0  # what a cache hit saved, at the model's first target
@@ -361,7 +363,7 @@ class Exchange:
         if not answer.capturing:
             self.land(None)  # nothing will be stored: followers go on their own
         if self.done and self.limit is not None:
-            settle_limits(self)  # before the client has the answer: its next one sees it
+            settle_limits(self, release=False)  # before the client has the answer
         return decision
 
     def _adopt_answering_target(self, headers: Mapping[str, str]) -> str | None:
@@ -418,7 +420,7 @@ class Exchange:
                 chunk, replaced = changed, True
         self.answer.feed(chunk, end_of_stream)
         if end_of_stream and self.limit is not None:
-            settle_limits(self)  # the usage is known now, before the client has it all
+            settle_limits(self, release=False)  # usage known, before the client has it all
         if not replaced:
             return CONTINUE
         call = self.call
@@ -438,7 +440,7 @@ class Exchange:
         if self.status is None:
             self._finish("aborted")
         if self.limit is not None:
-            settle_limits(self)
+            settle_limits(self, release=True)
         if self.agent.limiter is not None:
             record_spend(self)
         if self.target is not None and self.sent_at:

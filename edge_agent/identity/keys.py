@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import orjson
+from pydantic import ValidationError
+
+from edge_agent.limits.settings import Budget, Limits
 
 KEY_PREFIX = "sk-ea-"
 # Longer than any real key: a header of megabytes is refused before it is hashed.
@@ -76,14 +79,14 @@ class KeyRecord:
         if not all(isinstance(getattr(record, f), str) for f in ("id", "name", "tenant", "sha256")):
             return None
         numbers = (record.created_at, record.expires_at)
-        for extra in (record.limits, record.budget):
-            if extra is not None and not (
-                isinstance(extra, dict)
-                and all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-                    for v in extra.values()
-                )
-            ):
+        for extra, model in ((record.limits, Limits), (record.budget, Budget)):
+            if extra is None:
+                continue
+            # As the config validates them: a record another version wrote must not
+            # make every request of its key fail.
+            try:
+                model.model_validate(extra)
+            except ValidationError:
                 return None
         if record.source not in ("config", "runtime") or not all(
             n is None

@@ -83,10 +83,12 @@ class Verdict:
 class Settle:
     request_id: str
     scopes: tuple[Scope, ...]
-    reserved: bool  # whether the admission reserved tokens and cost
+    charge: bool  # settle the reservation (tokens and cost) now
     tokens_refund: int  # reserved - used (negative: used more than reserved)
     cost_delta: float  # used - reserved, in USD
     now: float
+    admitted_at: float  # the day and month the reservation was charged to
+    release: bool = True  # free the concurrency slot (the request has ended)
 
 
 def day_key(now: float) -> str:
@@ -187,16 +189,16 @@ class LocalLedger:
     def settle(self, settle: Settle, share: float = 1.0) -> None:
         now = settle.now
         for s in settle.scopes:
-            if s.concurrent_requests:
+            if s.concurrent_requests and settle.release:
                 self._slots.get(s.name, {}).pop(settle.request_id, None)
-            if not settle.reserved:
+            if not settle.charge:
                 continue
             if s.tokens_per_minute and settle.tokens_refund:
                 cap = _scaled(s.tokens_per_minute, share)
                 bucket = self._bucket(self._tok, s.name, cap, now)
                 bucket.refill(cap, now)
                 bucket.level = min(float(cap), bucket.level + settle.tokens_refund)
-            self._charge(s, settle.cost_delta, now)
+            self._charge(s, settle.cost_delta, settle.admitted_at)
 
     def spent(self, scope: str, now: float | None = None) -> tuple[float, float]:
         """(USD today, USD this month) for `scope`, reservations in flight included."""

@@ -93,14 +93,38 @@ class Limiter:
     async def admit(self, ask: Ask) -> tuple[Verdict, bool]:
         """(verdict, decided locally)."""
         if self.redis is not None:
-            try:
-                verdict = await asyncio.wait_for(self.redis.admit(ask), self._timeout_s)
-            except _FAILED as exc:
-                self._fell_back(exc)
-            else:
+            # Not wait_for: a script Redis ran after the deadline must be undone, so the
+            # call is left to finish and compensated when it does.
+            task = asyncio.ensure_future(self.redis.admit(ask))
+            done, _ = await asyncio.wait({task}, timeout=self._timeout_s)
+            if task in done and task.exception() is None:
                 self._failing = False
-                return verdict, False
+                return task.result(), False
+            if task in done:
+                self._fell_back(task.exception() or TimeoutError())
+            else:
+                task.add_done_callback(lambda t: self._undo_late(t, ask))
+                self._fell_back(TimeoutError("admission over cache.redis.timeout_ms"))
         return self.local.admit(ask, self.share if self.redis is not None else 1.0), True
+
+    def _undo_late(self, task: asyncio.Future[Verdict], ask: Ask) -> None:
+        """An admission Redis granted after the request went on without it: give back
+        everything it took."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        verdict = task.result()
+        if verdict.admitted:
+            undo = Settle(
+                ask.request_id,
+                ask.scopes,
+                verdict.reserved,
+                ask.tokens,
+                -ask.cost_usd,
+                self.clock(),
+                ask.now,
+                release=True,
+            )
+            self.settle_later(undo, local=False)
 
     def settle_later(self, settle: Settle, local: bool) -> None:
         if local or self.redis is None:
@@ -112,12 +136,17 @@ class Limiter:
 
     async def _settle(self, settle: Settle) -> None:
         assert self.redis is not None
-        try:
-            await asyncio.wait_for(self.redis.settle(settle), max(0.25, 4 * self._timeout_s))
-        except _FAILED as exc:
-            # The slot expires by itself (CONCURRENCY_TTL_S); the reservation stays
-            # charged: an overcharge, never an overshoot.
-            log.warning("a limits settlement did not reach Redis (%r)", exc)
+        for delay in (0.5, 1.0, 2.0, None):  # a short outage must not pin slots
+            try:
+                await asyncio.wait_for(self.redis.settle(settle), max(0.25, 4 * self._timeout_s))
+                return
+            except _FAILED as exc:
+                if delay is None:
+                    # The slot expires by itself (CONCURRENCY_TTL_S); the reservation
+                    # stays charged: an overcharge, never an overshoot.
+                    log.warning("a limits settlement did not reach Redis (%r)", exc)
+                    return
+                await asyncio.sleep(delay)
 
     def _fell_back(self, exc: BaseException) -> None:
         self.metrics.limits_fallback.inc()

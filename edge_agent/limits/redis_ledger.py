@@ -40,9 +40,11 @@ local function refill(key, cap, now)
   if level == nil then return cap end
   return math.min(cap, level + math.max(0, now - at) * cap / 60)
 end
-local function save(key, level, now)
+local function save(key, level, now, cap)
   redis.call('HSET', key, 'level', tostring(level), 'at', tostring(now))
-  redis.call('PEXPIRE', key, 120000)
+  -- Kept until it would be full again (a debt must not vanish with the key).
+  local full_ms = math.ceil((cap - level) / (cap / 60) * 1000)
+  redis.call('PEXPIRE', key, math.max(120000, full_ms + 60000))
 end
 local function charge(day, month, usd, day_ttl, month_ttl)
   for i, k in ipairs({day, month}) do
@@ -107,12 +109,14 @@ for i = 0, n - 1 do
   local k, a = i * 5, 7 + i * 5
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local budget = tonumber(ARGV[a + 4]) > 0 or tonumber(ARGV[a + 5]) > 0
-  if rpm > 0 then save(KEYS[k + 1], req[i] - 1, now) end
+  if rpm > 0 then save(KEYS[k + 1], req[i] - 1, now, rpm) end
   if conc > 0 then
     redis.call('ZADD', KEYS[k + 3], now + ttl, rid)
     redis.call('EXPIRE', KEYS[k + 3], ttl)
   end
-  if reserved == 1 and tpm > 0 and tokens > 0 then save(KEYS[k + 2], tok[i] - tokens, now) end
+  if reserved == 1 and tpm > 0 and tokens > 0 then
+    save(KEYS[k + 2], tok[i] - tokens, now, tpm)
+  end
   if reserved == 1 and budget and cost ~= 0 then
     charge(KEYS[k + 4], KEYS[k + 5], cost, day_ttl + 86400, month_ttl + 86400)
   end
@@ -129,17 +133,17 @@ _SETTLE = (
     _COMMON
     + """
 local now, rid = tonumber(ARGV[1]), ARGV[2]
-local reserved, refund, delta = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local day_ttl, month_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-local n = (#ARGV - 7) / 5
+local settling, refund, delta = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local day_ttl, month_ttl, release = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local n = (#ARGV - 8) / 5
 for i = 0, n - 1 do
-  local k, a = i * 5, 7 + i * 5
+  local k, a = i * 5, 8 + i * 5
   local tpm, conc = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local budget = tonumber(ARGV[a + 4]) > 0 or tonumber(ARGV[a + 5]) > 0
-  if conc > 0 then redis.call('ZREM', KEYS[k + 3], rid) end
-  if reserved == 1 then
+  if conc > 0 and release == 1 then redis.call('ZREM', KEYS[k + 3], rid) end
+  if settling == 1 then
     if tpm > 0 and refund ~= 0 then
-      save(KEYS[k + 2], math.min(tpm, refill(KEYS[k + 2], tpm, now) + refund), now)
+      save(KEYS[k + 2], math.min(tpm, refill(KEYS[k + 2], tpm, now) + refund), now, tpm)
     end
     if budget and delta ~= 0 then
       charge(KEYS[k + 4], KEYS[k + 5], delta, day_ttl + 86400, month_ttl + 86400)
@@ -225,14 +229,17 @@ class RedisLedger:
         args = [
             repr(settle.now),
             settle.request_id,
-            1 if settle.reserved else 0,
+            1 if settle.charge else 0,
             settle.tokens_refund,
             repr(float(settle.cost_delta)),
-            *self._ttls(settle.now),
+            *self._ttls(settle.admitted_at),
+            1 if settle.release else 0,
             *self._limits(settle.scopes),
         ]
         try:
-            await self._settle(keys=self._keys(settle.scopes, settle.now), args=args)
+            # The day and month keys are the admission's: a reservation made before
+            # midnight is settled against the day it was charged to.
+            await self._settle(keys=self._keys(settle.scopes, settle.admitted_at), args=args)
         except RedisError as exc:
             raise LedgerUnavailable(repr(exc)) from None
 

@@ -12,12 +12,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_COUNT = Annotated[int, Field(ge=1, le=10**12)]
+_USD = Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]
+
+
 class Limits(_Strict):
-    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    requests_per_minute: _COUNT | None = None
     # Prompt + completion tokens of provider calls, reserved up front (estimated prompt
     # + max_tokens) and settled with the provider's usage.
-    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
-    concurrent_requests: Annotated[int, Field(ge=1)] | None = None
+    tokens_per_minute: _COUNT | None = None
+    concurrent_requests: _COUNT | None = None
 
     @property
     def any(self) -> bool:
@@ -28,8 +32,8 @@ class Limits(_Strict):
 
 
 class Budget(_Strict):
-    usd_per_day: Annotated[float, Field(gt=0)] | None = None  # the UTC day
-    usd_per_month: Annotated[float, Field(gt=0)] | None = None  # the calendar month, UTC
+    usd_per_day: _USD | None = None  # the UTC day
+    usd_per_month: _USD | None = None  # the calendar month, UTC
 
     @property
     def any(self) -> bool:

@@ -73,25 +73,43 @@ def gate(ex: Exchange) -> None:
         raise refusal(ex, admission.verdict)
 
 
-def settle(ex: Exchange) -> None:
-    """At the request's end: refund what was not used, charge the provider's usage."""
-    admission, ex.limit = ex.limit, None
+def settle(ex: Exchange, *, release: bool) -> None:
+    """Settle the reservation once the answer's usage is known (refund what was not
+    used, charge the provider's usage), before the client has all of it; `release`:
+    the request has ended, free its concurrency slot (a stream still flowing keeps it)."""
+    admission = ex.limit
     limiter = ex.agent.limiter
     if admission is None or limiter is None or not admission.verdict.admitted:
+        ex.limit = None
         return
-    ask, verdict = admission.ask, admission.verdict
-    refund, delta = ask.tokens, -ask.cost_usd  # a hit or an error: nothing was used
-    called = ex.target is not None and ex.status == "200"
-    if verdict.reserved and called:
-        used = ex.used if ex.used is not None else (ex.call.used if ex.call else None)
-        # Usage unknown (a stream nobody read): the reservation stands as the charge.
-        refund, delta = (
-            (0, 0.0) if used is None else (ask.tokens - used[0] - used[1], used[2] - ask.cost_usd)
-        )
+    if release:
+        ex.limit = None
+    charge = admission.verdict.reserved and not ex.limit_charged
+    if not charge and not release:
+        return
+    ex.limit_charged = True
+    ask = admission.ask
+    refund, delta = _settlement(ex, ask) if charge else (0, 0.0)
     limiter.settle_later(
-        Settle(ask.request_id, ask.scopes, verdict.reserved, refund, delta, limiter.clock()),
+        Settle(
+            ask.request_id, ask.scopes, charge, refund, delta, limiter.clock(), ask.now, release
+        ),
         admission.local,
     )
+
+
+def _settlement(ex: Exchange, ask: Ask) -> tuple[int, float]:
+    """(tokens to refund, USD to add) for a reserved request."""
+    sent = ex.target is not None and ex.sent_at > 0
+    if ex.status == "200" and ex.target is not None:
+        used = ex.used if ex.used is not None else (ex.call.used if ex.call else None)
+        if used is None:
+            return 0, 0.0  # usage unknown (a stream nobody read): the reservation stands
+        return ask.tokens - used[0] - used[1], used[2] - ask.cost_usd
+    if ex.status in (None, "aborted") and sent:
+        # Sent, then the client went away: the provider may well bill it.
+        return 0, 0.0
+    return ask.tokens, -ask.cost_usd  # a cache hit, a refusal or an error: nothing used
 
 
 def record_spend(ex: Exchange) -> None:
@@ -180,6 +198,19 @@ def refusal(ex: Exchange, verdict: Verdict) -> ApiError:
             type="insufficient_quota",
             code="insufficient_quota",
             headers=headers,
+        )
+    tpm = scope.tokens_per_minute if scope is not None else None
+    asked = ex.limit.ask.tokens if ex.limit is not None else 0
+    if reason == "tokens" and tpm is not None and asked > tpm:
+        # It can never fit: say what to change rather than when to retry.
+        return ApiError(
+            429,
+            f"Request too large for {whose}: it reserves {asked} tokens (its prompt and "
+            f"max_tokens), more than the {tpm} tokens per minute allowed; lower max_tokens "
+            "or shorten the prompt.",
+            type="tokens",
+            code="rate_limit_exceeded",
+            headers=tuple(ratelimit_headers(verdict)),
         )
     what = {
         "requests": "requests per minute",

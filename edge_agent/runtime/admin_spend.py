@@ -37,14 +37,20 @@ def add_spend_route(app: web.Application, limiter: Limiter, access: AdminAccess)
                 )
         else:
             since = now
-        known = [*limiter.tenants.names, DEFAULT_TENANT]
+        known = list(dict.fromkeys([*limiter.tenants.names, DEFAULT_TENANT]))
         tenant = q.get("tenant")
         if tenant is not None and tenant not in known:
             return web.json_response(
                 {"error": f"tenant: expected one of {', '.join(known)}"}, status=400
             )
         tenants = [tenant] if tenant else known
-        rows = await limiter.spend.report(tenants, q.get("key") or None, since, now)
+        try:
+            rows = await limiter.spend.report(tenants, q.get("key") or None, since, now)
+        except Exception as exc:  # Redis trouble: say so, never a bare 500
+            return web.json_response(
+                {"error": f"the spend records could not be read ({exc.__class__.__name__})"},
+                status=503,
+            )
         budgets: dict[str, Any] = {}
         for name in tenants:
             settings = limiter.tenants.get(name)

@@ -53,6 +53,10 @@ class AgentService:
         self.grpc_port = 0
         self.admin_port = 0
         identity = self.agent.identity
+        if self.agent.limiter is not None and worker is not None:
+            # Without Redis each worker enforces its share (--workers may override the
+            # config's count, and only the worker context knows it).
+            self.agent.limiter.share = 1.0 / worker.count
         self.keys: KeyStore | None = None
         if identity is not None:
             redis = config.cache.redis

@@ -245,8 +245,8 @@ class Metrics:
         # The last value any process saw; every process sees the same Redis-backed spend.
         self.budget_remaining = Gauge(
             "edge_agent_budget_remaining_usd",
-            "What is left of the tenant's daily budget (monthly when it has only that), "
-            "reservations in flight included.",
+            "What is left of the tenant's daily budget, reservations in flight included "
+            "(tenants with a daily budget).",
             ["tenant"],
             registry=r,
             multiprocess_mode="mostrecent",

@@ -55,7 +55,9 @@ def ask(*scopes: Scope, tokens: int = 0, cost: float = 0.0, now: float = NOW) ->
 
 
 def settle(a: Ask, v: Verdict, used: int, cost: float, now: float = NOW) -> Settle:
-    return Settle(a.request_id, a.scopes, v.reserved, a.tokens - used, cost - a.cost_usd, now)
+    return Settle(
+        a.request_id, a.scopes, v.reserved, a.tokens - used, cost - a.cost_usd, now, a.now
+    )
 
 
 async def test_requests_per_minute_is_a_bucket_of_the_minutes_allowance(ledger: Ledger) -> None:
@@ -153,3 +155,32 @@ async def test_two_processes_share_one_window(redis_url: str, prefix: str) -> No
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_a_reservation_is_settled_on_the_day_it_was_charged_to(ledger: Ledger) -> None:
+    s = Scope("t:midnight", usd_per_day=10.0)
+    before_midnight = 1_800_057_599.0  # 2027-01-15 23:59:59 UTC
+    a = ask(s, cost=2.0, now=before_midnight)
+    v = await ledger.admit(a)
+    await ledger.settle(settle(a, v, 0, 0.5, now=before_midnight + 10))
+    next_day = await ledger.admit(ask(s, cost=9.6, now=before_midnight + 20))
+    # The next day starts from nothing; the first day kept its real cost, 0.5, so 9.4
+    # more fits in it (it would not if the refund had gone to the next day).
+    assert next_day.reserved and next_day.spent_day["t:midnight"] == pytest.approx(9.6)
+    same_day = await ledger.admit(ask(s, cost=9.4, now=before_midnight - 5))
+    assert same_day.reserved and same_day.spent_day["t:midnight"] == pytest.approx(9.9)
+
+
+@pytest.mark.redis
+async def test_a_token_debt_outlives_the_usual_key_expiry(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        ledger = RedisLedger(client, prefix)
+        s = Scope("t:debt", tokens_per_minute=1000)
+        a = ask(s, tokens=1000)
+        v = await ledger.admit(a)
+        await ledger.settle(settle(a, v, 3000, 0.0))  # used 3000: a debt of 2000
+        ttl_ms = await client.pttl(f"{{{prefix}:rl}}:t:debt:tok")
+        assert ttl_ms > 180_000  # until it is full again (~3 min), not 2 min
+    finally:
+        await client.aclose()

@@ -148,3 +148,74 @@ def test_a_keys_own_limit_applies_on_top_of_its_tenants() -> None:
     _, refused = run(a, "b", max_tokens=5)
     assert isinstance(refused, Respond) and refused.status == 429
     assert "key 'k'" in orjson.loads(refused.body)["error"]["message"]
+
+
+# ---- found in review ----------------------------------------------------------------
+def test_a_stream_nobody_reads_keeps_its_concurrency_slot_until_it_ends() -> None:
+    a = agent({"limits": {"concurrent_requests": 1}})
+    ex, decision = run(a, "stream", max_tokens=5, stream=True, temperature=1)
+    assert isinstance(decision, Continue)
+    resp = ex.response_headers({":status": "200", "content-type": "text/event-stream"})
+    assert resp.response_body_mode is None  # not read: the stream flows past the agent
+    _, second = run(a, "other", max_tokens=5)
+    assert isinstance(second, Respond) and second.status == 429  # the slot is still held
+    ex.close()
+    _, third = run(a, "third", max_tokens=5)
+    assert isinstance(third, Continue)
+
+
+def test_a_request_sent_then_abandoned_keeps_its_reservation() -> None:
+    a = agent({"limits": {"tokens_per_minute": 100}})
+    ex, decision = run(a, "x", max_tokens=70)
+    assert isinstance(decision, Continue)
+    ex.close()  # the client went away after the request was sent
+    _, again = run(a, "y", max_tokens=70)
+    assert isinstance(again, Respond) and again.status == 429
+
+
+def test_a_request_larger_than_a_minute_says_so() -> None:
+    a = agent({"limits": {"tokens_per_minute": 100}})
+    _, refused = run(a, "x", max_tokens=500)
+    assert isinstance(refused, Respond) and refused.status == 429
+    assert "Request too large" in orjson.loads(refused.body)["error"]["message"]
+    assert "retry-after" not in dict(refused.headers)
+
+
+def test_an_admission_redis_answers_too_late_is_undone() -> None:
+    import asyncio
+
+    from edge_agent.limits.ledger import Ask, LocalLedger, Scope, Settle, Verdict
+
+    class Slow:
+        def __init__(self) -> None:
+            self.inner = LocalLedger()
+            self.settled: list[Settle] = []
+
+        async def admit(self, ask: Ask) -> Verdict:
+            await asyncio.sleep(0.2)
+            return self.inner.admit(ask)
+
+        async def settle(self, settle: Settle) -> None:
+            self.settled.append(settle)
+            self.inner.settle(settle)
+
+        async def close(self) -> None:
+            pass
+
+        async def spent(self, scope: str, now: float) -> tuple[float, float]:
+            return self.inner.spent(scope, now)
+
+    a = agent({"limits": {"concurrent_requests": 1}})
+    assert a.limiter is not None
+    slow = Slow()
+    a.limiter.attach(slow)
+
+    async def scenario() -> None:
+        ask = Ask("late", (Scope("t:t", concurrent_requests=1),), 10, 0.0, CLOCK[0])
+        verdict, local = await a.limiter.admit(ask)  # 50 ms deadline: decided locally
+        assert local and verdict.admitted
+        await asyncio.sleep(0.4)  # Redis grants it late; the agent gives it all back
+        assert [s.request_id for s in slow.settled] == ["late"]
+        assert slow.settled[0].release and slow.settled[0].tokens_refund == 10
+
+    asyncio.run(scenario())
