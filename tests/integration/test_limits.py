@@ -273,3 +273,21 @@ def test_redis_killed_under_load_fails_no_request(
         for i in range(5):
             assert ask(gw, TPM_KEY, f"{unique} after {i}", max_tokens=5).status in (200, 429)
         assert fallbacks() == during
+
+
+def test_the_anthropic_sdk_sees_a_rate_limit_error(limited: Gateway, unique: str) -> None:
+    import anthropic
+
+    headers = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    made = http(
+        "POST",
+        f"{limited.admin_url}/admin/keys",
+        b'{"tenant": "rpm", "name": "claude", "limits": {"requests_per_minute": 1}}',
+        headers,
+    )
+    client = anthropic.Anthropic(base_url=limited.url, api_key=made.json()["key"], max_retries=0)
+    message = [{"role": "user", "content": unique}]
+    assert client.messages.create(model="gpt-alpha", max_tokens=5, messages=message).content
+    with pytest.raises(anthropic.RateLimitError) as err:
+        client.messages.create(model="gpt-alpha", max_tokens=5, messages=message)
+    assert err.value.response.headers["retry-after"]
