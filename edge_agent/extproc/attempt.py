@@ -152,13 +152,16 @@ class Attempt:
         call = self._call
         assert call is not None
         out = call.response_body(chunk, end_of_stream, self._status or "")
+        if out is None and end_of_stream and self._status == "200":
+            call.count_usage(call.schema.usage_of(chunk))
+        if end_of_stream and call.used is not None:
+            # For the request's limits: the downstream Exchange settles with it.
+            self.agent.attempts.record_usage(self.request_key, call.used)
         if out is not None:
             if call.stream_out is None:
                 # A whole body: its headers are still held, and follow the new body.
                 return Continue(body=out, set_headers=call.body_headers())
             return Continue(body=out, chunk=True)
-        if end_of_stream and self._status == "200":
-            call.count_usage(call.schema.usage_of(chunk))
         return CONTINUE
 
     def close(self) -> None:

@@ -34,6 +34,9 @@ class AttemptLog:
 
     def __init__(self, max_requests: int = 10_000) -> None:
         self._requests: OrderedDict[str, _Chained] = OrderedDict()
+        # The answering attempt's usage (input, output tokens, USD), for the request's
+        # limits settlement; it may arrive after `finish` (a stream's usage comes last).
+        self._usage: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
         self._max = max_requests
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
@@ -52,6 +55,15 @@ class AttemptLog:
         chained = self._requests.get(key)
         if chained is not None:
             chained.states[target] = state
+
+    def record_usage(self, key: str, used: tuple[int, int, float]) -> None:
+        if key:
+            self._usage[key] = used
+            if len(self._usage) > self._max:
+                self._usage.popitem(last=False)
+
+    def take_usage(self, key: str) -> tuple[int, int, float] | None:
+        return self._usage.pop(key, None)
 
     def finish(self, key: str) -> dict[str, str]:
         chained = self._requests.pop(key, None)

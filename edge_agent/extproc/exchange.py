@@ -362,8 +362,10 @@ class Exchange:
         self.done = decision.response_body_mode is None
         if not answer.capturing:
             self.land(None)  # nothing will be stored: followers go on their own
-        if self.done and self.limit is not None:
-            settle_limits(self, release=False)  # before the client has the answer
+        if self.done and self.limit is not None and not self.chained:
+            # Before the client has the answer. A chain's usage is read by its attempt,
+            # after these headers: it is settled when the request ends.
+            settle_limits(self, release=False)
         return decision
 
     def _adopt_answering_target(self, headers: Mapping[str, str]) -> str | None:

@@ -103,6 +103,8 @@ def _settlement(ex: Exchange, ask: Ask) -> tuple[int, float]:
     sent = ex.target is not None and ex.sent_at > 0
     if ex.status == "200" and ex.target is not None:
         used = ex.used if ex.used is not None else (ex.call.used if ex.call else None)
+        if used is None and ex.chained:
+            used = ex.used = ex.agent.attempts.take_usage(ex.attempt_key)  # read upstream
         if used is None:
             return 0, 0.0  # usage unknown (a stream nobody read): the reservation stands
         return ask.tokens - used[0] - used[1], used[2] - ask.cost_usd
@@ -119,6 +121,8 @@ def record_spend(ex: Exchange) -> None:
     if limiter is None or ex.request is None or ex.status is None:
         return
     used = ex.used if ex.used is not None else (ex.call.used if ex.call else None)
+    if used is None and ex.chained:
+        used = ex.used = ex.agent.attempts.take_usage(ex.attempt_key)
     if used is None and not ex.saved_usd:
         if not ex.status.startswith("2"):
             return  # refused or failed: nothing was spent or saved
