@@ -502,6 +502,7 @@ class Gateway:
         auth: bool = False,
         redis: str | None = None,
         limits: bool = False,
+        jwt: bool = False,
     ) -> None:
         self.ports = {k: free_port() for k in ("envoy", "grpc", "admin", "envoy_admin")}
         # With auth: every request carries a virtual key of the one tenant.
@@ -539,6 +540,20 @@ class Gateway:
                 }
                 tenant["budget"] = {"usd_per_day": 10**9, "usd_per_month": 10**9}
             self.config["tenants"] = [tenant]
+        if jwt:
+            # An RS256 token from a key set in a file: the JWT check per request.
+            self.config["auth"] = {
+                "required": True,
+                "jwt": [
+                    {
+                        "issuer": "https://bench.invalid/",
+                        "jwks_file": str(bench_jwks(workdir)[0]),
+                        "audiences": ["bench"],
+                    }
+                ],
+            }
+            self.config["tenants"] = [{"name": "bench"}]
+            self.key = bench_jwks(workdir)[1]
         if redis is not None:
             # A prefix of this run's own: nothing from an earlier run is read.
             self.redis_prefix = f"bench-{os.getpid()}-{time.time_ns()}"
@@ -925,11 +940,18 @@ class Bench:
         finally:
             envoy.stop()
 
-    def run_gateway(self, semantic: bool = True, auth: bool = False) -> list[Scenario]:
+    def run_gateway(
+        self, semantic: bool = True, auth: bool = False, jwt: bool = False
+    ) -> list[Scenario]:
         """Miss and hit with the default config; with semantic=False, the miss only (with
-        auth: every request carries a virtual key the agent checks)."""
+        auth: every request carries a virtual key the agent checks; jwt: an RS256 token)."""
         gw = Gateway(
-            self.upstream.listen_port, self.s.envoy_concurrency, self.workdir, semantic, auth=auth
+            self.upstream.listen_port,
+            self.s.envoy_concurrency,
+            self.workdir,
+            semantic,
+            auth=auth,
+            jwt=jwt,
         )
         try:
             pids = self._start_gateway(gw)
@@ -940,10 +962,13 @@ class Bench:
                 self.check_reuse(sc)
 
             miss = self.measure(
-                "miss" if semantic else ("miss_auth" if auth else "miss_exact"),
+                "miss"
+                if semantic
+                else ("miss_jwt" if jwt else "miss_auth" if auth else "miss_exact"),
                 "Envoy + agent, cache miss"
                 + (" (exact + semantic tiers)" if semantic else " (exact tier only)")
-                + (", callers authenticated by virtual key" if auth else ""),
+                + (", callers authenticated by virtual key" if auth else "")
+                + (", callers authenticated by an RS256 JWT" if jwt else ""),
                 gw.url,
                 "unique",
                 f"miss-{self.nonce}",
@@ -1125,6 +1150,34 @@ class Bench:
 
 
 # ---- report --------------------------------------------------------------------------
+
+
+def bench_jwks(workdir: Path) -> tuple[Path, str]:
+    """(a JWKS file, an RS256 token it verifies), made once per run."""
+    path = workdir / "jwks.json"
+    token_path = workdir / "token.txt"
+    if path.exists():
+        return path, token_path.read_text()
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "bench", "use": "sig", "alg": "RS256"})
+    path.write_text(json.dumps({"keys": [jwk]}))
+    now = int(time.time())
+    claims = {
+        "iss": "https://bench.invalid/",
+        "aud": "bench",
+        "sub": "wrk",
+        "tenant": "bench",
+        "iat": now,
+        "exp": now + 86400,
+    }
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+    token_path.write_text(token)
+    return path, token
 
 
 def redis_reachable(url: str) -> str | None:
@@ -1411,6 +1464,10 @@ def main(argv: list[str] | None = None) -> int:
                     "gateway, exact tier only, virtual keys",
                     lambda: bench.run_gateway(semantic=False, auth=True),
                 ),
+                (
+                    "gateway, exact tier only, JWT",
+                    lambda: bench.run_gateway(semantic=False, jwt=True),
+                ),
             ]
             if s.redis_url is not None:
                 steps += [
@@ -1439,6 +1496,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare",
         "miss_exact",
         "miss_auth",
+        "miss_jwt",
         "miss_redis",
         "miss_limits",
         "miss_chain",

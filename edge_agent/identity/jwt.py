@@ -21,6 +21,7 @@ import binascii
 import logging
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ log = logging.getLogger("edge_agent.identity.jwt")
 
 # Real tokens are a few KiB; anything bigger is refused before it is parsed.
 MAX_TOKEN_CHARS = 16 * 1024
+VERIFIED_CACHE = 10_000  # verified tokens kept until they expire
 FETCH_TIMEOUT_S = 5.0  # one JWKS fetch, at most (the request waits for it)
 MAX_JWKS_BYTES = 1 << 20
 MAX_KEYS = 64  # per issuer: bounds the work a (broken) JWKS can cause
@@ -364,7 +366,12 @@ def _decode_options(config: JwtIssuer) -> dict[str, Any]:
 class JwtVerifier:
     """The trusted issuers and their current keys; checks tokens against them."""
 
-    def __init__(self, issuers: Iterable[JwtIssuer]) -> None:
+    def __init__(self, issuers: Iterable[JwtIssuer], cache_size: int = VERIFIED_CACHE) -> None:
+        # Tokens already verified, until they expire: a client sends the same token
+        # with every request, and its signature need not be checked each time (as
+        # Envoy's jwt_authn caches them).
+        self._verified: OrderedDict[str, Verified] = OrderedDict()
+        self._cache_size = cache_size
         self._issuers: dict[str, _Issuer] = {}
         for config in issuers:
             if config.issuer in self._issuers:
@@ -459,8 +466,19 @@ class JwtVerifier:
 
     def check(self, token: str, now: float) -> Verified | NeedKeys | Refused:
         """Whether to trust `token` at `now` (seconds since the epoch). Never raises."""
+        seen = self._verified.get(token) if isinstance(token, str) else None
+        if seen is not None:
+            if now < seen.expires_at:
+                self._verified.move_to_end(token)
+                return seen
+            del self._verified[token]
         try:
-            return self._check(token, now)
+            result = self._check(token, now)
+            if isinstance(result, Verified) and self._cache_size:
+                self._verified[token] = result
+                if len(self._verified) > self._cache_size:
+                    self._verified.popitem(last=False)
+            return result
         except Exception as exc:
             # Hostile input must not become a 500; the type is enough to find the bug.
             log.warning("unexpected %s while checking a JWT", type(exc).__name__)

@@ -456,3 +456,18 @@ def test_fuzz_never_raises_always_refuses(token: str) -> None:
 def test_deeply_nested_header_is_refused() -> None:
     token = f"{b64(b'[' * 5000)}.{b64(orjson.dumps(claims(NOW)))}.x"
     refused(FUZZ_VERIFIER.check(token, NOW), "malformed")
+
+
+def test_a_verified_token_is_cached_until_it_expires() -> None:
+    verifier = make_verifier(RSA)
+    token = RSA.sign(claims(NOW, lifetime_s=60))
+    first = verifier.check(token, NOW)
+    assert isinstance(first, Verified)
+    # Cached: the same object, without a second signature check.
+    assert verifier.check(token, NOW + 1) is first
+    # Past its expiry it is checked again, and refused (beyond the leeway).
+    refused(verifier.check(token, NOW + 60 + 31), "expired")
+    # A forged token is never cached, and never served from the cache.
+    forged = RSA_IMPOSTER.sign(claims(NOW))
+    refused(verifier.check(forged, NOW), "bad_signature")
+    refused(verifier.check(forged, NOW), "bad_signature")
