@@ -1,7 +1,8 @@
 """What each tenant spent, per key and model and UTC day: tokens, cost, cache savings,
 requests. Kept in this process, and in Redis (one hash per tenant and day,
 `{<prefix>:spend}:<tenant>:<day>`) when `cache.redis` is set, so `GET /admin/spend`
-answers for every replica. Writes go out in the background and never slow a request.
+answers for every replica. Writes are summed in the process and go out in one
+pipeline every half second; they never slow a request.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ log = logging.getLogger("edge_agent.limits.spend")
 FIELDS = ("requests", "input_tokens", "output_tokens", "cost_usd", "saved_usd")
 MAX_DAYS = 400
 _KEEP_S = MAX_DAYS * 86400
+_FLUSH_S = 0.5
+
+
+def _book() -> defaultdict[tuple[str, str], defaultdict[str, float]]:
+    return defaultdict(lambda: defaultdict(float))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +51,13 @@ class Spent:
 
 class SpendBook:
     def __init__(self) -> None:
-        # (tenant, day) → "key|model|field" → value
-        self._local: dict[tuple[str, str], dict[str, float]] = defaultdict(
-            lambda: defaultdict(float)
-        )
+        # (tenant, day) → "key|model|field" → value: kept here without Redis; with it,
+        # what has not been written yet.
+        self._local = _book()
+        self._unsent = _book()
         self._client: Any = None
         self._tag = ""
-        self._pending: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
 
     def attach(self, client: Any, prefix: str) -> None:
         self._client = client
@@ -59,22 +65,35 @@ class SpendBook:
 
     def record(self, spent: Spent, now: float) -> None:
         day = day_key(now)
-        values = {f"{spent.key}|{spent.model}|{k}": v for k, v in spent.fields().items() if v}
-        if self._client is None:
-            book = self._local[(spent.tenant, day)]
-            for field, value in values.items():
-                book[field] += value
-            return
-        task = asyncio.ensure_future(self._write(f"{self._tag}:{spent.tenant}:{day}", values))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        # Summed here first; with Redis, written in one pipeline per `_FLUSH_S` (not a
+        # round trip per request).
+        books = self._unsent if self._client is not None else self._local
+        book = books[(spent.tenant, day)]
+        for field, value in spent.fields().items():
+            if value:
+                book[f"{spent.key}|{spent.model}|{field}"] += value
+        if self._client is not None and self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_soon())
 
-    async def _write(self, name: str, values: dict[str, float]) -> None:
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(_FLUSH_S)
+        finally:
+            self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write what was recorded since the last flush to Redis."""
+        unsent, self._unsent = self._unsent, _book()
+        if not unsent:
+            return
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for field, value in values.items():
-                    pipe.hincrbyfloat(name, field, value)
-                pipe.expire(name, _KEEP_S)
+                for (tenant, day), fields in unsent.items():
+                    name = f"{self._tag}:{tenant}:{day}"
+                    for field, value in fields.items():
+                        pipe.hincrbyfloat(name, field, value)
+                    pipe.expire(name, _KEEP_S)
                 await asyncio.wait_for(pipe.execute(), 2.0)
         except Exception as exc:  # spend reporting must never fail a request
             log.warning("spend not recorded in Redis (%r)", exc)
@@ -83,6 +102,8 @@ class SpendBook:
         self, tenants: Iterable[str], key: str | None, since: float, now: float
     ) -> list[dict[str, Any]]:
         """Rows of spend per tenant, key and model, summed over the days since `since`."""
+        if self._client is not None:
+            await self.flush()  # this process's latest requests included
         days = []
         t = datetime.fromtimestamp(since, UTC)
         end = datetime.fromtimestamp(now, UTC)
@@ -115,5 +136,7 @@ class SpendBook:
         return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
     async def close(self) -> None:
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=1.0)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._client is not None:
+            await self.flush()

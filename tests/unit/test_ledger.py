@@ -184,3 +184,27 @@ async def test_a_token_debt_outlives_the_usual_key_expiry(redis_url: str, prefix
         assert ttl_ms > 180_000  # until it is full again (~3 min), not 2 min
     finally:
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_spend_is_summed_then_written_to_redis_in_one_go(redis_url: str, prefix: str) -> None:
+    from edge_agent.limits.spend import SpendBook, Spent
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        writer, reader = SpendBook(), SpendBook()
+        writer.attach(client, prefix)
+        reader.attach(client, prefix)
+        for _ in range(3):
+            writer.record(Spent("t", "k", "m", 10, 5, 0.25), NOW)
+        writer.record(Spent("t", "-", "m", 0, 0, 0.0, saved_usd=0.1), NOW)
+        await writer.flush()
+        rows = await reader.report(["t"], None, NOW, NOW)  # another process's view
+        by_key = {r["key"]: r for r in rows}
+        assert by_key["k"]["requests"] == 3 and by_key["k"]["input_tokens"] == 30
+        assert by_key["k"]["cost_usd"] == pytest.approx(0.75)
+        assert by_key["-"]["saved_usd"] == pytest.approx(0.1)
+        assert (await reader.report(["t"], "k", NOW, NOW))[0]["key"] == "k"
+        await writer.close()
+    finally:
+        await client.aclose()
