@@ -23,6 +23,8 @@ from edge_agent.translate.common import (
     image_url_of,
     openai_error,
     refuse_unsupported,
+    requested_max_tokens,
+    stop_sequences,
     str_or_empty,
     text_of,
     tool_function,
@@ -174,7 +176,7 @@ def chat_to_messages(body: dict[str, Any], model: str) -> dict[str, Any]:
         out["system"] = "\n\n".join(system)
     out["messages"] = messages
 
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = requested_max_tokens(body)
     out["max_tokens"] = max_tokens if isinstance(max_tokens, int) else DEFAULT_MAX_TOKENS
     temperature = body.get("temperature")
     if temperature is not None:
@@ -183,9 +185,9 @@ def chat_to_messages(body: dict[str, Any], model: str) -> dict[str, Any]:
         out["temperature"] = temperature
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
-    stop = body.get("stop")
-    if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    stop = stop_sequences(body)
+    if stop is not None:
+        out["stop_sequences"] = stop
     if body.get("stream") is True:
         out["stream"] = True
     user = body.get("user")

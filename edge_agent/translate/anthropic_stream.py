@@ -16,7 +16,13 @@ from edge_agent.translate.anthropic import (
     openai_usage,
 )
 from edge_agent.translate.common import str_or_empty
-from edge_agent.translate.stream import ChatChunkWriter, StreamTranslator, event_object
+from edge_agent.translate.stream import (
+    ChatChunkWriter,
+    StreamTranslator,
+    event_object,
+    tool_call_arguments,
+    tool_call_start,
+)
 
 
 class MessagesStreamToChat(ChatChunkWriter):
@@ -42,13 +48,7 @@ class MessagesStreamToChat(ChatChunkWriter):
             block = event.get("content_block") or {}
             if block.get("type") == "tool_use":
                 index = self._tool_index[event.get("index", 0)] = len(self._tool_index)
-                call = {
-                    "index": index,
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": ""},
-                }
-                return self._chunk({"tool_calls": [call]})
+                return self._chunk(tool_call_start(index, block.get("id"), block.get("name")))
             if block.get("type") == "text" and block.get("text"):
                 return self._chunk({"content": block["text"]})
             return b""
@@ -59,8 +59,7 @@ class MessagesStreamToChat(ChatChunkWriter):
                 return self._chunk({"content": delta.get("text", "")})
             if dtype == "input_json_delta":
                 index = self._tool_index.get(event.get("index", 0), 0)
-                call = {"index": index, "function": {"arguments": delta.get("partial_json", "")}}
-                return self._chunk({"tool_calls": [call]})
+                return self._chunk(tool_call_arguments(index, delta.get("partial_json", "")))
             if dtype == "thinking_delta":
                 return self._chunk({"reasoning_content": delta.get("thinking", "")})
             return b""

@@ -23,12 +23,19 @@ from edge_agent.translate.common import (
     openai_error,
     plain_error_message,
     refuse_unsupported,
+    requested_max_tokens,
+    stop_sequences,
     tool_function,
     tool_parameters,
     untranslatable,
     user_parts,
 )
-from edge_agent.translate.stream import ChatChunkWriter, completion
+from edge_agent.translate.stream import (
+    ChatChunkWriter,
+    completion,
+    tool_call_arguments,
+    tool_call_start,
+)
 
 _FINISH = {
     "end_turn": "stop",
@@ -205,7 +212,7 @@ def chat_to_converse(chat: dict[str, Any]) -> dict[str, Any]:
         out["system"] = system
 
     config: dict[str, Any] = {}
-    max_tokens = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    max_tokens = requested_max_tokens(chat)
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         config["maxTokens"] = max_tokens
     temperature = chat.get("temperature")
@@ -215,9 +222,9 @@ def chat_to_converse(chat: dict[str, Any]) -> dict[str, Any]:
         config["temperature"] = temperature
     if chat.get("top_p") is not None:
         config["topP"] = chat["top_p"]
-    stop = chat.get("stop")
-    if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    stop = stop_sequences(chat)
+    if stop is not None:
+        config["stopSequences"] = stop
     if config:
         out["inferenceConfig"] = config
 
@@ -374,13 +381,7 @@ class ConverseStreamToChat(ChatChunkWriter):
             if not isinstance(use, dict):
                 return b""
             index = self._tools[data.get("contentBlockIndex", 0)] = len(self._tools)
-            call = {
-                "index": index,
-                "id": use.get("toolUseId"),
-                "type": "function",
-                "function": {"name": use.get("name"), "arguments": ""},
-            }
-            return self._chunk({"tool_calls": [call]})
+            return self._chunk(tool_call_start(index, use.get("toolUseId"), use.get("name")))
         if name == "contentBlockDelta":
             delta = data.get("delta") or {}
             if isinstance(delta.get("text"), str):
@@ -390,8 +391,7 @@ class ConverseStreamToChat(ChatChunkWriter):
                 index = self._tools.get(data.get("contentBlockIndex", 0))
                 if index is None:
                     return b""  # input for a tool that never started: nothing to attach it to
-                call = {"index": index, "function": {"arguments": str(use.get("input", ""))}}
-                return self._chunk({"tool_calls": [call]})
+                return self._chunk(tool_call_arguments(index, str(use.get("input", ""))))
             reasoning = delta.get("reasoningContent")
             if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
                 return self._chunk({"reasoning_content": reasoning["text"]})

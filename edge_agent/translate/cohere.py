@@ -19,12 +19,20 @@ from edge_agent.translate.common import (
     openai_error,
     plain_error_message,
     refuse_unsupported,
+    requested_max_tokens,
+    stop_sequences,
     text_of,
     tool_function,
     tool_parameters,
     untranslatable,
 )
-from edge_agent.translate.stream import ChatChunkWriter, completion, event_object
+from edge_agent.translate.stream import (
+    ChatChunkWriter,
+    completion,
+    event_object,
+    tool_call_arguments,
+    tool_call_start,
+)
 
 log = logging.getLogger("edge_agent.providers.cohere")
 
@@ -232,7 +240,7 @@ def chat_to_cohere(body: dict[str, Any], model: str) -> dict[str, Any]:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
 
     out_body: dict[str, Any] = {"model": model, "messages": messages}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = requested_max_tokens(body)
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         out_body["max_tokens"] = max_tokens
     for field in ("temperature", "frequency_penalty", "presence_penalty"):
@@ -242,9 +250,9 @@ def chat_to_cohere(body: dict[str, Any], model: str) -> dict[str, Any]:
     top_p = body.get("top_p")
     if isinstance(top_p, int | float) and not isinstance(top_p, bool):
         out_body["p"] = min(max(float(top_p), _P_MIN), _P_MAX)
-    stop = body.get("stop")
-    if stop:
-        out_body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    stop = stop_sequences(body)
+    if stop is not None:
+        out_body["stop_sequences"] = stop
     if body.get("seed") is not None:
         out_body["seed"] = body["seed"]
     response_format = _response_format(body.get("response_format"))
@@ -405,16 +413,14 @@ class CohereStreamToChat(ChatChunkWriter):
             index = self._tool_index.setdefault(_index(event), len(self._tool_index))
             function = call.get("function") or {}
             arguments = function.get("arguments")
-            out_call = {
-                "index": index,
-                "id": call.get("id"),
-                "type": "function",
-                "function": {
-                    "name": function.get("name"),
-                    "arguments": arguments if isinstance(arguments, str) else "",
-                },
-            }
-            return self._delta({"tool_calls": [out_call]})
+            return self._delta(
+                tool_call_start(
+                    index,
+                    call.get("id"),
+                    function.get("name"),
+                    arguments if isinstance(arguments, str) else "",
+                )
+            )
         if kind == "tool-call-delta":
             call = message.get("tool_calls")
             function = call.get("function") if isinstance(call, dict) else None
@@ -422,9 +428,7 @@ class CohereStreamToChat(ChatChunkWriter):
             if not isinstance(arguments, str) or not arguments:
                 return b""
             index = self._tool_index.get(_index(event), 0)
-            return self._delta(
-                {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}
-            )
+            return self._delta(tool_call_arguments(index, arguments))
         if kind == "message-end":
             return self._message_end(delta)
         return b""  # content-end, tool-call-end, citations, debug and future event types

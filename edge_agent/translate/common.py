@@ -224,6 +224,21 @@ def chat_usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     return out
 
 
+def requested_max_tokens(body: dict[str, Any]) -> Any:
+    """The answer's token cap as the request asks for it: `max_completion_tokens`, else
+    the older `max_tokens` (as sent: each target checks it its own way)."""
+    return body.get("max_completion_tokens") or body.get("max_tokens")
+
+
+def stop_sequences(body: dict[str, Any]) -> list[Any] | None:
+    """The request's `stop` (OpenAI takes one string or a list) as a list; None when the
+    request sets none."""
+    stop = body.get("stop")
+    if not stop:
+        return None
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
 def tool_function(tool: Any, path: str, refuse: Refuse) -> dict[str, Any]:
     """The function of an OpenAI tool; other tool types have no counterpart anywhere."""
     if not isinstance(tool, dict) or tool.get("type") != "function":

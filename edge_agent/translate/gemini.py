@@ -20,6 +20,8 @@ from edge_agent.translate.common import (
     chat_usage,
     image_url_of,
     refuse_unsupported,
+    requested_max_tokens,
+    stop_sequences,
     tool_function,
     user_parts,
 )
@@ -268,7 +270,7 @@ def chat_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
         out["systemInstruction"] = {"parts": [{"text": t} for t in system]}
 
     config: dict[str, Any] = {}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = requested_max_tokens(body)
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
     for ours, theirs in (
@@ -280,9 +282,9 @@ def chat_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
     ):
         if body.get(ours) is not None:
             config[theirs] = body[ours]
-    stop = body.get("stop")
-    if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    stop = stop_sequences(body)
+    if stop is not None:
+        config["stopSequences"] = stop
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
         if fmt["type"] == "json_object":

@@ -93,6 +93,24 @@ class ChatChunkWriter(StreamTranslator):
         return out + encode_event("[DONE]")
 
 
+def tool_call_start(index: int, call_id: Any, name: Any, arguments: str = "") -> dict[str, Any]:
+    """The chunk delta that opens streamed tool call `index` (its id and name; the
+    arguments, usually none yet, follow in `tool_call_arguments` deltas)."""
+    call = {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+    return {"tool_calls": [call]}
+
+
+def tool_call_arguments(index: int, arguments: Any) -> dict[str, Any]:
+    """The chunk delta that carries the next piece of streamed tool call `index`'s
+    arguments."""
+    return {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}
+
+
 def completion(
     chunk_id: str,
     model: str,
