@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
 from edge_agent.cache.coalesce import Flights
@@ -101,6 +101,8 @@ class Agent:
 
         # The shared tier (Redis) between replicas and workers: `attach_shared`.
         self.shared: SharedCache | None = None
+        # The Redis client runtime keys, limits and spend share (runtime/wiring.py).
+        self.aux_redis: Any = None
 
     def _models_list(self, only: frozenset[str] | None) -> bytes:
         names = self.router.model_names

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import os
 import random
 import time
 from collections import Counter as _Tally
@@ -39,14 +38,13 @@ from typing import Any, Literal, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_agent.cache import records as rec
 from edge_agent.cache.records import PurgeFilter, SharedEntry, SyncEvent
 from edge_agent.config import RedisCache
+from edge_agent.redis_client import connect, password
 
 log = logging.getLogger("edge_agent.cache.redis")
 
@@ -301,15 +299,7 @@ class RedisTier:
         if cfg.url is None:
             raise ValueError("cache.redis.url is not set")
         self.cfg = cfg
-        self._password: str | None = None
-        if cfg.password_env is not None:
-            self._password = os.environ.get(cfg.password_env) or None
-            if self._password is None:
-                log.warning(
-                    "cache.redis.password_env names %s, which is not set: connecting "
-                    "without a password",
-                    cfg.password_env,
-                )
+        self._password = password(cfg)
         self.replica_id = replica_id
         self._prefix = cfg.key_prefix
         self._stream = rec.stream_name(self._prefix)
@@ -341,17 +331,13 @@ class RedisTier:
         self._cb_logged_at = -_CB_LOG_EVERY_S
 
     def _connect(self, *, socket_timeout: float, retries: int) -> Redis | RedisCluster:
-        assert self.cfg.url is not None
-        opts: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": self._slow_timeout_s,
-            "retry": Retry(NoBackoff(), retries),
-        }
-        if self._password is not None:
-            opts["password"] = self._password
-        if self.cfg.cluster:
-            return RedisCluster.from_url(self.cfg.url, **opts)
-        return Redis.from_url(self.cfg.url, **opts)
+        return connect(
+            self.cfg,
+            socket_timeout=socket_timeout,
+            connect_timeout=self._slow_timeout_s,
+            retries=retries,
+            secret=self._password or "",
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 

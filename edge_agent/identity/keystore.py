@@ -25,9 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from edge_agent.config import RedisCache
 from edge_agent.identity.keys import KeyRecord, KeyRing, mint
-from edge_agent.redis_client import connect
 
 log = logging.getLogger("edge_agent.identity.keystore")
 
@@ -42,24 +40,23 @@ class KeyStoreError(Exception):
 
 
 class KeyStore:
-    """Runtime keys in this process (`redis=None`) or shared through Redis."""
+    """Runtime keys in this process (`client=None`) or shared through Redis (the
+    process's client, which the runtime owns and closes)."""
 
     def __init__(
         self,
         ring: KeyRing,
         *,
-        redis: RedisCache | None = None,
+        client: Redis | RedisCluster | None = None,
+        prefix: str = "",
         wall_clock: Callable[[], float],
         single_process: bool = True,
     ) -> None:
         self.ring = ring
         self._clock = wall_clock
         self._single = single_process
-        self._client: Redis | RedisCluster | None = None
-        self._prefix = ""
-        if redis is not None and redis.url is not None:
-            self._prefix = redis.key_prefix
-            self._client = connect(redis, _TIMEOUT_S)
+        self._client = client
+        self._prefix = prefix
         self._version: bytes | None = None
         self._flushed: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,7 +105,6 @@ class KeyStore:
         if self._client is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._flush_used()
-            await self._client.aclose()
 
     # ---- admin changes -----------------------------------------------------------------
     async def create(

@@ -130,7 +130,7 @@ def _from_key(identity: Identity, credential: str) -> Caller | None:
     if record.tenant not in identity.tenants and record.tenant != ANONYMOUS.tenant:
         raise unauthenticated("the API key's tenant is no longer configured on this gateway")
     identity.ring.used(record, now)
-    return Caller(record.tenant, "key", key_id=record.id, key_name=record.name, key=record)
+    return Caller(record.tenant, "key", key=record)
 
 
 def _from_jwt(identity: Identity, token: str) -> Generator[Effect, Any, Caller]:

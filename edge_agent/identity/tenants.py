@@ -22,8 +22,6 @@ _SHARED_POOL = "*shared"
 class Caller:
     tenant: str
     via: Via
-    key_id: str | None = None
-    key_name: str | None = None
     subject: str | None = None  # JWT subject or SPIFFE id
     key: KeyRecord | None = None  # the virtual key used, for its own limits
 

@@ -23,6 +23,7 @@ from edge_agent.api.openai import Endpoint
 from edge_agent.limits.ledger import Ask, Scope, Settle, Verdict, Window
 from edge_agent.limits.spend import Spent
 from edge_agent.pipeline.effects import Effect
+from edge_agent.translate.common import requested_max_tokens
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -145,7 +146,7 @@ def estimate(ex: Exchange) -> tuple[int, float]:
     if ex.request.endpoint is Endpoint.EMBEDDINGS:
         completion = 0
     else:
-        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        asked = requested_max_tokens(body)
         per_choice = asked if isinstance(asked, int) and asked > 0 else cfg.default_max_tokens
         completion = per_choice * max(1, ex.request.n)
     target = agent.router.first_target(ex.model)

@@ -59,10 +59,10 @@ class AgentService:
             self.agent.limiter.share = 1.0 / worker.count
         self.keys: KeyStore | None = None
         if identity is not None:
-            redis = config.cache.redis
             self.keys = KeyStore(
                 identity.ring,
-                redis=redis if redis.url is not None else None,
+                client=self.agent.aux_redis,
+                prefix=config.cache.redis.key_prefix,
                 wall_clock=identity.wall_clock,
                 single_process=worker is None or worker.count == 1,
             )
@@ -253,6 +253,8 @@ class AgentService:
             await self.agent.identity.close()
         if self.agent.limiter is not None:
             await self.agent.limiter.close()
+        if self.agent.aux_redis is not None:
+            await self.agent.aux_redis.aclose()
         if self.agent.shared is not None:
             await self.agent.shared.close()
         if self.agent.semantic is not None:

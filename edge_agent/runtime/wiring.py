@@ -23,7 +23,9 @@ def build_agent(config: Config, environ: Mapping[str, str] | None = None) -> Age
         identity.attach_jwks(JwksFetcher(identity.verifier))
     redis = config.cache.redis
     if agent.limiter is not None and redis.url is not None:
-        client = connect(redis)
+        # One client for keys, limits and spend (the shared tier has its own, with its
+        # breaker and short timeouts).
+        client = agent.aux_redis = connect(redis)
         agent.limiter.attach(RedisLedger(client, redis.key_prefix))
         agent.limiter.spend.attach(client, redis.key_prefix)
     if config.cache.redis.url is not None:

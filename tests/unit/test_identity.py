@@ -69,7 +69,7 @@ def test_a_configured_key_names_its_tenant_by_bearer_or_x_api_key() -> None:
         ex, decision = headers_phase(a, **hdrs)
         assert isinstance(decision, Continue)
         assert ex.caller.tenant == "team-a" and ex.caller.via == "key"
-        assert ex.caller.key_name == "a"
+        assert ex.caller.key is not None and ex.caller.key.name == "a"
 
 
 @pytest.mark.parametrize(
@@ -163,6 +163,15 @@ def test_forwarded_claims_name_the_tenant() -> None:
 def test_the_forwarded_claims_header_never_reaches_a_provider() -> None:
     a = agent(auth={"forwarded_claims": {}})
     assert "x-jwt-payload" in a.identity_headers
+    claims = base64.urlsafe_b64encode(orjson.dumps({"sub": "u", "tenant": "team-b"})).decode()
+    xfcc = "By=spiffe://x;URI=spiffe://cluster.local/ns/a/sa/b"
+    ex, _ = headers_phase(a, **{"x-jwt-payload": claims, "x-forwarded-client-cert": xfcc})
+    routed = ex.request_body(
+        orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    )
+    assert isinstance(routed, Continue)  # on its way to the provider, without them
+    assert {"x-jwt-payload", "x-forwarded-client-cert"} <= set(routed.remove_headers)
+    assert dict(routed.set_headers)["authorization"] == "Bearer sk-p"  # the provider's key
 
 
 # ---- what a tenant may use ------------------------------------------------------------
