@@ -368,6 +368,12 @@ class SemanticCache(_Strict):
     # Budget for embedding + search. Past it the request goes on without the semantic
     # tier: under a burst, queued embeddings must not run into Envoy's message timeout.
     lookup_timeout_ms: Annotated[int, Field(ge=10, le=30_000)] = 250
+    # Load shedding (docs/semantic-cache.md): a lookup is skipped, counted as 'shed',
+    # when this many are in flight in the process (the embedder cannot keep up) ...
+    max_pending: Annotated[int, Field(ge=1, le=10_000)] = 2
+    # ... or when the lookups' CPU (embedding, verifier) would pass this share of one
+    # core per process; null: no CPU cap.
+    max_cpu_share: Annotated[float, Field(gt=0, le=256)] | None = 0.25
 
     @model_validator(mode="after")
     def _embedder(self) -> SemanticCache:

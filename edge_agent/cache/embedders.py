@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,9 @@ class EmbedderError(Exception):
 class Embedder(Protocol):
     id: str  # namespace of the vectors, e.g. "local:all-MiniLM-L6-v2-onnx-int8"
     dim: int
+    # CPU seconds this process spent embedding so far (0 for a remote endpoint): the
+    # semantic tier's load shedding charges it (cache/shedding.py).
+    cpu_s: float
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32, rows L2-normalized; raises EmbedderError."""
@@ -316,6 +320,7 @@ class LocalEmbedder:
         self._stats_lock = threading.Lock()
         self.onnx_runs = 0  # session runs so far (micro-batching shows as fewer runs)
         self.texts_embedded = 0
+        self.cpu_s = 0.0  # CPU time of embedding so far (the thread's own, not wall time)
         # Micro-batching state, shared by every loop and thread that calls embed().
         self._lock = threading.Lock()
         self._queue: deque[_Request] = deque()
@@ -387,6 +392,7 @@ class LocalEmbedder:
         _check_texts(texts)
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
+        started = time.thread_time()
         try:
             chunks = [
                 self._embed_chunk(texts[start : start + self.max_batch])
@@ -400,6 +406,7 @@ class LocalEmbedder:
             ) from exc
         with self._stats_lock:
             self.texts_embedded += len(texts)
+            self.cpu_s += time.thread_time() - started
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     # -- async, micro-batched ------------------------------------------------------------------
@@ -510,6 +517,7 @@ class OpenAIEmbedder:
         self.model = model
         self.dim = dim
         self.id = f"openai:{self.base_url}:{model}:{dim}"
+        self.cpu_s = 0.0  # the work is the endpoint's: only the queue rule sheds for it
         self.timeout_s = timeout_s
         self.send_dimensions = send_dimensions
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}

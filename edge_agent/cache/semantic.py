@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ import numpy as np
 
 from edge_agent.cache import verify, wordnet
 from edge_agent.cache.embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder
+from edge_agent.cache.shedding import Shedder
 from edge_agent.config import Config
 
 # faiss's loader logs at INFO each CPU-specific build it tries and does not find (six
@@ -43,6 +45,20 @@ import faiss
 
 log = logging.getLogger("edge_agent.cache.semantic")
 
+# One query per search: OpenMP's fork/join across cores buys nothing for it, and a pool
+# thread left spinning after each search takes the core Envoy and the event loop need
+# (issue 15: ~3 ms of CPU per lookup). The setting is per thread: every thread that
+# searches sets it once (the event loop's inline searches, the worker); graph builds on
+# the builder thread keep every core.
+_omp = threading.local()
+
+
+def _one_omp_thread() -> None:
+    if not getattr(_omp, "single", False):
+        faiss.omp_set_num_threads(1)
+        _omp.single = True
+
+
 _INLINE_MAX = 2_000  # entries a partition may hold before its work leaves the loop
 _CANDIDATES = 4  # nearest neighbours checked by the verifier, best first
 _HNSW_M = 32
@@ -54,7 +70,8 @@ class SemanticEntry:
     id: int
     partition: str
     text: str
-    signature: verify.Signature | None  # None until computed on the verifier thread
+    # Parsed on the verifier thread the first time the entry is a candidate (most never are).
+    signature: verify.Signature | None
     body: bytes  # the complete answer (shared with the exact tier; counted in max_bytes)
     expires_at: float
     model: str = ""  # the client-facing model, for purges by model
@@ -201,6 +218,8 @@ class SemanticTier:
         hnsw_above: int = 5_000,
         lookup_timeout_s: float = 0.25,
         max_bytes: int = 256 << 20,
+        max_pending: int = 2,
+        max_cpu_share: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.embedder = embedder
@@ -219,14 +238,13 @@ class SemanticTier:
         self._counts: dict[str, int] = {}  # live entries per partition
         self.max_bytes = max_bytes
         self.bytes = 0  # answer bytes referenced by entries
-        # One query per search: OpenMP's fork/join across cores buys nothing for it and
-        # can widen the tail (docs/semantic-cache.md). The setting is per thread, so
-        # graph builds below still use every core.
+        self.verify_cpu_s = 0.0  # CPU time of the verifier thread's work so far
+        # From the embedder's total now: its warm-up (and other tiers' use of a shared
+        # model) is not this tier's debt.
+        self.shedder = Shedder(max_pending, max_cpu_share, spent_s=self.cpu_s)
+        # Searches on one OpenMP thread (see _one_omp_thread).
         self._worker = ThreadPoolExecutor(
-            1,
-            thread_name_prefix="edge-agent-faiss",
-            initializer=faiss.omp_set_num_threads,
-            initargs=(1,),
+            1, thread_name_prefix="edge-agent-faiss", initializer=_one_omp_thread
         )
         # Graph rebuilds take seconds: they run here, never on the worker that serves
         # lookups (see PartitionIndex).
@@ -250,6 +268,7 @@ class SemanticTier:
             part.offloaded = True
         if part.offloaded:
             return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        _one_omp_thread()
         return fn()
 
     def _submit(self, part: PartitionIndex, fn: Callable[[], Any]) -> None:
@@ -257,23 +276,51 @@ class SemanticTier:
         if not part.offloaded and part.live + len(part.dead) > _INLINE_MAX:
             part.offloaded = True
         if not part.offloaded:
+            _one_omp_thread()
             fn()
             return
         future = self._worker.submit(fn)
         future.add_done_callback(_log_failure)
 
-    async def lookup(self, partition: str, text: str) -> LookupResult:
-        """Embed `text` and find an acceptable entry in `partition`. Never raises.
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds the tier's lookups spent so far (embedding and verifier)."""
+        return self.embedder.cpu_s + self.verify_cpu_s
 
-        The verifier's work (the query's signature, then the candidates' checks) runs on
-        its own thread, the signature while the embedding is computed: a long prompt of
-        new words costs tens of milliseconds there (docs/semantic-cache.md), which must
-        not stall the event loop. Past `lookup_timeout_s` (embedding queued behind a
+    def admit(self) -> str | None:
+        """None when a lookup may run now (then `lookup(..., admitted=True)`), else why
+        it is shed: "queue" or "cpu" (cache/shedding.py)."""
+        return self.shedder.admit(time.monotonic(), self.cpu_s)
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # On the verifier thread: its CPU time is the tier's (load shedding charges it).
+        started = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            self.verify_cpu_s += time.thread_time() - started
+
+    async def lookup(self, partition: str, text: str, *, admitted: bool = False) -> LookupResult:
+        """Embed `text` and find an acceptable entry in `partition`. Never raises.
+        `admitted`: the slot `admit()` gave is released when the lookup ends.
+
+        The verifier's work runs on its own thread, and only when some entry scores above
+        the threshold: then the query and each candidate not parsed yet are parsed (a
+        signature), and the candidates checked. A long prompt of new words costs tens of
+        milliseconds there (docs/semantic-cache.md), which must not stall the event
+        loop; most lookups of novel prompts have no candidate and never pay it (issue
+        15: ~0.8 ms of CPU per lookup). Past `lookup_timeout_s` (embedding queued behind a
         burst, a slow remote embedder) the result is a miss with `error` set: the
         request goes on without this tier rather than run into Envoy's message timeout.
         """
+        try:
+            return await self._lookup(partition, text)
+        finally:
+            if admitted:
+                self.shedder.done()
+
+    async def _lookup(self, partition: str, text: str) -> LookupResult:
         loop = asyncio.get_running_loop()
-        signing = loop.run_in_executor(self._verifier, verify.signature, text)
         sig: verify.Signature | None = None
         try:
             async with asyncio.timeout(self.lookup_timeout_s):
@@ -285,23 +332,20 @@ class SemanticTier:
                     if part is None
                     else await self._run(part, lambda: part.search(vector, _CANDIDATES))
                 )
-                sig = await signing
                 candidates = self._candidates(found)
                 if not candidates:
-                    return LookupResult(None, vector, sig)
+                    return LookupResult(None, vector, None)
                 if not self.use_verifier:
                     entry, score = candidates[0]
-                    return LookupResult(SemanticHit(entry, score), vector, sig)
-                picked, refused = await loop.run_in_executor(
-                    self._verifier, self._verify, sig, candidates
+                    return LookupResult(SemanticHit(entry, score), vector, None)
+                sig, picked, refused = await loop.run_in_executor(
+                    self._verifier, self._timed, self._verify, text, candidates
                 )
                 if picked is not None and not self._live(picked.entry):
                     picked = None  # purged or expired while it was being verified
         except EmbedderError as exc:
-            signing.cancel()
             return LookupResult(None, None, sig, error=str(exc))
         except TimeoutError:
-            signing.cancel()  # nobody will read it: free the verifier thread
             return LookupResult(
                 None,
                 None,
@@ -311,42 +355,40 @@ class SemanticTier:
             )
         except Exception as exc:
             # A bug here must cost the request its semantic lookup, never the request.
-            signing.cancel()
             log.exception("semantic lookup failed")
             return LookupResult(None, None, sig, error=f"lookup failed: {exc!r}")
         return LookupResult(picked, vector, sig, refused=refused)
 
     def _candidates(self, found: list[tuple[int, float]]) -> list[tuple[SemanticEntry, float]]:
-        """Live entries above the threshold whose signature is ready, best first."""
+        """Live entries above the threshold, best first."""
         out = []
         for entry_id, score in found:
             if score < self.threshold:
                 break
             entry = self._entries.get(entry_id)
-            if entry is not None and self._live(entry) and entry.signature is not None:
+            if entry is not None and self._live(entry):
                 out.append((entry, score))
         return out
 
     def _live(self, entry: SemanticEntry) -> bool:
         return self._entries.get(entry.id) is entry and entry.expires_at > self._clock()
 
-    @staticmethod
-    def _sign(entry: SemanticEntry) -> None:
-        entry.signature = verify.signature(entry.text)
-
     def _verify(
-        self, sig: verify.Signature, candidates: list[tuple[SemanticEntry, float]]
-    ) -> tuple[SemanticHit | None, str | None]:
-        """The first candidate the verifier accepts (runs on the verifier thread; the
-        entries' signatures are immutable, so reading them there is safe)."""
+        self, text: str, candidates: list[tuple[SemanticEntry, float]]
+    ) -> tuple[verify.Signature, SemanticHit | None, str | None]:
+        """The query's signature and the first candidate the verifier accepts (on the
+        verifier thread, the only one that writes signatures: an entry is parsed the
+        first time it is a candidate, and its signature never changes after)."""
+        sig = verify.signature(text)
         refused = None
         for entry, score in candidates:
-            assert entry.signature is not None  # _candidates keeps only signed entries
+            if entry.signature is None:
+                entry.signature = verify.signature(entry.text)
             ok, reason = verify.accept(score, sig, entry.signature, self.threshold)
             if ok:
-                return SemanticHit(entry, score), None
+                return sig, SemanticHit(entry, score), None
             refused = refused or reason
-        return None, refused
+        return sig, None, refused
 
     def store(
         self,
@@ -386,10 +428,6 @@ class SemanticTier:
         entry = SemanticEntry(
             next(self._ids), scoped, text, signature, body, now + ttl, model, key, tenant
         )
-        if signature is None:
-            # From another replica: signed on the verifier thread, not on the event loop;
-            # until then the entry is no candidate.
-            self._verifier.submit(self._sign, entry).add_done_callback(_log_failure)
         self._entries[entry.id] = entry
         heapq.heappush(self._expiry, (entry.expires_at, entry.id))
         if key:
@@ -518,6 +556,8 @@ def build_semantic_tier(config: Config, environ: Mapping[str, str] | None = None
         hnsw_above=sem.hnsw_above,
         lookup_timeout_s=sem.lookup_timeout_ms / 1000,
         max_bytes=sem.max_bytes,
+        max_pending=sem.max_pending,
+        max_cpu_share=sem.max_cpu_share,
     )
 
 

@@ -123,6 +123,21 @@ class AnswerKeeper:
         stored = True
         if agent.cache is not None:
             stored = agent.cache.put(ex.key, body, model=ex.model, tenant=ex.caller.tenant)
+        self.count_store("stored" if stored else "too_large")
+        pending = ex.semantic_pending
+        if pending is not None:
+            # The semantic lookup runs beside the request (shadow mode) and its result is
+            # not in yet: its vector is what the semantic and shared tiers store. (A task
+            # already done runs this after its own landing callback, added first.)
+            pending.add_done_callback(lambda _: self._put_shared(body, stored))
+        else:
+            self._put_shared(body, stored)
+
+    def _put_shared(self, body: bytes, stored: bool) -> None:
+        """The semantic tier (with the lookup's vector) and the shared tier."""
+        ex = self.ex
+        agent = ex.agent
+        assert ex.key is not None
         sem = ex.semantic
         shared_vector = None
         if (
@@ -130,7 +145,6 @@ class AnswerKeeper:
             and ex.scope is not None
             and sem is not None
             and sem.vector is not None
-            and sem.signature is not None
             and len(body) <= agent.max_entry_bytes
         ):
             # The vector computed for the lookup is reused: no second embedding.
@@ -154,7 +168,6 @@ class AnswerKeeper:
                 tenant=ex.caller.tenant,
                 semantic=shared_vector,
             )
-        self.count_store("stored" if stored else "too_large")
 
     def count_store(self, outcome: str) -> None:
         ex = self.ex

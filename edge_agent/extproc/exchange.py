@@ -49,6 +49,8 @@ from edge_agent.pipeline.effects import Effect
 from edge_agent.providers.headers import PROVIDER_ONLY_HEADERS
 
 if TYPE_CHECKING:
+    import asyncio
+
     from edge_agent.agent import Agent
     from edge_agent.cache.coalesce import Flight
     from edge_agent.cache.keys import CachePolicy
@@ -100,6 +102,7 @@ class Exchange:
         "schema",
         "scope",
         "semantic",
+        "semantic_pending",
         "sent_at",
         "shadow_hit",
         "status",
@@ -129,6 +132,8 @@ class Exchange:
         self.cache_result = "bypass"
         self.scope: tuple[str, str] | None = None  # (partition, text) for the semantic tier
         self.semantic: LookupResult | None = None
+        # A lookup the request did not wait for (shadow mode), until it lands.
+        self.semantic_pending: asyncio.Task[LookupResult] | None = None
         self.shadow_hit: SemanticHit | None = None
         self.flight: Flight | None = None  # leading identical requests in flight
         self.lease = False  # holding the cross-process lease on self.key

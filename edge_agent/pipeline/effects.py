@@ -27,14 +27,28 @@ class Effect:
 
 @dataclass(frozen=True, slots=True)
 class SemanticLookup(Effect):
-    """Embed `text` and search `partition`: a `LookupResult`."""
+    """Embed `text` and search `partition` (the tier admitted it): a `LookupResult`."""
 
     partition: str
     text: str
 
     async def perform(self, agent: Agent) -> Any:
         assert agent.semantic is not None
-        return await agent.semantic.lookup(self.partition, self.text)
+        return await agent.semantic.lookup(self.partition, self.text, admitted=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StartSemanticLookup(Effect):
+    """The same lookup, which the request does not wait for: its `asyncio.Task`."""
+
+    partition: str
+    text: str
+
+    async def perform(self, agent: Agent) -> Any:
+        assert agent.semantic is not None
+        return asyncio.ensure_future(
+            agent.semantic.lookup(self.partition, self.text, admitted=True)
+        )
 
 
 @dataclass(frozen=True, slots=True)

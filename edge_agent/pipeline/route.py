@@ -29,7 +29,7 @@ def route(ex: Exchange) -> Continue:
     target = ex.target = choice.target
     agent.metrics.routing_decisions.labels(ex.model, target.key, choice.reason).inc()
     if ex.shadow_hit is not None:
-        _count_shadow_savings(ex, ex.shadow_hit, target)
+        count_shadow_savings(ex, ex.shadow_hit, target)
     caching = ex.key is not None and ex.policy is not None and ex.policy.store
     chain = agent.router.chain_cluster(req.model, target) if choice.chain else None
     if chain is not None:
@@ -71,7 +71,7 @@ def route(ex: Exchange) -> Continue:
     )
 
 
-def _count_shadow_savings(ex: Exchange, hit: SemanticHit, target: Target) -> None:
+def count_shadow_savings(ex: Exchange, hit: SemanticHit, target: Target) -> None:
     # What serving the would-be hit would have saved: its usage at this target's prices.
     price = target.provider.model(target.model)
     usage = tokens_of(ex.schema.usage_of(hit.entry.body))

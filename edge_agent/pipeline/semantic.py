@@ -1,15 +1,26 @@
 """Stage: the semantic tier — embed, search, verify; serve a hit (mode serve) or count
-the would-be hit (mode shadow)."""
+the would-be hit (mode shadow).
+
+Only a lookup that may serve is waited for. In shadow mode (and for a request that
+asked not to be served from the cache) the lookup runs beside the request, which goes
+to the provider at once; its result is counted when it lands, and the answer is stored
+with its vector once both are there (extproc/answer.py). A lookup the tier cannot
+afford now is shed (cache/shedding.py): counted, and the request goes on without it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from edge_agent.extproc.decisions import Respond
 from edge_agent.pipeline.base import StageRun
-from edge_agent.pipeline.effects import SemanticLookup
+from edge_agent.pipeline.effects import SemanticLookup, StartSemanticLookup
+from edge_agent.pipeline.route import count_shadow_savings
 
 if TYPE_CHECKING:
+    from edge_agent.cache.semantic import LookupResult
     from edge_agent.extproc.exchange import Exchange
 
 log = logging.getLogger("edge_agent.pipeline.semantic")
@@ -20,8 +31,40 @@ def lookup(ex: Exchange) -> StageRun:
     if ex.scope is None:
         return None
     agent = ex.agent
+    tier = agent.semantic
+    assert tier is not None and ex.policy is not None
+    shed = tier.admit()
+    if shed is not None:
+        agent.metrics.semantic_lookups.labels("shed").inc()
+        agent.metrics.semantic_shed.labels(shed).inc()
+        return None
+    if agent.semantic_mode == "shadow" or not ex.policy.lookup:
+        task: asyncio.Task[LookupResult] = yield StartSemanticLookup(*ex.scope)
+        ex.semantic_pending = task
+        task.add_done_callback(lambda done: _landed(ex, done))
+        return None
+    ex.semantic = yield SemanticLookup(*ex.scope)
+    return _decide(ex, ex.semantic)
+
+
+def _landed(ex: Exchange, task: asyncio.Task[LookupResult]) -> None:
+    """A lookup the request did not wait for is done (on the event loop)."""
+    ex.semantic_pending = None
+    if task.cancelled():  # shutting down
+        return
+    ex.semantic = task.result()  # lookup() never raises
+    _decide(ex, ex.semantic)
+    hit = ex.shadow_hit
+    if hit is not None and ex.target is not None:
+        # Routed already (the usual case): count what serving it would have saved now;
+        # otherwise route counts it.
+        ex.shadow_hit = None
+        count_shadow_savings(ex, hit, ex.target)
+
+
+def _decide(ex: Exchange, result: LookupResult) -> Respond | None:
+    agent = ex.agent
     assert ex.policy is not None
-    result = ex.semantic = yield SemanticLookup(*ex.scope)
     m = agent.metrics
     if result.error is not None:
         m.semantic_lookups.labels("timeout" if result.timed_out else "error").inc()

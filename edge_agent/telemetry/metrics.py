@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from edge_agent.telemetry import mp_values
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Which worker this process is ("0" without workers); set by the supervisor.
@@ -24,6 +26,11 @@ WORKER_INDEX_ENV = "EDGE_AGENT_WORKER_INDEX"
 def multiprocess_dir() -> str | None:
     """The multiprocess directory, if prometheus-client runs in multiprocess mode here."""
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+if multiprocess_dir() is not None:
+    # prometheus-client's file values without its system call per write (mp_values.py).
+    values.ValueClass = mp_values.MultiProcessValue  # type: ignore[assignment,misc]
 
 
 class _Streams:
@@ -95,9 +102,16 @@ class Metrics:
             "edge_agent_semantic_lookups",
             "Semantic tier lookups: hit, miss, refused (a candidate above the threshold "
             "that the verifier rejected), shadow_hit (shadow mode), store_only "
-            "(cache-control: no-cache), unservable (entry dropped), error (embedder) or "
-            "timeout (over cache.semantic.lookup_timeout_ms).",
+            "(cache-control: no-cache), unservable (entry dropped), error (embedder), "
+            "timeout (over cache.semantic.lookup_timeout_ms) or shed (skipped under load).",
             ["outcome"],
+            registry=r,
+        )
+        self.semantic_shed = Counter(
+            "edge_agent_semantic_shed",
+            "Semantic lookups skipped under load, by rule: queue (cache.semantic."
+            "max_pending lookups in flight) or cpu (over cache.semantic.max_cpu_share).",
+            ["reason"],
             registry=r,
         )
         self.semantic_refusals = Counter(

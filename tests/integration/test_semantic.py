@@ -11,7 +11,7 @@ import pytest
 from edge_agent.api.sse import SSEParser
 from edge_agent.demo.upstream import FakeOpenAI
 from tests.conftest import PROVIDER_KEYS, two_provider_config
-from tests.helpers import Gateway, free_port, metric_value, post_json, write_config
+from tests.helpers import Gateway, free_port, metric_value, post_json, wait_for, write_config
 
 QUESTION = "What is the capital city of France?"
 PARAPHRASE = "Which city is the capital of France?"
@@ -145,8 +145,10 @@ def test_default_mode_is_shadow(
     gw = _gateway(tmp_path, providers, {"enabled": True})
     try:
         ask(gw, QUESTION)
+        _landed(gw, 1)  # the lookup runs beside the request; the answer is stored after it
         second = ask(gw, PARAPHRASE)
         assert second.headers["x-edge-agent-cache"] == "miss"
+        _landed(gw, 2)
         assert (
             metric_value(gw.metrics(), "edge_agent_semantic_lookups_total", outcome="shadow_hit")
             == 1
@@ -172,6 +174,18 @@ def _gateway(tmp: Path, providers: dict[str, FakeOpenAI], semantic: dict) -> Gat
     return Gateway(config, write_config(tmp, config), dict(PROVIDER_KEYS)).start()
 
 
+def _lookups(gw: Gateway) -> float:
+    return sum(
+        metric_value(gw.metrics(), "edge_agent_semantic_lookups_total", outcome=o)
+        for o in ("miss", "refused", "shadow_hit", "error", "timeout", "store_only")
+    )
+
+
+def _landed(gw: Gateway, n: int) -> None:
+    """In shadow mode the request does not wait for its lookup: wait for `n` to land."""
+    wait_for(lambda: _lookups(gw) >= n, 10, f"{n} semantic lookups to land")
+
+
 def test_shadow_mode_counts_would_be_hits_without_serving_them(
     providers: dict[str, FakeOpenAI], tmp_path: Path
 ) -> None:
@@ -180,8 +194,10 @@ def test_shadow_mode_counts_would_be_hits_without_serving_them(
         for fake in providers.values():
             fake.reset()
         assert ask(gw, QUESTION).headers["x-edge-agent-cache"] == "miss"
+        _landed(gw, 1)
         again = ask(gw, PARAPHRASE)
         assert again.headers["x-edge-agent-cache"] == "miss"  # not served
+        _landed(gw, 2)
         metrics = gw.metrics()
     finally:
         gw.stop()
@@ -221,7 +237,10 @@ def test_lookups_over_budget_skip_the_tier_and_still_succeed(
     # waiting into Envoy's message timeout (which would answer 504).
     from concurrent.futures import ThreadPoolExecutor
 
-    gw = _gateway(tmp_path, providers, {"enabled": True, "lookup_timeout_ms": 20})
+    # Serve mode: a lookup that may serve is waited for, up to its budget (a lookup in
+    # shadow mode is never waited for); no queue limit, so the burst queues.
+    semantic = {"enabled": True, "mode": "serve", "lookup_timeout_ms": 20, "max_pending": 1000}
+    gw = _gateway(tmp_path, providers, semantic)
     try:
         for fake in providers.values():
             fake.reset()
@@ -234,3 +253,57 @@ def test_lookups_over_budget_skip_the_tier_and_still_succeed(
     assert [r.status for r in replies] == [200] * len(questions)
     assert len(providers["alpha"].requests) == len(questions)
     assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="timeout") > 0
+
+
+def test_a_burst_sheds_lookups_in_the_default_config_and_every_request_succeeds(
+    providers: dict[str, FakeOpenAI], tmp_path: Path
+) -> None:
+    """The default config (shadow mode, max_pending 2): 32 concurrent misses against one
+    embedding thread. Lookups it cannot keep up with are shed, never queued, and counted;
+    every request is answered by the provider."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gw = _gateway(tmp_path, providers, {"enabled": True})
+    try:
+        for fake in providers.values():
+            fake.reset()
+        questions = [f"Burst question {i}: what does error code E{i:04d} mean?" for i in range(64)]
+        with ThreadPoolExecutor(32) as pool:
+            replies = list(pool.map(lambda q: ask(gw, q, system="shed"), questions))
+        wait_for(
+            lambda: (
+                _lookups(gw)
+                + metric_value(gw.metrics(), "edge_agent_semantic_lookups_total", outcome="shed")
+                >= len(questions)
+            ),
+            10,
+            "every lookup to land or be shed",
+        )
+        metrics = gw.metrics()
+    finally:
+        gw.stop()
+    assert [r.status for r in replies] == [200] * len(questions)
+    assert len(providers["alpha"].requests) == len(questions)
+    shed = metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="shed")
+    assert shed > 0
+    assert metric_value(metrics, "edge_agent_semantic_shed_total", reason="queue") == shed
+    assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="timeout") == 0
+
+
+def test_lookups_over_the_cpu_share_are_shed_until_it_is_paid_back(
+    providers: dict[str, FakeOpenAI], tmp_path: Path
+) -> None:
+    """A share of 0.1 % of a core: the first lookup (milliseconds of real embedding)
+    puts the tier in debt for seconds, so the next requests skip it and are served."""
+    gw = _gateway(tmp_path, providers, {"enabled": True, "max_cpu_share": 0.001})
+    try:
+        assert ask(gw, "What is the boiling point of water at sea level?").status == 200
+        _landed(gw, 1)
+        later = [ask(gw, f"Question {i}: how do I rotate my API keys?") for i in range(5)]
+        metrics = gw.metrics()
+    finally:
+        gw.stop()
+    assert [r.status for r in later] == [200] * 5
+    assert all(r.headers["x-edge-agent-cache"] == "miss" for r in later)
+    assert metric_value(metrics, "edge_agent_semantic_shed_total", reason="cpu") == 5
+    assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="miss") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from edge_agent.agent import Agent
@@ -9,7 +11,7 @@ from edge_agent.cache.semantic import SemanticTier
 from edge_agent.config import parse_config
 from edge_agent.extproc.decisions import Continue, Respond
 from edge_agent.pipeline.base import Pending
-from edge_agent.pipeline.effects import SemanticLookup
+from edge_agent.pipeline.effects import SemanticLookup, StartSemanticLookup
 from tests.helpers import chat_completion
 from tests.unit.test_semantic_tier import TableEmbedder, near, unit
 
@@ -46,9 +48,18 @@ async def run(agent: Agent, text: str, **extra: object) -> tuple[object, object]
     body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}], **extra})
     step = ex.request_body(body)
     if isinstance(step, Pending):
-        assert isinstance(step.effect, SemanticLookup)
+        # serve mode waits for the lookup; shadow mode starts it and goes on
+        assert isinstance(step.effect, SemanticLookup | StartSemanticLookup)
         step = step.send(await step.effect.perform(agent))
     return ex, step
+
+
+async def landed(ex: object) -> None:
+    """Wait for a lookup the request did not wait for, and for its callbacks."""
+    pending = ex.semantic_pending  # type: ignore[attr-defined]
+    if pending is not None:
+        await pending
+    await asyncio.sleep(0)
 
 
 async def answer(agent: Agent, text: str) -> None:
@@ -58,6 +69,7 @@ async def answer(agent: Agent, text: str) -> None:
         {":status": "200", "content-type": "application/json", "content-length": str(len(ANSWER))}
     )
     ex.response_body(ANSWER, True)  # type: ignore[attr-defined]
+    await landed(ex)
 
 
 async def test_paraphrase_served_with_score_header_json_and_sse() -> None:
@@ -78,8 +90,9 @@ async def test_paraphrase_served_with_score_header_json_and_sse() -> None:
 async def test_shadow_mode_routes_and_counts_savings() -> None:
     agent, _ = make("shadow")
     await answer(agent, Q1)
-    _, step = await run(agent, Q2)
+    ex, step = await run(agent, Q2)
     assert isinstance(step, Continue)  # not served
+    await landed(ex)
     samples = {s.name: s.value for s in agent.metrics.semantic_shadow_saved.collect()[0].samples}
     # 1000 input tokens at $2/M + 500 output tokens at $8/M
     assert samples["edge_agent_semantic_shadow_saved_usd_total"] == pytest_approx(0.006)

@@ -24,6 +24,7 @@ class TableEmbedder:
 
     id = "test-table"
     dim = DIM
+    cpu_s = 0.0
 
     def __init__(self) -> None:
         self.table: dict[str, np.ndarray] = {}
@@ -84,7 +85,8 @@ async def test_hit_above_threshold_only_in_the_same_partition() -> None:
     emb.table = {"q": base, "close": near(base, 0.95), "far": near(base, 0.8)}
     tier = make_tier(emb)
     first = await tier.lookup("p1", "q")
-    assert first.hit is None and first.vector is not None and first.signature is not None
+    # No candidate: the query was not parsed (the verifier only runs for candidates).
+    assert first.hit is None and first.vector is not None and first.signature is None
     tier.store("p1", "q", first.vector, first.signature, b'{"answer": 1}')
     hit = await tier.lookup("p1", "close")
     assert hit.hit is not None and hit.hit.entry.body == b'{"answer": 1}'
@@ -100,7 +102,7 @@ async def test_ttl_and_max_entries() -> None:
     for i in range(3):
         emb.table[f"t{i}"] = unit(10 + i)
         r = await tier.lookup("p", f"t{i}")
-        assert r.vector is not None and r.signature is not None
+        assert r.vector is not None
         tier.store("p", f"t{i}", r.vector, r.signature, b"{}")
     assert len(tier) == 2
     assert (await tier.lookup("p", "t0")).hit is None  # evicted: oldest first
@@ -125,7 +127,7 @@ async def test_verifier_refuses_a_number_swap_cosine_would_accept() -> None:
     for use_verifier, expect_hit in ((False, True), (True, False)):
         tier = make_tier(emb, use_verifier=use_verifier, threshold=0.9)
         r = await tier.lookup("p", a)
-        assert r.vector is not None and r.signature is not None
+        assert r.vector is not None
         tier.store("p", a, r.vector, r.signature, b"{}")
         found = await tier.lookup("p", b)
         assert (found.hit is not None) is expect_hit
@@ -228,18 +230,21 @@ async def test_rebuilds_happen_beside_the_serving_index() -> None:
     await tier.close()
 
 
-async def test_an_unsigned_entry_is_no_candidate_until_signed() -> None:
-    """Entries from other replicas arrive without a signature; the verifier thread signs
-    them, and only then may they answer."""
+async def test_an_entry_is_parsed_the_first_time_it_is_a_candidate() -> None:
+    """Entries are stored without a signature (most never become a candidate); the
+    verifier thread parses one when a lookup first finds it above the threshold."""
     emb = TableEmbedder()
-    emb.table = {"How tall is Everest?": unit(7)}
+    emb.table = {"How tall is Everest?": unit(7), "Where is Paris?": unit(8)}
     tier = make_tier(emb, use_verifier=True)
     tier.store("p", "How tall is Everest?", unit(7), None, b"{}")
     entry = next(iter(tier._entries.values()))
-    tier._verifier.submit(lambda: None).result()  # the signing job ran before this one
-    assert entry.signature is not None
+    r = await tier.lookup("p", "Where is Paris?")  # far below the threshold
+    assert r.hit is None and entry.signature is None and r.signature is None
+    cpu = tier.verify_cpu_s
     r = await tier.lookup("p", "How tall is Everest?")
     assert r.hit is not None and r.hit.entry is entry
+    assert entry.signature is not None and r.signature is not None
+    assert tier.verify_cpu_s > cpu  # the verifier's work is charged to the tier
 
 
 async def test_an_entry_purged_during_verification_is_not_served() -> None:
@@ -251,9 +256,9 @@ async def test_an_entry_purged_during_verification_is_not_served() -> None:
     entry_id = next(iter(tier._entries))
     verify_one = tier._verify
 
-    def purge_then_verify(sig, candidates):  # type: ignore[no-untyped-def]
+    def purge_then_verify(text, candidates):  # type: ignore[no-untyped-def]
         tier.remove(entry_id)  # a purge lands while the verifier thread works
-        return verify_one(sig, candidates)
+        return verify_one(text, candidates)
 
     tier._verify = purge_then_verify  # type: ignore[method-assign]
     r = await tier.lookup("p", "How tall is Everest?")
