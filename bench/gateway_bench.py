@@ -1154,6 +1154,107 @@ class Bench:
             gw.stop()
             gw.forget_redis()
 
+    def run_null(self) -> list[Scenario]:
+        """The floor: the gateway's own Envoy config in front of a do-nothing grpc.aio
+        ext_proc server (bench/null_extproc.py) instead of the agent, a miss's four
+        messages and a hit's two."""
+        from edge_agent.config import parse_config
+        from edge_agent.envoy.bootstrap import build_bootstrap
+
+        gw = Gateway(self.upstream.listen_port, self.s.envoy_concurrency, self.workdir, False)
+        config = parse_config(gw.config)
+        envoy = Envoy(
+            "null",
+            build_bootstrap(config, environ={}),
+            gw.envoy_admin_port,
+            gw.ports["envoy"],
+            self.s.envoy_concurrency,
+            self.workdir,
+        )
+        log = self.workdir / "null_extproc.log"
+        script = Path(__file__).resolve().parent / "null_extproc.py"
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(script),
+                    str(gw.ports["grpc"]),
+                    config.envoy.routing_header,
+                    PROVIDER,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            wait_until("null ext_proc", lambda: "ready" in log.read_text(), server, log, 20)
+            envoy.start()
+            for body, expect in (
+                (request_body("probe"), FAKE_COMPLETION_BYTES),
+                (request_body(f"hit-{self.nonce}"), None),
+            ):
+                status, _, answer = http("POST", envoy.url + CHAT_PATH, body)
+                if status != 200 or (expect is not None and answer != expect):
+                    raise BenchError(f"null ext_proc probe: {status} {answer[:200]!r}")
+            pids = {
+                "envoy": self._pid(envoy),
+                "agent": server.pid,
+                "upstream": self._pid(self.upstream),
+            }
+
+            def verify_miss(sc: Scenario) -> None:
+                self.check_upstream_count(sc)
+                self.check_reuse(sc)
+
+            def verify_hit(sc: Scenario) -> None:
+                sc.check(sc.upstream_rq == 0, f"the upstream received {sc.upstream_rq} requests")
+
+            miss = self.measure(
+                "null",
+                "Envoy + do-nothing Python ext_proc (grpc.aio), a miss's 4 messages",
+                envoy.url,
+                "unique",
+                f"null-{self.nonce}",
+                pids,
+                gw.envoy_admin_port,
+                PROVIDER,
+                verify=verify_miss,
+            )
+            rows = [miss]
+            for single in (False, True):
+                rows.append(
+                    self.measure(
+                        "null_hit_c1" if single else "null_hit",
+                        "Envoy + do-nothing Python ext_proc (grpc.aio), a hit's 2 messages"
+                        + (", 1 connection" if single else ""),
+                        envoy.url,
+                        "same",
+                        f"hit-{self.nonce}",
+                        pids,
+                        verify=verify_hit,
+                        single=single,
+                    )
+                )
+            rows.append(
+                self.measure(
+                    "null_c1",
+                    "Envoy + do-nothing Python ext_proc (grpc.aio), a miss's 4 messages, "
+                    "1 connection",
+                    envoy.url,
+                    "unique",
+                    f"null1-{self.nonce}",
+                    pids,
+                    gw.envoy_admin_port,
+                    PROVIDER,
+                    verify=verify_miss,
+                    single=True,
+                )
+            )
+            return rows
+        finally:
+            envoy.stop()
+            stop_process(server)
+
     def run_chain(self) -> Scenario:
         """Misses through a failover chain whose first target answers: what the chain's
         per-attempt agent pass costs, against the plain exact-tier miss."""
@@ -1396,15 +1497,16 @@ def cost_table(rows: list[Scenario]) -> str:
     return "\n".join(lines)
 
 
-# The performance goals (issue 15), as ratios of scenarios of the same run:
-# (what, numerator, denominator or baseline, goal, kind).
-GOALS: tuple[tuple[str, str, str, float, str], ...] = (
+# The performance goals (issue 15), from scenarios of the same run: (what, scenario,
+# baseline, goal, kind, the do-nothing ext_proc server's scenario for the same messages).
+GOALS: tuple[tuple[str, str, str, float, str, str | None], ...] = (
     (
         "default-config miss (distinct questions) ÷ exact-only miss, req/s",
         "miss_qqp",
         "miss_exact",
         0.7,
         "ratio",
+        None,
     ),
     (
         "default-config miss (near-duplicate prompts) ÷ exact-only miss, req/s",
@@ -1412,37 +1514,59 @@ GOALS: tuple[tuple[str, str, str, float, str], ...] = (
         "miss_exact",
         0.7,
         "ratio",
+        None,
     ),
-    ("exact-only miss ÷ bare Envoy, req/s", "miss_exact", "bare", 0.15, "ratio"),
-    ("hit ÷ bare Envoy, req/s", "hit", "bare", 0.25, "ratio"),
-    ("exact-only miss, p50 added at 1 connection (ms)", "miss_exact_c1", "bare_c1", 1.0, "added"),
-    ("hit, p50 added at 1 connection (ms)", "hit_c1", "bare_c1", 0.6, "added"),
+    ("exact-only miss ÷ bare Envoy, req/s", "miss_exact", "bare", 0.15, "ratio", "null"),
+    ("hit ÷ bare Envoy, req/s", "hit", "bare", 0.25, "ratio", "null_hit"),
+    (
+        "exact-only miss, p50 added at 1 connection (ms)",
+        "miss_exact_c1",
+        "bare_c1",
+        1.0,
+        "added",
+        "null_c1",
+    ),
+    ("hit, p50 added at 1 connection (ms)", "hit_c1", "bare_c1", 0.6, "added", "null_hit_c1"),
     (
         "default-config miss (distinct questions), p50 added at 1 connection (ms)",
         "miss_qqp_c1",
         "bare_c1",
         4.0,
         "added",
+        None,
     ),
 )
 
 
 def goals_table(rows: list[Scenario]) -> str:
     by = {r.key: r.wrk for r in rows if r.wrk is not None}
-    lines = ["| goal (issue 15) | measured | target | met |", "|---|---:|---:|---|"]
-    for what, num, base, goal, kind in GOALS:
+
+    def value(num: str, base: str, kind: str) -> float | None:
         a, b = by.get(num), by.get(base)
         if a is None or b is None:
-            continue
+            return None
         if kind == "ratio":
-            value = a.rps / b.rps if b.rps else 0.0
-            met, target = value >= goal, f"≥ {goal:g}"
-            shown = f"{value:.2f}"
+            return a.rps / b.rps if b.rps else 0.0
+        return a.p50_ms - b.p50_ms
+
+    lines = [
+        "| goal (issue 15) | measured | target | met | do-nothing ext_proc, same messages |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for what, num, base, goal, kind, floor_key in GOALS:
+        got = value(num, base, kind)
+        if got is None:
+            continue
+        floor = value(floor_key, base, kind) if floor_key else None
+        if kind == "ratio":
+            met, target, fmt = got >= goal, f"≥ {goal:g}", "{:.2f}"
         else:
-            value = a.p50_ms - b.p50_ms
-            met, target = value <= goal, f"≤ +{goal:g}"
-            shown = f"{value:+.2f}"
-        lines.append(f"| {what} | {shown} | {target} | {'yes' if met else '**no**'} |")
+            met, target, fmt = got <= goal, f"≤ +{goal:g}", "{:+.2f}"
+        shown_floor = fmt.format(floor) if floor is not None else "-"
+        lines.append(
+            f"| {what} | {fmt.format(got)} | {target} | {'yes' if met else '**no**'} "
+            f"| {shown_floor} |"
+        )
     return "\n".join(lines)
 
 
@@ -1509,7 +1633,18 @@ def write_docs(section: str) -> None:
 # ---- main ----------------------------------------------------------------------------
 
 
-STEP_IDS = ("direct", "bare", "default", "exact", "auth", "jwt", "redis", "limits", "chain")
+STEP_IDS = (
+    "direct",
+    "bare",
+    "default",
+    "exact",
+    "auth",
+    "jwt",
+    "redis",
+    "limits",
+    "chain",
+    "null",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1648,6 +1783,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("limits", "gateway, Redis, limits on", lambda: [bench.run_redis(limits=True)]),
                 ("chain", "gateway, failover chain", lambda: [bench.run_chain()]),
+                ("null", "do-nothing ext_proc server (the floor)", lambda: bench.run_null()),
             ]
             if s.redis_url is None:
                 print("no Redis reachable: the limits scenarios are skipped", flush=True)
@@ -1680,10 +1816,14 @@ def main(argv: list[str] | None = None) -> int:
         "miss_redis",
         "miss_limits",
         "miss_chain",
+        "null",
+        "null_hit",
         "bare_c1",
         "miss_exact_c1",
         "miss_qqp_c1",
         "hit_c1",
+        "null_c1",
+        "null_hit_c1",
         "direct",
     ]
     rows.sort(key=lambda r: order.index(r.key))

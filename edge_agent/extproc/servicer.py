@@ -167,14 +167,16 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self,
         request_iterator: AsyncIterator[pb.ProcessingRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.ProcessingResponse]:
+    ) -> None:
+        # context.read()/write() rather than iterating and yielding: grpc.aio then runs
+        # the handler as a plain coroutine, without its async-generator wrapper.
         metadata = context.invocation_metadata() or ()
         upstream = any(k == STAGE_METADATA and v == "upstream" for k, v in metadata)
         handler: Handler = Attempt(self.agent) if upstream else Exchange(self.agent)
         metrics = self.agent.metrics
         metrics.streams.inc()
         try:
-            async for request in request_iterator:
+            while (request := await context.read()) is not grpc.aio.EOF:
                 phase = request.WhichOneof("request")
                 started = perf_counter()
                 try:
@@ -186,7 +188,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                             # filter's max_message_timeout); after the wait the usual
                             # work follows, with the ordinary message budget on top.
                             budget_s = self.agent.config.envoy.message_timeout_ms / 1000
-                            yield extend_timeout(effect.wait_s + budget_s + 1.0)
+                            await context.write(extend_timeout(effect.wait_s + budget_s + 1.0))
                         result = await effect.perform(self.agent)
                         if effect.wait_s is not None:
                             started = perf_counter()  # the histogram measures our work only
@@ -202,7 +204,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 if resp is None:
                     continue
                 self._observe[phase](perf_counter() - started)
-                yield resp
+                await context.write(resp)
                 if handler.done or resp.HasField("immediate_response"):
                     # Nothing more to decide (an immediate response, ours or a refusal
                     # after a bug, or no response body wanted): end the stream now rather
