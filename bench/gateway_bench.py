@@ -306,6 +306,13 @@ def start_time(pid: int) -> int | None:
 
 def child_pid(parent: int, name: str) -> int | None:
     """The child process of `parent` whose command line mentions `name`."""
+    found = child_pids(parent, name)
+    return found[0] if found else None
+
+
+def child_pids(parent: int, name: str) -> list[int]:
+    """The child processes of `parent` whose command lines mention `name`."""
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -313,8 +320,8 @@ def child_pid(parent: int, name: str) -> int | None:
             stat = (entry / "stat").read_text()
             ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
             if ppid == parent and name in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                return int(entry.name)
-    return None
+                pids.append(int(entry.name))
+    return sorted(pids)
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
@@ -523,8 +530,10 @@ class Gateway:
         redis: str | None = None,
         limits: bool = False,
         jwt: bool = False,
+        workers: int = 1,
     ) -> None:
         self.ports = {k: free_port() for k in ("envoy", "grpc", "admin", "envoy_admin")}
+        self.workers = workers
         # With auth: every request carries a virtual key of the one tenant.
         self.key = BENCH_KEY if auth else None
         self.config = {
@@ -546,6 +555,7 @@ class Gateway:
                 "semantic": {"enabled": semantic},
             },
             "envoy": {"concurrency": concurrency, "log_level": "warning"},
+            "workers": workers,
         }
         if auth:
             self.config["auth"] = {"required": True}
@@ -630,8 +640,17 @@ class Gateway:
         )
         self.envoy_pid = child_pid(self.proc.pid, "envoy")
         self.envoy_started = start_time(self.envoy_pid) if self.envoy_pid else None
-        # The gateway supervises the agent in a child process (`edge-agent serve`).
-        self.agent_pid = child_pid(self.proc.pid, "serve")
+        # The gateway supervises the agent in child processes (`edge-agent serve`).
+        proc = self.proc
+        wait_until(
+            "every agent worker",
+            lambda: len(child_pids(proc.pid, "serve")) == self.workers,
+            proc,
+            self.log,
+            20,
+        )
+        self.agent_pids = child_pids(proc.pid, "serve")
+        self.agent_pid = self.agent_pids[0]
         return self
 
     def stop(self) -> None:
@@ -915,6 +934,8 @@ class Bench:
         sc.wrk = result
         n = max(result.requests, 1)
         sc.cpu_us = {name: (cpu1[name] - cpu0[name]) / n * 1e6 for name in pids}
+        for name in [k for k in sc.cpu_us if k.startswith("agent_")]:
+            sc.cpu_us["agent"] += sc.cpu_us.pop(name)  # every worker is the agent
         sc.cpu_us["wrk"] = result.cpu_s / n * 1e6
         ours_s = sum(cpu1[k] - cpu0[k] for k in pids) + result.cpu_s
         sc.cpu = CpuWindow.between(busy0, busy1, ours_s)
@@ -1009,7 +1030,7 @@ class Bench:
             envoy.stop()
 
     def run_gateway(
-        self, semantic: bool = True, auth: bool = False, jwt: bool = False
+        self, semantic: bool = True, auth: bool = False, jwt: bool = False, workers: int = 1
     ) -> list[Scenario]:
         """Miss and hit with the default config; with semantic=False, the miss only (with
         auth: every request carries a virtual key the agent checks; jwt: an RS256 token)."""
@@ -1020,6 +1041,7 @@ class Bench:
             semantic,
             auth=auth,
             jwt=jwt,
+            workers=workers,
         )
         try:
             pids = self._start_gateway(gw)
@@ -1029,11 +1051,11 @@ class Bench:
                 self.check_upstream_count(sc)
                 self.check_reuse(sc)
 
-            key = (
-                "miss"
-                if semantic
-                else ("miss_jwt" if jwt else "miss_auth" if auth else "miss_exact")
-            )
+            key = "miss_jwt" if jwt else "miss_auth" if auth else "miss_exact"
+            if workers > 1:
+                key = f"miss_exact_w{workers}"
+            if semantic:
+                key = "miss"
             title = (
                 "Envoy + agent, cache miss"
                 + (
@@ -1043,6 +1065,7 @@ class Bench:
                 )
                 + (", callers authenticated by virtual key" if auth else "")
                 + (", callers authenticated by an RS256 JWT" if jwt else "")
+                + (f", {workers} agent workers" if workers > 1 else "")
             )
             rows: list[Scenario] = []
 
@@ -1074,7 +1097,7 @@ class Bench:
                 )
             else:
                 miss(key, title)
-                if not (auth or jwt):
+                if not (auth or jwt or workers > 1):
                     miss("miss_exact_c1", f"{title}, 1 connection", single=True)
             if not semantic:
                 return rows
@@ -1308,6 +1331,8 @@ class Bench:
         pids = {
             "envoy": gw.envoy_pid,
             "agent": gw.agent_pid,
+            # Further workers: their CPU is added to the agent's (see _window).
+            **{f"agent_{i}": pid for i, pid in enumerate(gw.agent_pids[1:], 1)},
             "supervisor": gw.proc.pid,  # idle while serving; counted in the totals
             "upstream": self._pid(self.upstream),
         }
@@ -1535,16 +1560,28 @@ GOALS: tuple[tuple[str, str, str, float, str, str | None], ...] = (
         "added",
         None,
     ),
+    (
+        "agent CPU per request, 2 workers ÷ 1 worker (exact-only miss)",
+        "miss_exact_w2",
+        "miss_exact",
+        1.1,
+        "cpu",
+        None,
+    ),
 )
 
 
 def goals_table(rows: list[Scenario]) -> str:
-    by = {r.key: r.wrk for r in rows if r.wrk is not None}
+    by = {r.key: r for r in rows if r.wrk is not None}
 
     def value(num: str, base: str, kind: str) -> float | None:
-        a, b = by.get(num), by.get(base)
-        if a is None or b is None:
+        ra, rb = by.get(num), by.get(base)
+        if ra is None or rb is None or ra.wrk is None or rb.wrk is None:
             return None
+        a, b = ra.wrk, rb.wrk
+        if kind == "cpu":
+            base_cpu = rb.cpu_us.get("agent", 0.0)
+            return ra.cpu_us.get("agent", 0.0) / base_cpu if base_cpu else 0.0
         if kind == "ratio":
             return a.rps / b.rps if b.rps else 0.0
         return a.p50_ms - b.p50_ms
@@ -1560,6 +1597,8 @@ def goals_table(rows: list[Scenario]) -> str:
         floor = value(floor_key, base, kind) if floor_key else None
         if kind == "ratio":
             met, target, fmt = got >= goal, f"≥ {goal:g}", "{:.2f}"
+        elif kind == "cpu":
+            met, target, fmt = got <= goal, f"≤ {goal:g}", "{:.2f}"
         else:
             met, target, fmt = got <= goal, f"≤ +{goal:g}", "{:+.2f}"
         shown_floor = fmt.format(floor) if floor is not None else "-"
@@ -1644,6 +1683,7 @@ STEP_IDS = (
     "limits",
     "chain",
     "null",
+    "workers",
 )
 
 
@@ -1784,6 +1824,11 @@ def main(argv: list[str] | None = None) -> int:
                 ("limits", "gateway, Redis, limits on", lambda: [bench.run_redis(limits=True)]),
                 ("chain", "gateway, failover chain", lambda: [bench.run_chain()]),
                 ("null", "do-nothing ext_proc server (the floor)", lambda: bench.run_null()),
+                (
+                    "workers",
+                    "gateway, exact tier only, 2 agent workers",
+                    lambda: bench.run_gateway(semantic=False, workers=2),
+                ),
             ]
             if s.redis_url is None:
                 print("no Redis reachable: the limits scenarios are skipped", flush=True)
@@ -1816,6 +1861,7 @@ def main(argv: list[str] | None = None) -> int:
         "miss_redis",
         "miss_limits",
         "miss_chain",
+        "miss_exact_w2",
         "null",
         "null_hit",
         "bare_c1",

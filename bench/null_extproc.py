@@ -14,7 +14,6 @@ Usage: null_extproc.py PORT ROUTING_HEADER PROVIDER
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import grpc
@@ -67,4 +66,6 @@ async def main(port: int, routing_header: str, provider: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
+    import uvloop  # the agent's event loop (edge_agent/cli.py), for a like-for-like floor
+
+    uvloop.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
