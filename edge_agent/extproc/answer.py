@@ -117,6 +117,10 @@ class AnswerKeeper:
 
     def _put(self, body: bytes) -> None:
         ex = self.ex
+        pending = ex.semantic_pending
+        # The cross-process lease is released once the shared tier has the entry (other
+        # processes' waiters then find it); with the put deferred, so is the release.
+        lease, ex.lease = (ex.lease, False) if pending is not None else (False, ex.lease)
         ex.land(body)
         agent = ex.agent
         assert ex.key is not None
@@ -124,17 +128,17 @@ class AnswerKeeper:
         if agent.cache is not None:
             stored = agent.cache.put(ex.key, body, model=ex.model, tenant=ex.caller.tenant)
         self.count_store("stored" if stored else "too_large")
-        pending = ex.semantic_pending
         if pending is not None:
             # The semantic lookup runs beside the request (shadow mode) and its result is
             # not in yet: its vector is what the semantic and shared tiers store. (A task
             # already done runs this after its own landing callback, added first.)
-            pending.add_done_callback(lambda _: self._put_shared(body, stored))
+            pending.add_done_callback(lambda _: self._put_shared(body, stored, lease))
         else:
             self._put_shared(body, stored)
 
-    def _put_shared(self, body: bytes, stored: bool) -> None:
-        """The semantic tier (with the lookup's vector) and the shared tier."""
+    def _put_shared(self, body: bytes, stored: bool, lease: bool = False) -> None:
+        """The semantic tier (with the lookup's vector) and the shared tier; then the
+        lease, when this call holds it (a deferred put)."""
         ex = self.ex
         agent = ex.agent
         assert ex.key is not None
@@ -168,6 +172,9 @@ class AnswerKeeper:
                 tenant=ex.caller.tenant,
                 semantic=shared_vector,
             )
+        if lease:
+            assert agent.shared is not None
+            agent.shared.release_lease(ex.key)  # queued behind the put (redis_tier.py)
 
     def count_store(self, outcome: str) -> None:
         ex = self.ex

@@ -130,3 +130,59 @@ async def test_an_exact_hit_never_reaches_the_semantic_tier() -> None:
     _, hit = await run(agent, Q1)
     assert isinstance(hit, Respond) and dict(hit.headers)["x-edge-agent-cache"] == "hit"
     assert emb.calls == calls
+
+
+class RecordingShared:
+    """The shared tier's request-path surface, recording the order of its writes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def get(self, key: str) -> None:
+        return None
+
+    async def acquire_lease(self, key: str, ttl_s: float) -> bool:
+        return True
+
+    def put(self, key: str, body: bytes, **_: object) -> None:
+        self.calls.append(("put", key))
+
+    def release_lease(self, key: str) -> None:
+        self.calls.append(("release", key))
+
+
+async def test_shadow_lookup_defers_the_shared_put_and_the_lease_release_after_it() -> None:
+    """With the lookup still running when the answer is complete, the shared put waits
+    for its vector; the cross-process lease must not be released before that put, or
+    another process's waiter finds neither lease nor entry and calls the provider too."""
+    agent, emb = make("shadow")
+    shared = RecordingShared()
+    agent.attach_shared(shared)  # type: ignore[arg-type]
+    gate = asyncio.Event()
+    table_embed = emb.embed
+
+    async def slow_embed(texts):  # type: ignore[no-untyped-def]
+        await gate.wait()
+        return await table_embed(texts)
+
+    emb.embed = slow_embed  # type: ignore[method-assign]
+    ex = agent.exchange()
+    ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": Q1}]})
+    step = ex.request_body(body)
+    while isinstance(step, Pending):
+        step = step.send(await step.effect.perform(agent))
+    assert isinstance(step, Continue) and ex.lease
+    ex.response_headers(
+        {":status": "200", "content-type": "application/json", "content-length": str(len(ANSWER))}
+    )
+    ex.response_body(ANSWER, True)
+    ex.close()  # the stream ends before the lookup lands
+    await asyncio.sleep(0)
+    assert shared.calls == []  # neither the put nor the release yet
+    gate.set()
+    await landed(ex)
+    await asyncio.sleep(0)
+    key = ex.key
+    assert shared.calls == [("put", key), ("release", key)]
+    assert agent.semantic is not None and len(agent.semantic) == 1  # stored with its vector
