@@ -255,19 +255,20 @@ def test_lookups_over_budget_skip_the_tier_and_still_succeed(
     assert metric_value(metrics, "edge_agent_semantic_lookups_total", outcome="timeout") > 0
 
 
-def test_a_burst_sheds_lookups_in_the_default_config_and_every_request_succeeds(
+def test_a_burst_sheds_lookups_instead_of_queueing_them_and_every_request_succeeds(
     providers: dict[str, FakeOpenAI], tmp_path: Path
 ) -> None:
-    """The default config (shadow mode, max_pending 2): 32 concurrent misses against one
-    embedding thread. Lookups it cannot keep up with are shed, never queued, and counted;
-    every request is answered by the provider."""
+    """Shadow mode (the default) with the queue rule alone (max_pending 2, no CPU cap):
+    32 concurrent misses against one embedding thread, each prompt long enough to take
+    milliseconds to embed. Lookups it cannot keep up with are shed, never queued, and
+    counted; every request is answered by the provider."""
     from concurrent.futures import ThreadPoolExecutor
 
-    gw = _gateway(tmp_path, providers, {"enabled": True})
+    gw = _gateway(tmp_path, providers, {"enabled": True, "max_cpu_share": None})
     try:
         for fake in providers.values():
             fake.reset()
-        questions = [f"Burst question {i}: what does error code E{i:04d} mean?" for i in range(64)]
+        questions = [f"Burst question {i}: {LONG}" for i in range(64)]
         with ThreadPoolExecutor(32) as pool:
             replies = list(pool.map(lambda q: ask(gw, q, system="shed"), questions))
         wait_for(
