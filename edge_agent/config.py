@@ -371,8 +371,8 @@ class SemanticCache(_Strict):
     # Load shedding (docs/semantic-cache.md): a lookup is skipped, counted as 'shed',
     # when this many are in flight in the process (the embedder cannot keep up) ...
     max_pending: Annotated[int, Field(ge=1, le=10_000)] = 2
-    # ... or when the lookups' CPU (embedding, verifier) would pass this share of one
-    # core per process; null: no CPU cap.
+    # ... or when the lookups' CPU (embedding, verifier, search) would pass this share
+    # of one core per process; null: no CPU cap.
     max_cpu_share: Annotated[float, Field(gt=0, le=256)] | None = 0.25
 
     @model_validator(mode="after")

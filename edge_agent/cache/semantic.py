@@ -239,6 +239,7 @@ class SemanticTier:
         self.max_bytes = max_bytes
         self.bytes = 0  # answer bytes referenced by entries
         self.verify_cpu_s = 0.0  # CPU time of the verifier thread's work so far
+        self.loop_cpu_s = 0.0  # the lookups' and stores' own time on the event loop
         # From the embedder's total now: its warm-up (and other tiers' use of a shared
         # model) is not this tier's debt.
         self.shedder = Shedder(max_pending, max_cpu_share, spent_s=self.cpu_s)
@@ -269,7 +270,11 @@ class SemanticTier:
         if part.offloaded:
             return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
         _one_omp_thread()
-        return fn()
+        started = time.thread_time()
+        try:
+            return fn()
+        finally:
+            self.loop_cpu_s += time.thread_time() - started
 
     def _submit(self, part: PartitionIndex, fn: Callable[[], Any]) -> None:
         """Fire-and-forget index maintenance, in order with that partition's searches."""
@@ -284,8 +289,14 @@ class SemanticTier:
 
     @property
     def cpu_s(self) -> float:
-        """CPU seconds the tier's lookups spent so far (embedding and verifier)."""
-        return self.embedder.cpu_s + self.verify_cpu_s
+        """CPU seconds the tier's lookups and stores spent so far: embedding, verifier,
+        and their own steps on the event loop (not the loop's wake-ups between them)."""
+        return self.embedder.cpu_s + self.verify_cpu_s + self.loop_cpu_s
+
+    def _charge(self, since: float) -> None:
+        # A step of a lookup on the event loop ends (at an await that may suspend: what
+        # the loop runs meanwhile is not this lookup's).
+        self.loop_cpu_s += time.thread_time() - since
 
     def admit(self) -> str | None:
         """None when a lookup may run now (then `lookup(..., admitted=True)`), else why
@@ -322,17 +333,21 @@ class SemanticTier:
     async def _lookup(self, partition: str, text: str) -> LookupResult:
         loop = asyncio.get_running_loop()
         sig: verify.Signature | None = None
+        step = time.thread_time()
         try:
             async with asyncio.timeout(self.lookup_timeout_s):
+                self._charge(step)
                 vectors = await self.embedder.embed([text])
+                step = time.thread_time()
                 vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
                 part = self._partitions.get(self._scoped(partition))
-                found = (
-                    []
-                    if part is None
-                    else await self._run(part, lambda: part.search(vector, _CANDIDATES))
-                )
+                found = []
+                if part is not None:
+                    self._charge(step)  # an inline search charges itself (_run)
+                    found = await self._run(part, lambda: part.search(vector, _CANDIDATES))
+                    step = time.thread_time()
                 candidates = self._candidates(found)
+                self._charge(step)
                 if not candidates:
                     return LookupResult(None, vector, None)
                 if not self.use_verifier:
@@ -406,8 +421,26 @@ class SemanticTier:
         """Add an answer; evicts expired and, past max_entries, the oldest entries.
 
         `ttl_s` (capped at the tier's) is for entries that come from another replica with
-        part of their life already spent.
+        part of their life already spent. Its time is the tier's (load shedding).
         """
+        started = time.thread_time()
+        try:
+            self._store(partition, text, vector, signature, body, model, key, tenant, ttl_s)
+        finally:
+            self.loop_cpu_s += time.thread_time() - started
+
+    def _store(
+        self,
+        partition: str,
+        text: str,
+        vector: np.ndarray,
+        signature: verify.Signature | None,
+        body: bytes,
+        model: str,
+        key: str,
+        tenant: str,
+        ttl_s: float | None,
+    ) -> None:
         ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
         if len(body) > self.max_bytes or ttl <= 0:
             return

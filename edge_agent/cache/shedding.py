@@ -9,11 +9,11 @@ Two rules, both per process:
 - **Queue**: at most `max_pending` lookups in flight. One more would wait behind the
   others, so its answer (or its store) comes late: the embedder cannot keep up.
 - **CPU share**: the lookups' own CPU time (measured on the embedder and verifier
-  threads) may use at most `max_cpu_share` of one core, as a token bucket holding half
-  a second's worth of that share. This is what keeps the tier from taking the cores
-  Envoy and the event loop need while the embedder still "keeps up". A lookup is
-  charged once it has run, so the bucket can go into debt; none is admitted until the
-  debt is paid back.
+  threads, and for their own steps on the event loop) may use at most `max_cpu_share`
+  of one core, as a token bucket holding half a second's worth of that share. This is
+  what keeps the tier from taking the cores Envoy and the event loop need while the
+  embedder still "keeps up". A lookup is charged once it has run, so the bucket can go
+  into debt; none is admitted until the debt is paid back.
 
 Sans-IO: the caller passes the clock and the CPU seconds spent so far.
 """

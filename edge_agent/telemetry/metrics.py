@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from edge_agent.telemetry import mp_values
@@ -31,6 +33,28 @@ def multiprocess_dir() -> str | None:
 if multiprocess_dir() is not None:
     # prometheus-client's file values without its system call per write (mp_values.py).
     values.ValueClass = mp_values.MultiProcessValue  # type: ignore[assignment,misc]
+
+
+def _remember_children(metric: MetricWrapperBase) -> None:
+    """Make `metric.labels(*values)` a dict lookup after the first call for those values.
+
+    prometheus-client validates and converts the values on every call (~2.5 µs; a miss
+    made eight such calls, ~10 % of the agent's own Python per miss). The agent never
+    removes a labelled child, and its label values come from closed or bounded sets
+    (config names, statuses, reasons, the bounded tenant label), so the memo is bounded.
+    """
+    make = metric.labels
+    children: dict[tuple[object, ...], Any] = {}
+
+    def labels(*values: object, **named: object) -> Any:
+        if named:
+            return make(*values, **named)
+        child = children.get(values)
+        if child is None:
+            child = children[values] = make(*values)
+        return child
+
+    metric.labels = labels  # type: ignore[method-assign]
 
 
 class _Streams:
@@ -270,6 +294,9 @@ class Metrics:
             "ext_proc streams that ended with an error in the agent.",
             registry=r,
         )
+        for metric in vars(self).values():
+            if isinstance(metric, MetricWrapperBase) and metric._labelnames:
+                _remember_children(metric)
 
     def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
         """Keep `gauge` equal to `read()` (a size the agent can compute at any time).

@@ -117,3 +117,19 @@ async def test_saturated_embedder_requests_go_on_and_shed_lookups_are_counted() 
         if s.name.endswith("_total")
     }
     assert outcomes == {"shed": 3.0, "miss": 2.0}
+
+
+async def test_the_tier_charges_its_own_steps_on_the_event_loop() -> None:
+    """Stores and inline searches run on the event loop: their CPU time is the tier's,
+    so the CPU share bounds them too (the loop's wake-ups in between are not)."""
+    emb = GatedEmbedder()
+    emb.gate.set()
+    tier = SemanticTier(emb, max_entries=1000, ttl_s=60, use_verifier=False)
+    for i in range(200):
+        tier.store("p", f"entry {i}", unit(i), None, b"{}")
+    stored = tier.loop_cpu_s
+    assert stored > 0
+    await tier.lookup("p", "a question")
+    assert tier.loop_cpu_s > stored  # the inline search and the steps around it
+    assert tier.cpu_s == emb.cpu_s + tier.verify_cpu_s + tier.loop_cpu_s
+    await tier.close()
