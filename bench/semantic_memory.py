@@ -25,6 +25,7 @@ DIM = 384
 class NoEmbedder:
     id = "bench-random"
     dim = DIM
+    cpu_s = 0.0
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         raise NotImplementedError

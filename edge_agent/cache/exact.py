@@ -30,6 +30,7 @@ class ExactCache:
     ) -> None:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
+        self.purges = 0  # purge() calls so far (answer.py: a deferred store checks it)
         self.max_entry_bytes = min(max_entry_bytes, max_bytes)
         self.max_bytes = max_bytes
         self._clock = clock
@@ -87,6 +88,7 @@ class ExactCache:
         self, *, model: str | None = None, key: str | None = None, tenant: str | None = None
     ) -> int:
         """Drop entries matching every given filter (none given: everything)."""
+        self.purges += 1  # an answer stored later must not bring them back (answer.py)
         if model is None and key is None and tenant is None:
             dropped = len(self._data)
             self.clear()

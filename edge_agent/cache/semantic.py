@@ -220,6 +220,7 @@ class SemanticTier:
         max_bytes: int = 256 << 20,
         max_pending: int = 2,
         max_cpu_share: float | None = None,
+        eager_signatures: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.embedder = embedder
@@ -240,6 +241,12 @@ class SemanticTier:
         self.bytes = 0  # answer bytes referenced by entries
         self.verify_cpu_s = 0.0  # CPU time of the verifier thread's work so far
         self.loop_cpu_s = 0.0  # the lookups' and stores' own time on the event loop
+        self.worker_cpu_s = 0.0  # searches and index updates on the worker thread
+        # Serve mode: a hit is waited for, so the query is parsed while it is embedded
+        # and entries when they are stored, as candidates must be checked at once.
+        # Otherwise (shadow) parsing waits until an entry is a candidate (most never are).
+        self.eager_signatures = eager_signatures
+        self.purges = 0  # purge() calls so far (answer.py: a deferred store checks it)
         # From the embedder's total now: its warm-up (and other tiers' use of a shared
         # model) is not this tier's debt.
         self.shedder = Shedder(max_pending, max_cpu_share, spent_s=self.cpu_s)
@@ -268,7 +275,9 @@ class SemanticTier:
         if not part.offloaded and part.live + len(part.dead) > _INLINE_MAX:
             part.offloaded = True
         if part.offloaded:
-            return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._worker, self._on_worker, fn
+            )
         _one_omp_thread()
         started = time.thread_time()
         try:
@@ -284,14 +293,23 @@ class SemanticTier:
             _one_omp_thread()
             fn()
             return
-        future = self._worker.submit(fn)
+        future = self._worker.submit(self._on_worker, fn)
         future.add_done_callback(_log_failure)
+
+    def _on_worker(self, fn: Callable[[], Any]) -> Any:
+        # On the worker thread (its only writer): its CPU time is the tier's.
+        started = time.thread_time()
+        try:
+            return fn()
+        finally:
+            self.worker_cpu_s += time.thread_time() - started
 
     @property
     def cpu_s(self) -> float:
         """CPU seconds the tier's lookups and stores spent so far: embedding, verifier,
-        and their own steps on the event loop (not the loop's wake-ups between them)."""
-        return self.embedder.cpu_s + self.verify_cpu_s + self.loop_cpu_s
+        searches and index updates, and their own steps on the event loop (not the loop's
+        wake-ups between them, nor graph rebuilds on the builder thread)."""
+        return self.embedder.cpu_s + self.verify_cpu_s + self.loop_cpu_s + self.worker_cpu_s
 
     def _charge(self, since: float) -> None:
         # A step of a lookup on the event loop ends (at an await that may suspend: what
@@ -333,6 +351,12 @@ class SemanticTier:
     async def _lookup(self, partition: str, text: str) -> LookupResult:
         loop = asyncio.get_running_loop()
         sig: verify.Signature | None = None
+        vector: np.ndarray | None = None
+        signing = (
+            loop.run_in_executor(self._verifier, self._timed, verify.signature, text)
+            if self.eager_signatures and self.use_verifier
+            else None
+        )
         step = time.thread_time()
         try:
             async with asyncio.timeout(self.lookup_timeout_s):
@@ -348,28 +372,38 @@ class SemanticTier:
                     step = time.thread_time()
                 candidates = self._candidates(found)
                 self._charge(step)
+                if signing is not None:
+                    sig = await signing  # stored with the answer: entries come parsed
                 if not candidates:
-                    return LookupResult(None, vector, None)
+                    return LookupResult(None, vector, sig)
                 if not self.use_verifier:
                     entry, score = candidates[0]
-                    return LookupResult(SemanticHit(entry, score), vector, None)
+                    return LookupResult(SemanticHit(entry, score), vector, sig)
                 sig, picked, refused = await loop.run_in_executor(
-                    self._verifier, self._timed, self._verify, text, candidates
+                    self._verifier, self._timed, self._verify, text, candidates, sig
                 )
                 if picked is not None and not self._live(picked.entry):
                     picked = None  # purged or expired while it was being verified
         except EmbedderError as exc:
+            if signing is not None:
+                signing.cancel()
             return LookupResult(None, None, sig, error=str(exc))
         except TimeoutError:
+            if signing is not None:
+                signing.cancel()  # nobody will read it: free the verifier thread
+            # Embedded in time, then late (search, verifier): no hit, but the vector
+            # still lets the answer be stored.
             return LookupResult(
                 None,
-                None,
+                vector,
                 sig,
                 error=f"lookup took over {self.lookup_timeout_s * 1000:.0f} ms",
                 timed_out=True,
             )
         except Exception as exc:
             # A bug here must cost the request its semantic lookup, never the request.
+            if signing is not None:
+                signing.cancel()
             log.exception("semantic lookup failed")
             return LookupResult(None, None, sig, error=f"lookup failed: {exc!r}")
         return LookupResult(picked, vector, sig, refused=refused)
@@ -389,12 +423,17 @@ class SemanticTier:
         return self._entries.get(entry.id) is entry and entry.expires_at > self._clock()
 
     def _verify(
-        self, text: str, candidates: list[tuple[SemanticEntry, float]]
+        self,
+        text: str,
+        candidates: list[tuple[SemanticEntry, float]],
+        sig: verify.Signature | None = None,
     ) -> tuple[verify.Signature, SemanticHit | None, str | None]:
-        """The query's signature and the first candidate the verifier accepts (on the
-        verifier thread, the only one that writes signatures: an entry is parsed the
-        first time it is a candidate, and its signature never changes after)."""
-        sig = verify.signature(text)
+        """The query's signature (given, or parsed now) and the first candidate the
+        verifier accepts (on the verifier thread, the only one that writes signatures:
+        an entry is parsed the first time it is a candidate, unless it came parsed, and
+        its signature never changes after)."""
+        if sig is None:
+            sig = verify.signature(text)
         refused = None
         for entry, score in candidates:
             if entry.signature is None:
@@ -497,6 +536,7 @@ class SemanticTier:
         self, *, model: str | None = None, key: str | None = None, tenant: str | None = None
     ) -> int:
         """Drop the entries matching every given filter (none given: every entry)."""
+        self.purges += 1
         doomed = [
             e.id
             for e in self._entries.values()
@@ -591,6 +631,7 @@ def build_semantic_tier(config: Config, environ: Mapping[str, str] | None = None
         max_bytes=sem.max_bytes,
         max_pending=sem.max_pending,
         max_cpu_share=sem.max_cpu_share,
+        eager_signatures=sem.mode == "serve",
     )
 
 

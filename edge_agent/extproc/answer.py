@@ -15,6 +15,7 @@ from edge_agent.extproc.decisions import EVENT_STREAM, JSON, BodyMode
 from edge_agent.extproc.provider_call import ProviderCall
 
 if TYPE_CHECKING:
+    from edge_agent.agent import Agent
     from edge_agent.extproc.exchange import Exchange
 
 
@@ -132,20 +133,27 @@ class AnswerKeeper:
             # The semantic lookup runs beside the request (shadow mode) and its result is
             # not in yet: its vector is what the semantic and shared tiers store. (A task
             # already done runs this after its own landing callback, added first.)
-            pending.add_done_callback(lambda _: self._put_shared(body, stored, lease))
+            purges = _purges(agent)
+            pending.add_done_callback(
+                lambda _: self._put_shared(body, stored, lease, _purges(agent) != purges)
+            )
         else:
             self._put_shared(body, stored)
 
-    def _put_shared(self, body: bytes, stored: bool, lease: bool = False) -> None:
+    def _put_shared(
+        self, body: bytes, stored: bool, lease: bool = False, purged: bool = False
+    ) -> None:
         """The semantic tier (with the lookup's vector) and the shared tier; then the
-        lease, when this call holds it (a deferred put)."""
+        lease, when this call holds it. `purged`: a purge ran while the put waited for
+        the lookup, and the answer must not come back through these tiers."""
         ex = self.ex
         agent = ex.agent
         assert ex.key is not None
         sem = ex.semantic
         shared_vector = None
         if (
-            agent.semantic is not None
+            not purged
+            and agent.semantic is not None
             and ex.scope is not None
             and sem is not None
             and sem.vector is not None
@@ -163,7 +171,7 @@ class AnswerKeeper:
                 tenant=ex.caller.tenant,
             )
             shared_vector = (agent.semantic.namespace, *ex.scope, sem.vector)
-        if agent.shared is not None and stored:
+        if agent.shared is not None and stored and not purged:
             agent.shared.put(
                 ex.key,
                 body,
@@ -191,3 +199,9 @@ class AnswerKeeper:
             assert ex.request is not None
             call = ProviderCall(ex.agent, ex.target, ex.request, ex.model, ex.tenant_label)
         ex.used = call.count_usage(usage)
+
+
+def _purges(agent: Agent) -> int:
+    """Purges of the local tiers so far: a deferred store skips an answer purged since."""
+    exact = agent.cache.purges if agent.cache is not None else 0
+    return exact + (agent.semantic.purges if agent.semantic is not None else 0)

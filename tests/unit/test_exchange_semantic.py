@@ -186,3 +186,37 @@ async def test_shadow_lookup_defers_the_shared_put_and_the_lease_release_after_i
     key = ex.key
     assert shared.calls == [("put", key), ("release", key)]
     assert agent.semantic is not None and len(agent.semantic) == 1  # stored with its vector
+
+
+async def test_a_purge_while_the_lookup_runs_is_not_undone_by_the_deferred_store() -> None:
+    """The exact tier is written at once, the semantic and shared tiers once the lookup
+    lands: a purge in between (erasure) must not see the answer come back through them;
+    the lease is still released."""
+    agent, emb = make("shadow")
+    shared = RecordingShared()
+    agent.attach_shared(shared)  # type: ignore[arg-type]
+    gate = asyncio.Event()
+    table_embed = emb.embed
+
+    async def slow_embed(texts):  # type: ignore[no-untyped-def]
+        await gate.wait()
+        return await table_embed(texts)
+
+    emb.embed = slow_embed  # type: ignore[method-assign]
+    ex = agent.exchange()
+    ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": Q1}]})
+    step = ex.request_body(body)
+    while isinstance(step, Pending):
+        step = step.send(await step.effect.perform(agent))
+    ex.response_headers(
+        {":status": "200", "content-type": "application/json", "content-length": str(len(ANSWER))}
+    )
+    ex.response_body(ANSWER, True)
+    ex.close()
+    assert agent.cache is not None and agent.cache.purge() == 1  # the erasure lands now
+    gate.set()
+    await landed(ex)
+    await asyncio.sleep(0)
+    assert shared.calls == [("release", ex.key)]  # no put: nothing comes back
+    assert agent.semantic is not None and len(agent.semantic) == 0

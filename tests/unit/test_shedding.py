@@ -133,3 +133,50 @@ async def test_the_tier_charges_its_own_steps_on_the_event_loop() -> None:
     assert tier.loop_cpu_s > stored  # the inline search and the steps around it
     assert tier.cpu_s == emb.cpu_s + tier.verify_cpu_s + tier.loop_cpu_s
     await tier.close()
+
+
+async def test_searches_on_the_worker_thread_are_charged_too() -> None:
+    """A partition past 2,000 entries is searched and updated on the worker thread:
+    that time is the tier's as well."""
+    emb = GatedEmbedder()
+    emb.gate.set()
+    tier = SemanticTier(emb, max_entries=5000, ttl_s=60, use_verifier=False)
+    for i in range(2100):
+        tier.store("p", f"entry {i}", unit(i), None, b"{}")
+    await tier.lookup("p", "a question")  # offloaded: waits for the queued adds too
+    assert tier.worker_cpu_s > 0
+    assert tier.cpu_s == emb.cpu_s + tier.verify_cpu_s + tier.loop_cpu_s + tier.worker_cpu_s
+    await tier.close()
+
+
+async def test_a_lookup_that_times_out_after_embedding_keeps_its_vector() -> None:
+    """Late in the verifier: no hit, but the answer can still be stored."""
+    emb = GatedEmbedder()
+    emb.gate.set()
+    tier = SemanticTier(emb, max_entries=10, ttl_s=60, threshold=0.5, lookup_timeout_s=0.05)
+    vector = (await emb.embed(["q"]))[0]
+    tier.store("p", "q", vector, None, b"{}")
+
+    def slow_verify(*args: object) -> object:
+        import time
+
+        time.sleep(0.2)
+        raise AssertionError("not reached in time")
+
+    tier._verify = slow_verify  # type: ignore[method-assign,assignment]
+    result = await tier.lookup("p", "q")
+    assert result.timed_out and result.hit is None and result.vector is not None
+    await tier.close()
+
+
+async def test_serve_mode_parses_the_query_while_it_is_embedded() -> None:
+    """eager_signatures (mode serve): the lookup returns the query's signature even with
+    no candidate, so the stored entry comes parsed and a later hit pays no parse."""
+    emb = GatedEmbedder()
+    emb.gate.set()
+    eager = SemanticTier(emb, max_entries=10, ttl_s=60, eager_signatures=True)
+    lazy = SemanticTier(emb, max_entries=10, ttl_s=60)
+    assert (await eager.lookup("p", "How tall is Everest?")).signature is not None
+    assert (await lazy.lookup("p", "How tall is Everest?")).signature is None
+    await eager.close()
+    await lazy.close()
