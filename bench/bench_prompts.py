@@ -36,9 +36,15 @@ class QuestionPool:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             rows = json.load(f)
         # ensure_ascii: one line per question whatever it contains, safe in a Lua string.
-        unique = sorted({json.dumps(r["text_a"].strip())[1:-1] for r in rows})
-        random.Random(seed).shuffle(unique)
-        self._questions = unique
+        first = sorted({json.dumps(r["text_a"].strip())[1:-1] for r in rows})
+        # Then the second questions no first question repeats: a long run needs more
+        # than 72k prompts, and these are still never sent twice (some are paraphrases
+        # of earlier ones, as in real traffic).
+        second = sorted({json.dumps(r["text_b"].strip())[1:-1] for r in rows} - set(first))
+        rng = random.Random(seed)
+        rng.shuffle(first)
+        rng.shuffle(second)
+        self._questions = first + second
         self._next = 0
         self._workdir = workdir
         self._files = 0
