@@ -32,7 +32,7 @@ import numpy as np
 
 from edge_agent.cache import verify, wordnet
 from edge_agent.cache.embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder
-from edge_agent.cache.shedding import Shedder
+from edge_agent.cache.shedding import CpuMeter, Shedder
 from edge_agent.config import Config
 
 # faiss's loader logs at INFO each CPU-specific build it tries and does not find (six
@@ -239,9 +239,10 @@ class SemanticTier:
         self._counts: dict[str, int] = {}  # live entries per partition
         self.max_bytes = max_bytes
         self.bytes = 0  # answer bytes referenced by entries
-        self.verify_cpu_s = 0.0  # CPU time of the verifier thread's work so far
-        self.loop_cpu_s = 0.0  # the lookups' and stores' own time on the event loop
-        self.worker_cpu_s = 0.0  # searches and index updates on the worker thread
+        # The tier's CPU time so far, one meter per thread (load shedding charges it):
+        self.verify_cpu = CpuMeter()  # the verifier thread's parses and checks
+        self.loop_cpu = CpuMeter()  # lookups' and stores' own steps on the event loop
+        self.worker_cpu = CpuMeter()  # searches and index updates on the worker thread
         # Serve mode: a hit is waited for, so the query is parsed while it is embedded
         # and entries when they are stored, as candidates must be checked at once.
         # Otherwise (shadow) parsing waits until an entry is a candidate (most never are).
@@ -276,14 +277,11 @@ class SemanticTier:
             part.offloaded = True
         if part.offloaded:
             return await asyncio.get_running_loop().run_in_executor(
-                self._worker, self._on_worker, fn
+                self._worker, self.worker_cpu.run, fn
             )
         _one_omp_thread()
-        started = time.thread_time()
-        try:
+        with self.loop_cpu:
             return fn()
-        finally:
-            self.loop_cpu_s += time.thread_time() - started
 
     def _submit(self, part: PartitionIndex, fn: Callable[[], Any]) -> None:
         """Fire-and-forget index maintenance, in order with that partition's searches."""
@@ -293,41 +291,20 @@ class SemanticTier:
             _one_omp_thread()
             fn()
             return
-        future = self._worker.submit(self._on_worker, fn)
+        future = self._worker.submit(self.worker_cpu.run, fn)
         future.add_done_callback(_log_failure)
-
-    def _on_worker(self, fn: Callable[[], Any]) -> Any:
-        # On the worker thread (its only writer): its CPU time is the tier's.
-        started = time.thread_time()
-        try:
-            return fn()
-        finally:
-            self.worker_cpu_s += time.thread_time() - started
 
     @property
     def cpu_s(self) -> float:
         """CPU seconds the tier's lookups and stores spent so far: embedding, verifier,
         searches and index updates, and their own steps on the event loop (not the loop's
         wake-ups between them, nor graph rebuilds on the builder thread)."""
-        return self.embedder.cpu_s + self.verify_cpu_s + self.loop_cpu_s + self.worker_cpu_s
-
-    def _charge(self, since: float) -> None:
-        # A step of a lookup on the event loop ends (at an await that may suspend: what
-        # the loop runs meanwhile is not this lookup's).
-        self.loop_cpu_s += time.thread_time() - since
+        return self.embedder.cpu_s + self.verify_cpu.s + self.loop_cpu.s + self.worker_cpu.s
 
     def admit(self) -> str | None:
         """None when a lookup may run now (then `lookup(..., admitted=True)`), else why
         it is shed: "queue" or "cpu" (cache/shedding.py)."""
         return self.shedder.admit(time.monotonic(), self.cpu_s)
-
-    def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # On the verifier thread: its CPU time is the tier's (load shedding charges it).
-        started = time.thread_time()
-        try:
-            return fn(*args)
-        finally:
-            self.verify_cpu_s += time.thread_time() - started
 
     async def lookup(self, partition: str, text: str, *, admitted: bool = False) -> LookupResult:
         """Embed `text` and find an acceptable entry in `partition`. Never raises.
@@ -353,25 +330,25 @@ class SemanticTier:
         sig: verify.Signature | None = None
         vector: np.ndarray | None = None
         signing = (
-            loop.run_in_executor(self._verifier, self._timed, verify.signature, text)
+            loop.run_in_executor(self._verifier, self.verify_cpu.run, verify.signature, text)
             if self.eager_signatures and self.use_verifier
             else None
         )
-        step = time.thread_time()
         try:
             async with asyncio.timeout(self.lookup_timeout_s):
-                self._charge(step)
                 vectors = await self.embedder.embed([text])
-                step = time.thread_time()
-                vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
-                part = self._partitions.get(self._scoped(partition))
-                found = []
-                if part is not None:
-                    self._charge(step)  # an inline search charges itself (_run)
-                    found = await self._run(part, lambda: part.search(vector, _CANDIDATES))
-                    step = time.thread_time()
-                candidates = self._candidates(found)
-                self._charge(step)
+                # The lookup's own steps on the loop are metered between awaits: what
+                # the loop runs while this lookup waits is not its work.
+                with self.loop_cpu:
+                    vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
+                    part = self._partitions.get(self._scoped(partition))
+                found = (
+                    []
+                    if part is None  # an inline search meters itself (_run)
+                    else await self._run(part, lambda: part.search(vector, _CANDIDATES))
+                )
+                with self.loop_cpu:
+                    candidates = self._candidates(found)
                 if signing is not None:
                     sig = await signing  # stored with the answer: entries come parsed
                 if not candidates:
@@ -380,7 +357,7 @@ class SemanticTier:
                     entry, score = candidates[0]
                     return LookupResult(SemanticHit(entry, score), vector, sig)
                 sig, picked, refused = await loop.run_in_executor(
-                    self._verifier, self._timed, self._verify, text, candidates, sig
+                    self._verifier, self.verify_cpu.run, self._verify, text, candidates, sig
                 )
                 if picked is not None and not self._live(picked.entry):
                     picked = None  # purged or expired while it was being verified
@@ -462,51 +439,34 @@ class SemanticTier:
         `ttl_s` (capped at the tier's) is for entries that come from another replica with
         part of their life already spent. Its time is the tier's (load shedding).
         """
-        started = time.thread_time()
-        try:
-            self._store(partition, text, vector, signature, body, model, key, tenant, ttl_s)
-        finally:
-            self.loop_cpu_s += time.thread_time() - started
-
-    def _store(
-        self,
-        partition: str,
-        text: str,
-        vector: np.ndarray,
-        signature: verify.Signature | None,
-        body: bytes,
-        model: str,
-        key: str,
-        tenant: str,
-        ttl_s: float | None,
-    ) -> None:
-        ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
-        if len(body) > self.max_bytes or ttl <= 0:
-            return
-        if key and key in self._by_key:
-            return  # this request's answer is here already (a sync event, a Redis hit)
-        now = self._clock()
-        self._evict(now)
-        while self._entries and (
-            len(self._entries) >= self.max_entries or self.bytes + len(body) > self.max_bytes
-        ):
-            self._remove(next(iter(self._entries)))
-        scoped = self._scoped(partition)
-        part = self._partitions.get(scoped)
-        if part is None:
-            part = self._partitions[scoped] = PartitionIndex(
-                self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
+        with self.loop_cpu:
+            ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+            if len(body) > self.max_bytes or ttl <= 0:
+                return
+            if key and key in self._by_key:
+                return  # this request's answer is here already (a sync event, a Redis hit)
+            now = self._clock()
+            self._evict(now)
+            while self._entries and (
+                len(self._entries) >= self.max_entries or self.bytes + len(body) > self.max_bytes
+            ):
+                self._remove(next(iter(self._entries)))
+            scoped = self._scoped(partition)
+            part = self._partitions.get(scoped)
+            if part is None:
+                part = self._partitions[scoped] = PartitionIndex(
+                    self.embedder.dim, self.hnsw_above, self._rebuild_elsewhere
+                )
+            entry = SemanticEntry(
+                next(self._ids), scoped, text, signature, body, now + ttl, model, key, tenant
             )
-        entry = SemanticEntry(
-            next(self._ids), scoped, text, signature, body, now + ttl, model, key, tenant
-        )
-        self._entries[entry.id] = entry
-        heapq.heappush(self._expiry, (entry.expires_at, entry.id))
-        if key:
-            self._by_key[key] = entry.id
-        self._counts[scoped] = self._counts.get(scoped, 0) + 1
-        self.bytes += len(body)
-        self._submit(part, lambda: part.add(vector, entry.id))
+            self._entries[entry.id] = entry
+            heapq.heappush(self._expiry, (entry.expires_at, entry.id))
+            if key:
+                self._by_key[key] = entry.id
+            self._counts[scoped] = self._counts.get(scoped, 0) + 1
+            self.bytes += len(body)
+            self._submit(part, lambda: part.add(vector, entry.id))
 
     def _rebuild_elsewhere(
         self, part: PartitionIndex, ids: np.ndarray, vectors: np.ndarray, hnsw: bool

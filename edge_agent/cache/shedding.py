@@ -20,7 +20,10 @@ Sans-IO: the caller passes the clock and the CPU seconds spent so far.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 BURST_S = 0.5  # the bucket holds this many seconds' worth of the CPU share
 
@@ -57,3 +60,28 @@ class Shedder:
 
     def done(self) -> None:
         self.pending = max(0, self.pending - 1)
+
+
+class CpuMeter:
+    """CPU time (the thread's own, not wall time) of the work done in `with meter:`.
+
+    One meter per thread that does the work: `+=` on a float is not atomic across
+    threads, and a meter is never entered twice at once.
+    """
+
+    __slots__ = ("_started", "s")
+
+    def __init__(self) -> None:
+        self.s = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.thread_time()
+
+    def __exit__(self, *_: object) -> None:
+        self.s += time.thread_time() - self._started
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, metered: what an executor runs on the meter's thread."""
+        with self:
+            return fn(*args)

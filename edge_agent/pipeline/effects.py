@@ -27,28 +27,17 @@ class Effect:
 
 @dataclass(frozen=True, slots=True)
 class SemanticLookup(Effect):
-    """Embed `text` and search `partition` (the tier admitted it): a `LookupResult`."""
+    """Embed `text` and search `partition` (the tier admitted it): a `LookupResult`, or
+    with `beside` the lookup's `asyncio.Task`, which the request does not wait for."""
 
     partition: str
     text: str
+    beside: bool = False
 
     async def perform(self, agent: Agent) -> Any:
         assert agent.semantic is not None
-        return await agent.semantic.lookup(self.partition, self.text, admitted=True)
-
-
-@dataclass(frozen=True, slots=True)
-class StartSemanticLookup(Effect):
-    """The same lookup, which the request does not wait for: its `asyncio.Task`."""
-
-    partition: str
-    text: str
-
-    async def perform(self, agent: Agent) -> Any:
-        assert agent.semantic is not None
-        return asyncio.ensure_future(
-            agent.semantic.lookup(self.partition, self.text, admitted=True)
-        )
+        lookup = agent.semantic.lookup(self.partition, self.text, admitted=True)
+        return asyncio.ensure_future(lookup) if self.beside else await lookup
 
 
 @dataclass(frozen=True, slots=True)

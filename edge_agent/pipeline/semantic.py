@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent.extproc.decisions import Respond
 from edge_agent.pipeline.base import StageRun
-from edge_agent.pipeline.effects import SemanticLookup, StartSemanticLookup
+from edge_agent.pipeline.effects import SemanticLookup
 from edge_agent.pipeline.route import count_shadow_savings
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def lookup(ex: Exchange) -> StageRun:
         agent.metrics.semantic_shed.labels(shed).inc()
         return None
     if agent.semantic_mode == "shadow" or not ex.policy.lookup:
-        task: asyncio.Task[LookupResult] = yield StartSemanticLookup(*ex.scope)
+        task: asyncio.Task[LookupResult] = yield SemanticLookup(*ex.scope, beside=True)
         ex.semantic_pending = task
         task.add_done_callback(lambda done: _landed(ex, done))
         return None

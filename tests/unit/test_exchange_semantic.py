@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 
@@ -11,7 +12,7 @@ from edge_agent.cache.semantic import SemanticTier
 from edge_agent.config import parse_config
 from edge_agent.extproc.decisions import Continue, Respond
 from edge_agent.pipeline.base import Pending
-from edge_agent.pipeline.effects import SemanticLookup, StartSemanticLookup
+from edge_agent.pipeline.effects import SemanticLookup
 from tests.helpers import chat_completion
 from tests.unit.test_semantic_tier import TableEmbedder, near, unit
 
@@ -49,7 +50,8 @@ async def run(agent: Agent, text: str, **extra: object) -> tuple[object, object]
     step = ex.request_body(body)
     if isinstance(step, Pending):
         # serve mode waits for the lookup; shadow mode starts it and goes on
-        assert isinstance(step.effect, SemanticLookup | StartSemanticLookup)
+        assert isinstance(step.effect, SemanticLookup)
+        assert step.effect.beside == (agent.semantic_mode == "shadow")
         step = step.send(await step.effect.perform(agent))
     return ex, step
 
@@ -151,10 +153,9 @@ class RecordingShared:
         self.calls.append(("release", key))
 
 
-async def test_shadow_lookup_defers_the_shared_put_and_the_lease_release_after_it() -> None:
-    """With the lookup still running when the answer is complete, the shared put waits
-    for its vector; the cross-process lease must not be released before that put, or
-    another process's waiter finds neither lease nor entry and calls the provider too."""
+async def answered_while_the_lookup_waits() -> tuple[Agent, RecordingShared, asyncio.Event, Any]:
+    """Shadow mode with a shared tier: a request routed, answered and complete while
+    its lookup waits on `gate` (the embedder is held)."""
     agent, emb = make("shadow")
     shared = RecordingShared()
     agent.attach_shared(shared)  # type: ignore[arg-type]
@@ -172,11 +173,19 @@ async def test_shadow_lookup_defers_the_shared_put_and_the_lease_release_after_i
     step = ex.request_body(body)
     while isinstance(step, Pending):
         step = step.send(await step.effect.perform(agent))
-    assert isinstance(step, Continue) and ex.lease
+    assert isinstance(step, Continue) and ex.lease  # it leads: it holds the lease
     ex.response_headers(
         {":status": "200", "content-type": "application/json", "content-length": str(len(ANSWER))}
     )
     ex.response_body(ANSWER, True)
+    return agent, shared, gate, ex
+
+
+async def test_shadow_lookup_defers_the_shared_put_and_the_lease_release_after_it() -> None:
+    """With the lookup still running when the answer is complete, the shared put waits
+    for its vector; the cross-process lease must not be released before that put, or
+    another process's waiter finds neither lease nor entry and calls the provider too."""
+    agent, shared, gate, ex = await answered_while_the_lookup_waits()
     ex.close()  # the stream ends before the lookup lands
     await asyncio.sleep(0)
     assert shared.calls == []  # neither the put nor the release yet
@@ -192,27 +201,7 @@ async def test_a_purge_while_the_lookup_runs_is_not_undone_by_the_deferred_store
     """The exact tier is written at once, the semantic and shared tiers once the lookup
     lands: a purge in between (erasure) must not see the answer come back through them;
     the lease is still released."""
-    agent, emb = make("shadow")
-    shared = RecordingShared()
-    agent.attach_shared(shared)  # type: ignore[arg-type]
-    gate = asyncio.Event()
-    table_embed = emb.embed
-
-    async def slow_embed(texts):  # type: ignore[no-untyped-def]
-        await gate.wait()
-        return await table_embed(texts)
-
-    emb.embed = slow_embed  # type: ignore[method-assign]
-    ex = agent.exchange()
-    ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": Q1}]})
-    step = ex.request_body(body)
-    while isinstance(step, Pending):
-        step = step.send(await step.effect.perform(agent))
-    ex.response_headers(
-        {":status": "200", "content-type": "application/json", "content-length": str(len(ANSWER))}
-    )
-    ex.response_body(ANSWER, True)
+    agent, shared, gate, ex = await answered_while_the_lookup_waits()
     ex.close()
     assert agent.cache is not None and agent.cache.purge() == 1  # the erasure lands now
     gate.set()

@@ -240,11 +240,11 @@ async def test_an_entry_is_parsed_the_first_time_it_is_a_candidate() -> None:
     entry = next(iter(tier._entries.values()))
     r = await tier.lookup("p", "Where is Paris?")  # far below the threshold
     assert r.hit is None and entry.signature is None and r.signature is None
-    cpu = tier.verify_cpu_s
+    cpu = tier.verify_cpu.s
     r = await tier.lookup("p", "How tall is Everest?")
     assert r.hit is not None and r.hit.entry is entry
     assert entry.signature is not None and r.signature is not None
-    assert tier.verify_cpu_s > cpu  # the verifier's work is charged to the tier
+    assert tier.verify_cpu.s > cpu  # the verifier's work is charged to the tier
 
 
 async def test_an_entry_purged_during_verification_is_not_served() -> None:

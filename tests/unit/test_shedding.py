@@ -127,11 +127,11 @@ async def test_the_tier_charges_its_own_steps_on_the_event_loop() -> None:
     tier = SemanticTier(emb, max_entries=1000, ttl_s=60, use_verifier=False)
     for i in range(200):
         tier.store("p", f"entry {i}", unit(i), None, b"{}")
-    stored = tier.loop_cpu_s
+    stored = tier.loop_cpu.s
     assert stored > 0
     await tier.lookup("p", "a question")
-    assert tier.loop_cpu_s > stored  # the inline search and the steps around it
-    assert tier.cpu_s == emb.cpu_s + tier.verify_cpu_s + tier.loop_cpu_s
+    assert tier.loop_cpu.s > stored  # the inline search and the steps around it
+    assert tier.cpu_s == emb.cpu_s + tier.verify_cpu.s + tier.loop_cpu.s + tier.worker_cpu.s
     await tier.close()
 
 
@@ -144,8 +144,8 @@ async def test_searches_on_the_worker_thread_are_charged_too() -> None:
     for i in range(2100):
         tier.store("p", f"entry {i}", unit(i), None, b"{}")
     await tier.lookup("p", "a question")  # offloaded: waits for the queued adds too
-    assert tier.worker_cpu_s > 0
-    assert tier.cpu_s == emb.cpu_s + tier.verify_cpu_s + tier.loop_cpu_s + tier.worker_cpu_s
+    assert tier.worker_cpu.s > 0
+    assert tier.cpu_s == emb.cpu_s + tier.verify_cpu.s + tier.loop_cpu.s + tier.worker_cpu.s
     await tier.close()
 
 
