@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_agent.pipeline.semantic")
 SCORE_HEADER = "x-edge-agent-cache-score"
+_SHED = {"queue": "shed_queue", "cpu": "shed_cpu"}  # the shedder's rule → outcome label
 
 
 def lookup(ex: Exchange) -> StageRun:
@@ -35,8 +36,7 @@ def lookup(ex: Exchange) -> StageRun:
     assert tier is not None and ex.policy is not None
     shed = tier.admit()
     if shed is not None:
-        agent.metrics.semantic_lookups.labels("shed").inc()
-        agent.metrics.semantic_shed.labels(shed).inc()
+        agent.metrics.semantic_lookups.labels(_SHED[shed]).inc()
         return None
     if agent.semantic_mode == "shadow" or not ex.policy.lookup:
         task: asyncio.Task[LookupResult] = yield SemanticLookup(*ex.scope, beside=True)

@@ -127,15 +127,10 @@ class Metrics:
             "Semantic tier lookups: hit, miss, refused (a candidate above the threshold "
             "that the verifier rejected), shadow_hit (shadow mode), store_only "
             "(cache-control: no-cache), unservable (entry dropped), error (embedder), "
-            "timeout (over cache.semantic.lookup_timeout_ms) or shed (skipped under load).",
+            "timeout (over cache.semantic.lookup_timeout_ms), or skipped under load: "
+            "shed_queue (cache.semantic.max_pending in flight) or shed_cpu (over "
+            "cache.semantic.max_cpu_share).",
             ["outcome"],
-            registry=r,
-        )
-        self.semantic_shed = Counter(
-            "edge_agent_semantic_shed",
-            "Semantic lookups skipped under load, by rule: queue (cache.semantic."
-            "max_pending lookups in flight) or cpu (over cache.semantic.max_cpu_share).",
-            ["reason"],
             registry=r,
         )
         self.semantic_refusals = Counter(

@@ -101,12 +101,6 @@ async def test_saturated_embedder_requests_go_on_and_shed_lookups_are_counted() 
         assert isinstance(step, Continue)  # routed at once, embedder or not
     await asyncio.sleep(0)  # the lookups start
     assert len(tasks) == 2 and emb.calls == 2
-    shed = {
-        s.labels["reason"]: s.value
-        for s in agent.metrics.semantic_shed.collect()[0].samples
-        if s.name.endswith("_total")
-    }
-    assert shed == {"queue": 3.0}
     emb.gate.set()
     await asyncio.gather(*tasks)
     await asyncio.sleep(0)
@@ -116,7 +110,7 @@ async def test_saturated_embedder_requests_go_on_and_shed_lookups_are_counted() 
         for s in agent.metrics.semantic_lookups.collect()[0].samples
         if s.name.endswith("_total")
     }
-    assert outcomes == {"shed": 3.0, "miss": 2.0}
+    assert outcomes == {"shed_queue": 3.0, "miss": 2.0}  # the 3 shed by the queue rule
 
 
 async def test_the_tier_charges_its_own_steps_on_the_event_loop() -> None:
