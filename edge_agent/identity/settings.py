@@ -3,6 +3,7 @@ may do). Validated like the rest of the config (edge_agent.config takes these mo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -22,6 +23,15 @@ WORKLOAD_ENV = {
     "EDGE_AGENT_POD_NAMESPACE": "metadata.namespace",
     "EDGE_AGENT_POD_SERVICE_ACCOUNT": "spec.serviceAccountName",
 }
+
+
+def pod_workload(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(namespace, service account) of the pod when the injection template set them:
+    the agent runs as a sidecar, beside the app, sharing its loopback."""
+    namespace, account = (environ.get(name, "").strip() for name in WORKLOAD_ENV)
+    return (namespace, account) if namespace and account else None
+
+
 _CLAIM_PATH = r"^[A-Za-z0-9_:/.-]+$"
 _HEADER_NAME = r"^[a-z0-9-]+$"
 

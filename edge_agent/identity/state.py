@@ -23,7 +23,7 @@ from edge_agent.identity.jwt import (
     identity_from_claims,
 )
 from edge_agent.identity.keys import KeyRing
-from edge_agent.identity.settings import WORKLOAD_ENV, AuthConfig, Tenant
+from edge_agent.identity.settings import AuthConfig, Tenant, pod_workload
 from edge_agent.identity.tenants import Tenants
 
 if TYPE_CHECKING:
@@ -104,11 +104,10 @@ def _workload_spiffe_id(auth: AuthConfig, environ: Mapping[str, str] | None) -> 
     """This pod's SPIFFE id when the injection template told it (sidecar mode)."""
     if auth.mesh.enabled is False:
         return None
-    env = os.environ if environ is None else environ
-    namespace, account = (env.get(name, "").strip() for name in WORKLOAD_ENV)
-    if not namespace or not account:
+    pod = pod_workload(os.environ if environ is None else environ)
+    if pod is None:
         return None
-    return f"spiffe://{auth.mesh.trust_domain}/ns/{namespace}/sa/{account}"
+    return f"spiffe://{auth.mesh.trust_domain}/ns/{pod[0]}/sa/{pod[1]}"
 
 
 def _issuers(auth: AuthConfig, environ: Mapping[str, str] | None) -> list[JwtIssuer]:

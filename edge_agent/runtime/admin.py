@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from edge_agent.identity.settings import pod_workload
 
 _LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
@@ -34,6 +36,13 @@ class AdminAccess:
 
     token: str | None = None
     loopback: bool = True
+
+
+def admin_access(token: str | None, environ: Mapping[str, str]) -> AdminAccess:
+    """This process's rule: in sidecar mode (the injected pod variables are set, whatever
+    auth is configured) the app shares the pod's loopback, so only a token may change
+    state."""
+    return AdminAccess(token, loopback=pod_workload(environ) is None)
 
 
 def change_refusal(request: web.Request, access: AdminAccess | str | None) -> web.Response | None:

@@ -17,7 +17,7 @@ from edge_agent.cache.shared import SharedCache
 from edge_agent.config import ENVOY_READY_ENV, Config, credential_problems
 from edge_agent.extproc.servicer import ExternalProcessor
 from edge_agent.identity.keystore import KeyStore
-from edge_agent.runtime.admin import AdminAccess, PurgeRequest, build_admin_app
+from edge_agent.runtime.admin import PurgeRequest, admin_access, build_admin_app
 from edge_agent.runtime.admin_keys import add_key_routes
 from edge_agent.runtime.admin_spend import add_spend_route
 from edge_agent.runtime.wiring import build_agent
@@ -176,9 +176,7 @@ class AgentService:
         host, port = self.config.listen.addr("admin")
         metrics = self.agent.metrics
         identity = self.agent.identity
-        # In sidecar mode the app shares the pod's loopback: only a token may change state.
-        sidecar = identity is not None and identity.workload is not None
-        admin_token = AdminAccess(self._admin_token(), loopback=not sidecar)
+        admin_token = admin_access(self._admin_token(), os.environ)
         app = build_admin_app(
             metrics.exposition_registry(),
             self.is_ready,

@@ -438,3 +438,16 @@ def test_in_sidecar_mode_the_admin_port_needs_a_token_even_from_loopback() -> No
     assert change_refusal(request, AdminAccess(None, loopback=True)) is None
     refused = change_refusal(request, AdminAccess(None, loopback=False))
     assert refused is not None and refused.status == 403
+
+
+def test_sidecar_mode_is_told_by_the_pod_variables_whatever_auth_is_configured() -> None:
+    """The default sidecar config has no auth at all, and `mesh.enabled: false` turns off
+    the pod's identity, not the pod: the app beside the agent shares its loopback in
+    both, so the admin port's loopback rule must be off."""
+    from edge_agent.runtime.admin import AdminAccess, admin_access
+
+    pod = {"EDGE_AGENT_POD_NAMESPACE": "team-a", "EDGE_AGENT_POD_SERVICE_ACCOUNT": "chatbot"}
+    assert admin_access(None, pod).loopback is False
+    assert admin_access("s3cret", pod) == AdminAccess("s3cret", loopback=False)
+    assert admin_access(None, {}).loopback is True  # the standalone gateway
+    assert admin_access(None, {"EDGE_AGENT_POD_NAMESPACE": "team-a"}).loopback is True
