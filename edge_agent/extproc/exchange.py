@@ -481,9 +481,12 @@ class Exchange:
     ) -> Respond:
         self._finish(str(status))
         self.done = True
-        headers = [("content-type", content_type), (CACHE_HEADER, cache), *extra]
-        if self.ratelimit_headers and not any(k == "retry-after" for k, _ in extra):
-            headers += self.ratelimit_headers
+        headers = [
+            ("content-type", content_type),
+            (CACHE_HEADER, cache),
+            *extra,
+            *self.ratelimit_headers,
+        ]
         if self.key is not None and cache != "bypass":
             headers.append((CACHE_KEY_HEADER, self.key))  # for purges
         if stream:

@@ -188,7 +188,9 @@ def refusal(ex: Exchange, verdict: Verdict) -> ApiError:
     reason = verdict.reason or "requests"
     limiter.metrics.limit_refusals.labels(ex.tenant_label, reason).inc()
     retry = max(1, math.ceil(verdict.retry_after_s))
-    headers = (("retry-after", str(retry)), *ratelimit_headers(verdict))
+    # The x-ratelimit-* headers are the exchange's (ex.ratelimit_headers, set by admit
+    # from this verdict): every answer carries them, a refusal too.
+    headers = (("retry-after", str(retry)),)
     whose = _whose(ex, verdict.scope)
     scope = _scope(ex, verdict.scope)
     if reason in ("budget_day", "budget_month"):
@@ -215,7 +217,6 @@ def refusal(ex: Exchange, verdict: Verdict) -> ApiError:
             "or shorten the prompt.",
             type="tokens",
             code="rate_limit_exceeded",
-            headers=tuple(ratelimit_headers(verdict)),
         )
     what = {
         "requests": "requests per minute",

@@ -83,6 +83,8 @@ def test_the_sixth_request_in_a_minute_is_a_429_with_openais_headers() -> None:
     assert headers["x-ratelimit-limit-requests"] == "5"
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["retry-after"] == "12"
+    names = [k for k, _ in refused.headers]
+    assert len(names) == len(set(names))  # each header once
     error = orjson.loads(refused.body)["error"]
     assert error["code"] == "rate_limit_exceeded" and "tenant 't'" in error["message"]
 
@@ -179,6 +181,9 @@ def test_a_request_larger_than_a_minute_says_so() -> None:
     assert isinstance(refused, Respond) and refused.status == 429
     assert "Request too large" in orjson.loads(refused.body)["error"]["message"]
     assert "retry-after" not in dict(refused.headers)
+    names = [k for k, _ in refused.headers]
+    assert names.count("x-ratelimit-limit-tokens") == 1  # once, not once per source
+    assert len(names) == len(set(names))
 
 
 def test_an_admission_redis_answers_too_late_is_undone() -> None:
