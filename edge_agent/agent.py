@@ -73,7 +73,7 @@ class Agent:
         # Limits need callers: with identity on, any tenant or key may have some (keys
         # made at run time included). The shared ledger (Redis) comes from the runtime.
         self.limiter: Limiter | None = (
-            Limiter(config, self.identity.tenants, self.metrics, workers=config.workers)
+            Limiter(config, self.identity.tenants, self.metrics)
             if self.identity is not None
             else None
         )

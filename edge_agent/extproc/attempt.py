@@ -154,7 +154,7 @@ class Attempt:
         out = call.response_body(chunk, end_of_stream, self._status or "")
         if out is None and end_of_stream and self._status == "200":
             call.count_usage(call.schema.usage_of(chunk))
-        if end_of_stream and call.used is not None:
+        if end_of_stream and call.used is not None and self.agent.limiter is not None:
             # For the request's limits: the downstream Exchange settles with it.
             self.agent.attempts.record_usage(self.request_key, call.used)
         if out is not None:

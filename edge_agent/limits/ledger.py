@@ -21,8 +21,7 @@ the provider's reported usage, and frees the concurrency slot.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -132,8 +131,7 @@ class LocalLedger:
     """The ledger of one process (no Redis, or Redis down: then with `share` of each
     limit, this process's part of what all of them may do)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._req: dict[str, _Bucket] = {}
         self._tok: dict[str, _Bucket] = {}
         self._slots: dict[str, dict[str, float]] = {}
@@ -200,9 +198,8 @@ class LocalLedger:
                 bucket.level = min(float(cap), bucket.level + settle.tokens_refund)
             self._charge(s, settle.cost_delta, settle.admitted_at)
 
-    def spent(self, scope: str, now: float | None = None) -> tuple[float, float]:
+    def spent(self, scope: str, now: float) -> tuple[float, float]:
         """(USD today, USD this month) for `scope`, reservations in flight included."""
-        now = self._clock() if now is None else now
         return (
             self._usd.get(f"{scope}:d:{day_key(now)}", 0.0),
             self._usd.get(f"{scope}:m:{month_key(now)}", 0.0),

@@ -41,8 +41,6 @@ class SharedLedger(Protocol):
 
     async def settle(self, settle: Settle) -> None: ...
 
-    async def close(self) -> None: ...
-
     async def spent(self, scope: str, now: float) -> tuple[float, float]: ...
 
 
@@ -53,15 +51,17 @@ class Limiter:
         tenants: Tenants,
         metrics: Metrics,
         *,
-        workers: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.tenants = tenants
         self.metrics = metrics
         self.clock = clock
         self.estimates = config.limits
-        self.local = LocalLedger(clock)
-        self.share = 1.0 / max(1, workers)
+        self.local = LocalLedger()
+        # This process's share of each limit while Redis does not answer: 1 / workers,
+        # set by the service (only the worker context knows the count --workers gave).
+        self.share = 1.0
+        self._tenant_scopes: dict[str, Scope | None] = {}  # tenants are fixed config
         self.redis: SharedLedger | None = None
         self._timeout_s = config.cache.redis.timeout_ms / 1000
         self.spend = SpendBook()  # what each tenant spent, for GET /admin/spend
@@ -74,16 +74,17 @@ class Limiter:
     # ---- who is limited ------------------------------------------------------------
     def scopes(self, caller: Caller) -> tuple[Scope, ...]:
         """The tenant's scope (shared by all its callers) and the key's own, if any."""
-        tenant = self.tenants.get(caller.tenant)
-        found: list[Scope | None] = []
-        if tenant is not None:
-            found.append(
-                Scope(
-                    f"t:{tenant.name}",
-                    **tenant.limits.model_dump(),
-                    **tenant.budget.model_dump(),
+        name = caller.tenant
+        if name not in self._tenant_scopes:
+            tenant = self.tenants.get(name)
+            self._tenant_scopes[name] = (
+                None
+                if tenant is None
+                else Scope(
+                    f"t:{tenant.name}", **tenant.limits.model_dump(), **tenant.budget.model_dump()
                 )
             )
+        found = [self._tenant_scopes[name]]
         key = caller.key
         if key is not None and (key.limits or key.budget):
             found.append(Scope(f"k:{key.id}", **(key.limits or {}), **(key.budget or {})))
@@ -174,5 +175,3 @@ class Limiter:
         await self.spend.close()
         if self._pending:
             await asyncio.wait(self._pending, timeout=1.0)
-        if self.redis is not None:
-            await self.redis.close()

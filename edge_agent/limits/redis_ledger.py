@@ -191,9 +191,6 @@ class RedisLedger:
     def _ttls(now: float) -> list[int]:
         return [math.ceil(until_next_day(now)), math.ceil(until_next_month(now))]
 
-    async def close(self) -> None:
-        pass  # the client is the process's (runtime/service.py closes it)
-
     async def spent(self, scope: str, now: float) -> tuple[float, float]:
         """(USD today, USD this month) for `scope`, reservations in flight included."""
         base = f"{self._tag}:{scope}"

@@ -23,13 +23,6 @@ class Limits(_Strict):
     tokens_per_minute: _COUNT | None = None
     concurrent_requests: _COUNT | None = None
 
-    @property
-    def any(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.requests_per_minute, self.tokens_per_minute, self.concurrent_requests)
-        )
-
 
 class Budget(_Strict):
     usd_per_day: _USD | None = None  # the UTC day

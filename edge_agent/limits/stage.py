@@ -23,6 +23,7 @@ from edge_agent.api.openai import Endpoint
 from edge_agent.limits.ledger import Ask, Scope, Settle, Verdict, Window
 from edge_agent.limits.spend import Spent
 from edge_agent.pipeline.effects import Effect
+from edge_agent.routing.strategies import estimate_tokens
 from edge_agent.translate.common import requested_max_tokens
 
 if TYPE_CHECKING:
@@ -103,9 +104,7 @@ def _settlement(ex: Exchange, ask: Ask) -> tuple[int, float]:
     """(tokens to refund, USD to add) for a reserved request."""
     sent = ex.target is not None and ex.sent_at > 0
     if ex.status == "200" and ex.target is not None:
-        used = ex.used if ex.used is not None else (ex.call.used if ex.call else None)
-        if used is None and ex.chained:
-            used = ex.used = ex.agent.attempts.take_usage(ex.attempt_key)  # read upstream
+        used = _used(ex)
         if used is None:
             return 0, 0.0  # usage unknown (a stream nobody read): the reservation stands
         return ask.tokens - used[0] - used[1], used[2] - ask.cost_usd
@@ -115,15 +114,23 @@ def _settlement(ex: Exchange, ask: Ask) -> tuple[int, float]:
     return ask.tokens, -ask.cost_usd  # a cache hit, a refusal or an error: nothing used
 
 
+def _used(ex: Exchange) -> tuple[int, int, float] | None:
+    """The answer's (input tokens, output tokens, USD), if known: the exchange's own
+    provider call, or on a failover chain the attempt that answered (read upstream,
+    taken once and kept on the exchange)."""
+    used = ex.used if ex.used is not None else (ex.call.used if ex.call else None)
+    if used is None and ex.chained:
+        used = ex.used = ex.agent.attempts.take_usage(ex.attempt_key)
+    return used
+
+
 def record_spend(ex: Exchange) -> None:
     """Every request of an identified caller: its tokens, cost and savings, by tenant,
     key and model (GET /admin/spend)."""
     limiter = ex.agent.limiter
     if limiter is None or ex.request is None or ex.status is None:
         return
-    used = ex.used if ex.used is not None else (ex.call.used if ex.call else None)
-    if used is None and ex.chained:
-        used = ex.used = ex.agent.attempts.take_usage(ex.attempt_key)
+    used = _used(ex)
     if used is None and not ex.saved_usd:
         if not ex.status.startswith("2"):
             return  # refused or failed: nothing was spent or saved
@@ -142,7 +149,7 @@ def estimate(ex: Exchange) -> tuple[int, float]:
     assert agent.limiter is not None and ex.request is not None
     cfg = agent.limiter.estimates
     body = ex.request.body
-    prompt = math.ceil(len(ex.raw) / cfg.chars_per_token)
+    prompt = estimate_tokens(len(ex.raw), cfg.chars_per_token)
     if ex.request.endpoint is Endpoint.EMBEDDINGS:
         completion = 0
     else:

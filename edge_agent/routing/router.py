@@ -33,6 +33,7 @@ from edge_agent.routing.strategies import (
     capability_filter,
     estimate_tokens,
 )
+from edge_agent.translate.common import requested_max_tokens
 
 log = logging.getLogger("edge_agent.routing")
 
@@ -70,7 +71,7 @@ class Choice:
 def needs_of(req: ParsedRequest, body_bytes: int) -> Needs:
     """What a request asks of a target, from its body (prompt size estimated)."""
     body = req.body
-    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_out = requested_max_tokens(body)
     fmt = body.get("response_format")
     return Needs(
         tools=bool(body.get("tools")),

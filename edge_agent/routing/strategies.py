@@ -19,6 +19,7 @@ The flow for one request:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,9 +55,9 @@ class Needs:
     stream: bool = False  # rank by time-to-first-token where it is known
 
 
-def estimate_tokens(chars: int) -> int:
-    """~4 characters per token, rounded up (so any non-empty text is >= 1 token)."""
-    return (chars + 3) // 4 if chars > 0 else 0
+def estimate_tokens(chars: int, chars_per_token: float = 4.0) -> int:
+    """~4 characters per token (or as given), rounded up: any non-empty text is >= 1."""
+    return math.ceil(chars / chars_per_token) if chars > 0 else 0
 
 
 def capability_filter(

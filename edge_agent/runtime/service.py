@@ -54,8 +54,9 @@ class AgentService:
         self.admin_port = 0
         identity = self.agent.identity
         if self.agent.limiter is not None and worker is not None:
-            # Without Redis each worker enforces its share (--workers may override the
-            # config's count, and only the worker context knows it).
+            # While Redis does not answer, each worker enforces its share (--workers may
+            # override the config's count: only the worker context knows it). Without
+            # Redis at all each process keeps its own ledger whole (docs/limits.md).
             self.agent.limiter.share = 1.0 / worker.count
         self.keys: KeyStore | None = None
         if identity is not None:

@@ -153,14 +153,13 @@ def test_a_reservation_that_cannot_fit_never_reaches_the_provider(
 
 def test_a_failover_chains_usage_settles_its_reservation(limited: Gateway, unique: str) -> None:
     # "both" has two targets: a failover chain, whose usage its upstream attempt reads.
-    # (A stream's usage is read only when it is translated: docs/limits.md.)
-    for i, stream in enumerate((False, False, False)):
+    # (JSON answers: a stream's usage is read only when it is translated, docs/limits.md.)
+    for i in range(3):
         reply = post_json(
             f"{limited.url}/v1/chat/completions",
             {
                 "model": "both",
                 "max_tokens": 200,
-                "stream": stream,
                 "temperature": 1,  # not cached: only the limits want the usage
                 "messages": [{"role": "user", "content": f"{unique} {i}"}],
             },

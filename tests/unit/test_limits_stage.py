@@ -45,7 +45,6 @@ def agent(tenant: dict[str, Any], key: dict[str, Any] | None = None) -> Agent:
     a = Agent(config, environ={"KEY_P": "sk-p"})
     assert a.limiter is not None
     a.limiter.clock = lambda: CLOCK[0]
-    a.limiter.local._clock = lambda: CLOCK[0]
     return a
 
 
@@ -203,9 +202,6 @@ def test_an_admission_redis_answers_too_late_is_undone() -> None:
         async def settle(self, settle: Settle) -> None:
             self.settled.append(settle)
             self.inner.settle(settle)
-
-        async def close(self) -> None:
-            pass
 
         async def spent(self, scope: str, now: float) -> tuple[float, float]:
             return self.inner.spent(scope, now)
