@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge_agent.identity.settings import AuthConfig, Tenant, check_tenants
+from edge_agent.identity.settings import FETCH_TIMEOUT_S, AuthConfig, Tenant, check_tenants
 from edge_agent.limits.settings import LimitsConfig
 from edge_agent.providers import registry
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
@@ -564,6 +564,13 @@ class Config(_Strict):
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @property
+    def longest_wait_s(self) -> float:
+        """The longest the agent may hold a request past Envoy's message timeout (it asks
+        Envoy to wait): for an identical request in flight, or for a JWT issuer's keys.
+        Envoy's bound (max_message_timeout) and the request timeout must allow it."""
+        return max(self.cache.coalesce.max_wait_s, FETCH_TIMEOUT_S if self.auth.jwt else 0.0)
+
     @model_validator(mode="after")
     def _cross_refs(self) -> Config:
         errors: list[tuple[str, str]] = []
@@ -593,15 +600,16 @@ class Config(_Strict):
                             f"provider {pname!r} does not list model {pmodel!r}; it lists: {known}",
                         )
                     )
-        agent_wait_s = self.cache.coalesce.max_wait_s + self.envoy.message_timeout_ms / 1000
+        agent_wait_s = self.longest_wait_s + self.envoy.message_timeout_ms / 1000
         if self.envoy.request_timeout_s <= agent_wait_s + 2:
             errors.append(
                 (
                     "envoy.request_timeout_s",
                     f"{self.envoy.request_timeout_s} s would cut requests the agent holds "
-                    f"while an identical one is in flight (cache.coalesce.max_wait_s + "
-                    f"envoy.message_timeout_ms = {agent_wait_s:g} s); raise it above "
-                    f"{agent_wait_s + 2:g} s or lower cache.coalesce.max_wait_s",
+                    f"for up to {agent_wait_s:g} s (waiting for an identical request in "
+                    f"flight, cache.coalesce.max_wait_s, or for a JWT issuer's keys, plus "
+                    f"envoy.message_timeout_ms); raise it above {agent_wait_s + 2:g} s or "
+                    f"lower cache.coalesce.max_wait_s",
                 )
             )
         sem = self.cache.semantic

@@ -302,11 +302,9 @@ def ext_proc_filter(config: Config) -> dict[str, Any]:
         config,
         {},
         failure_mode_allow=env.failure_mode == "open",
-        # A request waiting for an identical one in flight (cache.coalesce) asks Envoy
-        # to wait longer for its answer, up to this bound.
-        max_message_timeout=_duration(
-            config.cache.coalesce.max_wait_s + env.message_timeout_ms / 1000 + 2.0
-        ),
+        # An effect that holds a request (an identical one in flight, a JWKS fetch) asks
+        # Envoy to wait longer for its answer, up to this bound.
+        max_message_timeout=_duration(config.longest_wait_s + env.message_timeout_ms / 1000 + 2.0),
         # Lets the agent strip x-envoy-attempt-count (which it reads for failover
         # accounting) from answers; Envoy ignores x-envoy-* mutations otherwise.
         mutation_rules={"allow_envoy": True},

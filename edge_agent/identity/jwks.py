@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from edge_agent.identity.jwt import (
-    FETCH_TIMEOUT_S,
     MAX_JWKS_BYTES,
     JwksError,
     JwtIssuer,
@@ -29,6 +28,7 @@ from edge_agent.identity.jwt import (
     Refused,
     Verified,
 )
+from edge_agent.identity.settings import FETCH_TIMEOUT_S
 
 log = logging.getLogger("edge_agent.identity.jwks")
 

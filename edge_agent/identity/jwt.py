@@ -47,7 +47,6 @@ log = logging.getLogger("edge_agent.identity.jwt")
 # Real tokens are a few KiB; anything bigger is refused before it is parsed.
 MAX_TOKEN_CHARS = 16 * 1024
 VERIFIED_CACHE = 10_000  # verified tokens kept until they expire
-FETCH_TIMEOUT_S = 5.0  # one JWKS fetch, at most (the request waits for it)
 MAX_JWKS_BYTES = 1 << 20
 MAX_KEYS = 64  # per issuer: bounds the work a (broken) JWKS can cause
 MIN_RSA_BITS = 2048

@@ -32,6 +32,9 @@ def pod_workload(environ: Mapping[str, str]) -> tuple[str, str] | None:
     return (namespace, account) if namespace and account else None
 
 
+# One JWKS fetch at most: the request waits for it (Envoy is asked to wait that long,
+# see Config.longest_wait_s).
+FETCH_TIMEOUT_S = 5.0
 _CLAIM_PATH = r"^[A-Za-z0-9_:/.-]+$"
 _HEADER_NAME = r"^[a-z0-9-]+$"
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.api.errors import ApiError
-from edge_agent.identity.jwt import FETCH_TIMEOUT_S, NeedKeys, Refused
+from edge_agent.identity.jwt import NeedKeys, Refused
 from edge_agent.identity.keys import KEY_PREFIX, MAX_KEY_CHARS, hash_key
+from edge_agent.identity.settings import FETCH_TIMEOUT_S
 from edge_agent.identity.tenants import ANONYMOUS, Caller
 from edge_agent.identity.xfcc import peer_spiffe_id
 from edge_agent.pipeline.effects import Effect

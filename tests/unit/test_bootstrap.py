@@ -137,3 +137,24 @@ def test_single_target_and_opted_out_models_get_no_chain() -> None:
     ]
     names = set(clusters(build_bootstrap(parse_config(data))))
     assert not any(n.startswith("edge_agent_chain") for n in names)
+
+
+def test_envoy_may_wait_as_long_as_any_effect_asks() -> None:
+    """The servicer asks Envoy to wait past its message timeout for the longest effect:
+    an identical request in flight (cache.coalesce.max_wait_s) or a JWKS fetch (5 s).
+    With a short coalescing wait and a JWT issuer, Envoy's bound must still allow the
+    fetch, or Envoy refuses the extension and the request fails."""
+    from edge_agent.envoy.bootstrap import ext_proc_filter
+    from edge_agent.identity.settings import FETCH_TIMEOUT_S
+
+    raw = config(message_timeout_ms=500)
+    raw["cache"] = {"coalesce": {"max_wait_s": 1}}
+    raw["auth"] = {
+        "jwt": [{"issuer": "https://idp.example/", "jwks_url": "https://idp.example/jwks"}]
+    }
+    cfg = parse_config(raw)
+    bound = ext_proc_filter(cfg)["typed_config"]["max_message_timeout"]
+    # the servicer's extension for the fetch: wait_s + the message budget + 1 s
+    assert float(bound.rstrip("s")) >= FETCH_TIMEOUT_S + 0.5 + 1.0
+    without_jwt = parse_config({**raw, "auth": {}})
+    assert without_jwt.longest_wait_s == 1  # only coalescing holds requests then
