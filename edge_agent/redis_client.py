@@ -17,12 +17,16 @@ from edge_agent.config import RedisCache
 log = logging.getLogger("edge_agent.redis")
 
 
+_said: set[str] = set()
+
+
 def password(cfg: RedisCache) -> str | None:
     """The password from `password_env`; a named but unset variable is said once."""
     if cfg.password_env is None:
         return None
     value = os.environ.get(cfg.password_env) or None
-    if value is None:
+    if value is None and cfg.password_env not in _said:
+        _said.add(cfg.password_env)  # the shared tier and the other clients all ask
         log.warning(
             "cache.redis.password_env names %s, which is not set: connecting without a password",
             cfg.password_env,

@@ -28,7 +28,7 @@ from edge_agent.extproc.provider_call import (
     METERED_HEADER,
     ProviderCall,
 )
-from edge_agent.identity.tenants import OTHER_TENANT
+from edge_agent.identity.settings import OTHER_TENANT
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent

@@ -365,12 +365,11 @@ def _decode_options(config: JwtIssuer) -> dict[str, Any]:
 class JwtVerifier:
     """The trusted issuers and their current keys; checks tokens against them."""
 
-    def __init__(self, issuers: Iterable[JwtIssuer], cache_size: int = VERIFIED_CACHE) -> None:
+    def __init__(self, issuers: Iterable[JwtIssuer]) -> None:
         # Tokens already verified, until they expire: a client sends the same token
         # with every request, and its signature need not be checked each time (as
         # Envoy's jwt_authn caches them).
         self._verified: OrderedDict[str, Verified] = OrderedDict()
-        self._cache_size = cache_size
         self._issuers: dict[str, _Issuer] = {}
         for config in issuers:
             if config.issuer in self._issuers:
@@ -473,9 +472,9 @@ class JwtVerifier:
             del self._verified[token]
         try:
             result = self._check(token, now)
-            if isinstance(result, Verified) and self._cache_size:
+            if isinstance(result, Verified):
                 self._verified[token] = result
-                if len(self._verified) > self._cache_size:
+                if len(self._verified) > VERIFIED_CACHE:
                     self._verified.popitem(last=False)
             return result
         except Exception as exc:

@@ -15,7 +15,10 @@ from edge_agent.limits.settings import Budget, Limits
 TENANT_NAME = r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$"
 DEFAULT_TENANT = "default"  # callers without credentials when auth.required is false
 # Metric labels of their own: no tenant may take these names.
-RESERVED_TENANTS = frozenset({"other"})
+# Metric label for tenants that are not in the config (a JWT may name any tenant):
+# labels stay bounded whatever callers send. No tenant may be called so.
+OTHER_TENANT = "other"
+RESERVED_TENANTS = frozenset({OTHER_TENANT})
 _ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The pod's namespace and service account, set by the injection template from the
 # downward API: in sidecar mode, the workload beside the agent is the caller.

@@ -93,16 +93,13 @@ def identify(ex: Exchange) -> Generator[Effect, Any, None]:
     headers = ex.req_headers
     credential = _presented(headers, identity.auth.required)
     ours = identity.auth.required or (credential or "").startswith(KEY_PREFIX)
-    if (
-        credential is not None
-        and len(credential) > MAX_KEY_CHARS
-        and not _looks_like_jwt(credential)
-    ):
+    jwt_like = credential is not None and _looks_like_jwt(credential)
+    if credential is not None and len(credential) > MAX_KEY_CHARS and not jwt_like:
         if ours:
             raise unauthenticated("the credential is too long to be a key of this gateway")
         credential = None  # not ours: as if none was sent (auth.required is false)
     if credential is not None:
-        if _looks_like_jwt(credential) and identity.verifier is not None:
+        if jwt_like and identity.verifier is not None:
             ex.caller = yield from _from_jwt(identity, credential)
             return
         caller = _from_key(identity, credential)

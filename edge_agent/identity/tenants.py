@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edge_agent.identity.keys import KeyRecord
-from edge_agent.identity.settings import DEFAULT_TENANT, Tenant
+from edge_agent.identity.settings import DEFAULT_TENANT, OTHER_TENANT, Tenant
 
 Via = Literal["anonymous", "key", "jwt", "forwarded_claims", "mesh"]
-# Metric label for tenants that are not in the config (a JWT may name any tenant):
-# labels stay bounded whatever callers send.
-OTHER_TENANT = "other"
 # The cache pool of every `cache: shared` tenant. Tenant names are [a-z0-9_.-], so no
 # tenant's own namespace can be this.
 _SHARED_POOL = "*shared"

@@ -470,4 +470,5 @@ def test_a_verified_token_is_cached_until_it_expires() -> None:
     # A forged token is never cached, and never served from the cache.
     forged = RSA_IMPOSTER.sign(claims(NOW))
     refused(verifier.check(forged, NOW), "bad_signature")
+    assert forged not in verifier._verified  # a refusal is not kept
     refused(verifier.check(forged, NOW), "bad_signature")
