@@ -91,6 +91,8 @@ RUN groupadd --system --gid 10001 edge-agent \
 COPY --from=builder /opt/edge-agent/venv /opt/edge-agent/venv
 COPY --from=builder /opt/edge-agent/cache /opt/edge-agent/cache
 
+# Logs are JSON lines in containers (docs/observability.md): `--log-format text`, or
+# EDGE_AGENT_LOG_FORMAT=text, for people reading them at a terminal.
 # Writable at run time: only TMPDIR (/tmp) — the Envoy bootstrap file and the worker
 # processes' run directory (metrics, readiness) go there. With a read-only root fs mount
 # an emptyDir (Kubernetes) or --tmpfs (Docker) at /tmp. Envoy runs with
@@ -101,7 +103,8 @@ ENV VIRTUAL_ENV=/opt/edge-agent/venv \
     EDGE_AGENT_CONFIG=/etc/edge-agent/config.yaml \
     TMPDIR=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    EDGE_AGENT_LOG_FORMAT=json
 
 USER 10001:10001
 WORKDIR /tmp

@@ -22,6 +22,7 @@ from edge_agent.pipeline.extensions import load_response_stages, load_slots
 from edge_agent.pipeline.order import header_stages, request_stages
 from edge_agent.routing.router import Router
 from edge_agent.telemetry.metrics import Metrics
+from edge_agent.telemetry.observe import Observer
 
 if TYPE_CHECKING:
     from edge_agent.cache.semantic import SemanticTier
@@ -79,6 +80,9 @@ class Agent:
         )
         self.request_stages = request_stages(slots, auth=auth, limits=auth)
         self.response_stages = load_response_stages(config.pipeline)
+        # The request log line, traces (attached by the runtime) and Envoy's access-log
+        # metadata; None when all are off: then no request pays for them.
+        self.observer: Observer | None = Observer(config) if Observer.wanted(config) else None
         # /v1/models never changes while the process runs: build the answer once.
         self._created = int(time.time())
         self.models_body = self._models_list(None)

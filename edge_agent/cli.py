@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,16 +13,18 @@ import yaml
 
 from edge_agent import cli_keys
 from edge_agent.config import CONFIG_ENV, Config, ConfigError, credential_problems, load_config
+from edge_agent.telemetry import logs
+from edge_agent.telemetry.logs import LOG_FORMAT_ENV
 
 
-def _setup_logging(level: str, worker: int | None = None) -> None:
-    # Workers share the supervisor's stderr: say which one speaks.
-    who = "" if worker is None else f"[worker {worker} pid %(process)d] "
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _log_format(args: argparse.Namespace, config: Config) -> str:
+    """--log-format, then EDGE_AGENT_LOG_FORMAT (the container image sets json), then
+    the config's log_format."""
+    fmt = args.log_format or os.environ.get(LOG_FORMAT_ENV) or config.log_format
+    if fmt not in ("text", "json"):
+        print(f"ignoring {LOG_FORMAT_ENV}={fmt!r}: expected text or json", file=sys.stderr)
+        fmt = config.log_format
+    return fmt
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -59,7 +60,8 @@ def _run_async(args: argparse.Namespace, which: str) -> int:
 
     worker = WorkerContext.from_environ()
     log_level = args.log_level or config.log_level
-    _setup_logging(log_level, worker.index if worker is not None else None)
+    log_format = _log_format(args, config)
+    logs.setup(log_level, log_format, worker.index if worker is not None else None)
     from edge_agent.runtime import gateway
 
     _event_loop_runner()
@@ -68,7 +70,7 @@ def _run_async(args: argparse.Namespace, which: str) -> int:
         return asyncio.run(gateway.run_agent(config))
     workers = args.workers or config.workers
     # Workers read the same file the supervisor read (same cwd, same environment).
-    command = worker_command(args.config or os.environ[CONFIG_ENV], log_level)
+    command = worker_command(args.config or os.environ[CONFIG_ENV], log_level, log_format)
     main = gateway.run_gateway if which == "run" else gateway.run_agent
     return asyncio.run(main(config, workers=workers, worker_command=command))
 
@@ -254,10 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "Run the standalone gateway: Envoy and the agent together.")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"])
     workers_arg(p)
     p.set_defaults(func=cmd_run)
     p = add("serve", "Run the agent alone (beside an Envoy you run, e.g. as a sidecar).")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"])
     workers_arg(p)
     p.set_defaults(func=cmd_serve)
     p = add("envoy-config", "Print the Envoy bootstrap generated from the config.")

@@ -32,6 +32,7 @@ from edge_agent.limits.settings import LimitsConfig
 from edge_agent.providers import registry
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
 from edge_agent.providers.kind import EnvVarName, read_secret
+from edge_agent.telemetry.settings import AccessLogConfig, TelemetryConfig
 
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
 # Set by the standalone gateway for its agent processes: Envoy's readiness URL, so the
@@ -472,6 +473,7 @@ class EnvoyConfig(_Strict):
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     idle_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     stream_idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    access_log: AccessLogConfig = Field(default_factory=AccessLogConfig)
 
     @field_validator("routing_header")
     @classmethod
@@ -563,6 +565,11 @@ class Config(_Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # json: one JSON object per line (the container image and the chart use it);
+    # EDGE_AGENT_LOG_FORMAT and --log-format override it.
+    log_format: Literal["text", "json"] = "text"
+    # Traces (OpenTelemetry, OTLP) and the per-request log line (docs/observability.md).
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @property
     def longest_wait_s(self) -> float:

@@ -16,6 +16,7 @@ search and operations on one index never overlap.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -95,6 +96,8 @@ class LookupResult:
     refused: str | None = None  # the verifier's reason for the best refused candidate
     error: str | None = None
     timed_out: bool = False
+    # perf_counter_ns at the start, after embedding, search and verification (traces).
+    marks: tuple[int, ...] = ()
 
 
 def build_index(dim: int, ids: np.ndarray, vectors: np.ndarray, hnsw: bool) -> Any:
@@ -319,13 +322,16 @@ class SemanticTier:
         burst, a slow remote embedder) the result is a miss with `error` set: the
         request goes on without this tier rather than run into Envoy's message timeout.
         """
+        marks = [time.perf_counter_ns()]
         try:
-            return await self._lookup(partition, text)
+            result = await self._lookup(partition, text, marks)
+            marks.append(time.perf_counter_ns())
+            return dataclasses.replace(result, marks=tuple(marks))
         finally:
             if admitted:
                 self.shedder.done()
 
-    async def _lookup(self, partition: str, text: str) -> LookupResult:
+    async def _lookup(self, partition: str, text: str, marks: list[int]) -> LookupResult:
         loop = asyncio.get_running_loop()
         sig: verify.Signature | None = None
         vector: np.ndarray | None = None
@@ -337,6 +343,7 @@ class SemanticTier:
         try:
             async with asyncio.timeout(self.lookup_timeout_s):
                 vectors = await self.embedder.embed([text])
+                marks.append(time.perf_counter_ns())
                 # The lookup's own steps on the loop are metered between awaits: what
                 # the loop runs while this lookup waits is not its work.
                 with self.loop_cpu:
@@ -347,6 +354,7 @@ class SemanticTier:
                     if part is None  # an inline search meters itself (_run)
                     else await self._run(part, lambda: part.search(vector, _CANDIDATES))
                 )
+                marks.append(time.perf_counter_ns())
                 with self.loop_cpu:
                     candidates = self._candidates(found)
                 if signing is not None:

@@ -12,12 +12,14 @@ disagree.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import certifi
 
 from edge_agent.config import Config, Provider, TargetSpec, failover_chains
+from edge_agent.envoy import telemetry
 from edge_agent.extproc.attempt import STAGE_METADATA, TARGET_ATTRIBUTE
 
 EXT_PROC_CLUSTER = "edge_agent_ext_proc"
@@ -308,6 +310,7 @@ def ext_proc_filter(config: Config) -> dict[str, Any]:
         # Lets the agent strip x-envoy-attempt-count (which it reads for failover
         # accounting) from answers; Envoy ignores x-envoy-* mutations otherwise.
         mutation_rules={"allow_envoy": True},
+        **telemetry.metadata_options(config),
     )
 
 
@@ -552,12 +555,16 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
     """The bootstrap; `environ` (default: the process environment) decides which
     providers are usable in failover chains, as it does for the agent's router."""
     env = config.envoy
+    environ = os.environ if environ is None else environ
     envoy_host, envoy_port = config.listen.addr("envoy")
     admin_host, admin_port = config.listen.addr("envoy_admin")
+    access_log = telemetry.access_logs(config)
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "edge_agent",
         "codec_type": "AUTO",
+        **({"access_log": access_log} if access_log else {}),
+        **telemetry.tracing(config, environ),
         **edge_timeouts(config),
         # Envoy's edge best practices (docs/operations.md, "Slow clients and edge
         # settings"). The client is whoever connected: x-envoy-* headers it sends (timeouts,
@@ -665,6 +672,7 @@ def build_bootstrap(config: Config, environ: Mapping[str, str] | None = None) ->
                     env.max_response_bytes,
                     env.max_connections,
                 ),
+                *telemetry.otlp_clusters(config, environ),
             ],
         },
     }

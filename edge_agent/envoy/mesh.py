@@ -28,6 +28,7 @@ import yaml
 
 from edge_agent.config import Config, Provider, failover_chains
 from edge_agent.envoy import bootstrap
+from edge_agent.envoy import telemetry as envoy_telemetry
 
 MeshMode = Literal["sidecar", "gateway"]
 
@@ -342,6 +343,10 @@ def config_patches(config: Config, options: MeshOptions) -> list[dict[str, Any]]
     # shared port, for every host on it). A sidecar's client is its own app, and its
     # outbound listener carries all of the app's traffic on that port: left alone.
     edge = bootstrap.edge_timeouts(config) if options.mode == "gateway" else {}
+    # Appended to the proxy's own access logs (a MERGE appends to repeated fields).
+    access_log = envoy_telemetry.access_logs(config, only_agent=True)
+    if access_log:
+        edge = {**edge, "access_log": access_log}
     for port in ports:
         patches.append(
             {

@@ -31,6 +31,8 @@ from edge_agent.extproc.provider_call import (
 from edge_agent.identity.settings import OTHER_TENANT
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from edge_agent.agent import Agent
     from edge_agent.routing.router import Target
 
@@ -57,6 +59,7 @@ class Attempt:
         "request_key",
         "schema",
         "target",
+        "trace",
     )
 
     def __init__(self, agent: Agent) -> None:
@@ -73,6 +76,7 @@ class Attempt:
         self._tenant = OTHER_TENANT  # a chain begun elsewhere: its caller is not known here
         self.request_key = ""
         self.done = False
+        self.trace: Span | None = None  # this attempt's span, when traced
 
     def request_headers(
         self, headers: Mapping[str, str], end_of_stream: bool, attributes: Mapping[str, str]
@@ -92,6 +96,13 @@ class Attempt:
             self.schema = schema_for(self.endpoint)
         self.target = self.agent.router.target(target_key)
         self.agent.attempts.note(self.request_key, target_key, "started")
+        observer = self.agent.observer
+        if observer is not None:
+            # A child of the downstream request's span (same process), else of whatever
+            # trace context the upstream request carries.
+            parent = chained.traceparent if chained is not None else None
+            number = len(chained.states) if chained is not None else 1
+            observer.begin_attempt(self, parent or headers.get("traceparent"), number)
         if self.target is None or self.endpoint is None:
             # Only a misconfigured chain gets here (a disabled provider, a hand-written
             # filter); Envoy does not retry an upstream filter's own answer.
@@ -154,8 +165,10 @@ class Attempt:
         out = call.response_body(chunk, end_of_stream, self._status or "")
         if out is None and end_of_stream and self._status == "200":
             call.count_usage(call.schema.usage_of(chunk))
-        if end_of_stream and call.used is not None and self.agent.limiter is not None:
-            # For the request's limits: the downstream Exchange settles with it.
+        agent = self.agent
+        if end_of_stream and call.used is not None and (agent.limiter or agent.observer):
+            # For the request's limits (the downstream Exchange settles with it) and its
+            # log line.
             self.agent.attempts.record_usage(self.request_key, call.used)
         if out is not None:
             if call.stream_out is None:
@@ -169,6 +182,13 @@ class Attempt:
         cancel it before its first message, so the downstream Exchange, which sees which
         target finally answered, judges the attempts that never reported (see
         `Exchange._judge_silent_attempts`)."""
+        if self.trace is not None:
+            assert self.agent.observer is not None
+            self.agent.observer.end_attempt(self, self._status)
+
+    @property
+    def provider_call(self) -> ProviderCall | None:
+        return self._call
 
     def _report(self, status: str, headers: Mapping[str, str]) -> None:
         call = self._call

@@ -19,6 +19,7 @@ class _Chained:
     path: str  # the client's path and query: attempts after the first see a provider's
     query: str
     tenant: str  # the caller's tenant label, for the attempt's usage metrics
+    traceparent: str | None = None  # the request's span, parent of the attempts' spans
     states: dict[str, str] = field(default_factory=dict)  # target → started/answered/refused
 
 
@@ -41,9 +42,9 @@ class AttemptLog:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
 
-    def begin(self, path: str, query: str, tenant: str) -> str:
+    def begin(self, path: str, query: str, tenant: str, traceparent: str | None = None) -> str:
         key = f"{self._prefix}{next(self._ids)}"
-        self._requests[key] = _Chained(path, query, tenant)
+        self._requests[key] = _Chained(path, query, tenant, traceparent)
         if len(self._requests) > self._max:
             self._requests.popitem(last=False)
         return key

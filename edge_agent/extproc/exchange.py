@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from edge_agent.cache.semantic import LookupResult, SemanticHit
     from edge_agent.limits.stage import Admission
     from edge_agent.routing.router import Target
+    from edge_agent.telemetry.observe import Trail
 
 log = logging.getLogger("edge_agent.extproc.exchange")
 
@@ -96,6 +97,7 @@ class Exchange:
         "query",
         "ratelimit_headers",
         "raw",
+        "refusal",
         "req_headers",
         "request",
         "saved_usd",
@@ -105,13 +107,22 @@ class Exchange:
         "semantic_pending",
         "sent_at",
         "shadow_hit",
+        "started",
         "status",
         "target",
+        "trace",
+        "traceparent",
         "used",
     )
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, traceparent: str | None = None) -> None:
         self.agent = agent
+        self.started = agent.clock()
+        # Observability (telemetry/observe.py): the trace context Envoy sent with the
+        # stream, this request's trail when its span is sampled, and why it was refused.
+        self.traceparent = traceparent
+        self.trace: Trail | None = None
+        self.refusal = ""
         self.endpoint: Endpoint | None = None
         self.schema: ClientSchema = OPENAI  # the client's API, from the endpoint
         self.path = ""
@@ -171,6 +182,8 @@ class Exchange:
             return self.error(errors.unknown_endpoint(method, path))
         self.endpoint = endpoint
         self.schema = schema_for(endpoint)
+        if self.agent.observer is not None:
+            self.agent.observer.begin(self, self.traceparent)
         if self.agent.header_stages:
             # Who is calling is settled before the body is read: an unauthenticated
             # caller never gets the gateway to buffer its body.
@@ -360,6 +373,13 @@ class Exchange:
         ):
             # Whole JSON answers are read for their usage (tokens and cost metrics).
             decision.response_body_mode = BodyMode.BUFFERED
+        if self.trace is not None and status == "200" and identity:
+            # A traced answer is read for its facts (finish reasons, first token).
+            streamed = headers.get("content-type", "").startswith(EVENT_STREAM)
+            assert self.endpoint is not None
+            self.trace.read_answer(self.schema.assembler(self.endpoint) if streamed else None)
+            if decision.response_body_mode is None:
+                decision.response_body_mode = BodyMode.STREAMED if streamed else BodyMode.BUFFERED
         self.body_mode = decision.response_body_mode
         answer.metered = metered_upstream or translating
         if decision.response_body_mode is None and status == "200" and not metered_upstream:
@@ -426,6 +446,8 @@ class Exchange:
             if changed is not None:
                 chunk, replaced = changed, True
         self.answer.feed(chunk, end_of_stream)
+        if self.trace is not None:
+            self.trace.body(chunk, end_of_stream)
         if end_of_stream and self.limit is not None:
             settle_limits(self, release=False)  # usage known, before the client has it all
         if not replaced:
@@ -452,6 +474,8 @@ class Exchange:
             record_spend(self)
         if self.target is not None and self.sent_at:
             self.target.health.on_cancel()  # sent, never answered: frees a half-open probe
+        if self.agent.observer is not None:
+            self.agent.observer.finish(self)
 
     def _finish(self, status: str) -> None:
         # Counted when the status is decided, before the client sees it, so metrics
@@ -495,6 +519,7 @@ class Exchange:
 
     def error(self, exc: ApiError) -> Respond:
         log.debug("refused %s with %d: %s", self.path, exc.status, exc.message)
+        self.refusal = exc.code or exc.type
         self.land(None)  # waiting identical requests go on by themselves
         body = self.schema.error_body(exc)
         return self._respond(exc.status, body, JSON, "bypass", extra=exc.headers)

@@ -22,6 +22,7 @@ from edge_agent.extproc.attempt import STAGE_METADATA, Attempt
 from edge_agent.extproc.decisions import BodyMode, Continue, Decision, Respond
 from edge_agent.extproc.exchange import Exchange
 from edge_agent.pipeline.base import Pending
+from edge_agent.telemetry.settings import METADATA_NAMESPACE
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -172,7 +173,17 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         # the handler as a plain coroutine, without its async-generator wrapper.
         metadata = context.invocation_metadata() or ()
         upstream = any(k == STAGE_METADATA and v == "upstream" for k, v in metadata)
-        handler: Handler = Attempt(self.agent) if upstream else Exchange(self.agent)
+        observer = self.agent.observer
+        handler: Handler
+        if upstream:
+            handler = Attempt(self.agent)
+        elif observer is not None and observer.tracing is not None:
+            # Envoy's own span for this ext_proc call, when Envoy traces.
+            parent = next((v for k, v in metadata if k == "traceparent"), None)
+            handler = Exchange(self.agent, parent if isinstance(parent, str) else None)
+        else:
+            handler = Exchange(self.agent)
+        access_log = observer is not None and observer.access_log and not upstream
         metrics = self.agent.metrics
         metrics.streams.inc()
         try:
@@ -204,8 +215,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 if resp is None:
                     continue
                 self._observe[phase](perf_counter() - started)
+                last = handler.done or resp.HasField("immediate_response")
+                if last and access_log:
+                    assert observer is not None and isinstance(handler, Exchange)
+                    _set_metadata(resp, observer.metadata(handler))
                 await context.write(resp)
-                if handler.done or resp.HasField("immediate_response"):
+                if last:
                     # Nothing more to decide (an immediate response, ours or a refusal
                     # after a bug, or no response body wanted): end the stream now rather
                     # than wait for Envoy to close it.
@@ -243,6 +258,12 @@ def _dispatch(
         body = request.response_body
         return handler.response_body(body.body, body.end_of_stream)
     return None
+
+
+def _set_metadata(resp: pb.ProcessingResponse, fields: dict[str, object] | None) -> None:
+    """What the agent decided, as Envoy dynamic metadata for its access log."""
+    if fields:
+        resp.dynamic_metadata.get_or_create_struct(METADATA_NAMESPACE).update(fields)
 
 
 def _attributes(request: pb.ProcessingRequest) -> dict[str, str]:

@@ -104,7 +104,7 @@ def _settlement(ex: Exchange, ask: Ask) -> tuple[int, float]:
     """(tokens to refund, USD to add) for a reserved request."""
     sent = ex.target is not None and ex.sent_at > 0
     if ex.status == "200" and ex.target is not None:
-        used = _used(ex)
+        used = answer_usage(ex)
         if used is None:
             return 0, 0.0  # usage unknown (a stream nobody read): the reservation stands
         return ask.tokens - used[0] - used[1], used[2] - ask.cost_usd
@@ -114,7 +114,7 @@ def _settlement(ex: Exchange, ask: Ask) -> tuple[int, float]:
     return ask.tokens, -ask.cost_usd  # a cache hit, a refusal or an error: nothing used
 
 
-def _used(ex: Exchange) -> tuple[int, int, float] | None:
+def answer_usage(ex: Exchange) -> tuple[int, int, float] | None:
     """The answer's (input tokens, output tokens, USD), if known: the exchange's own
     provider call, or on a failover chain the attempt that answered (read upstream,
     taken once and kept on the exchange)."""
@@ -130,7 +130,7 @@ def record_spend(ex: Exchange) -> None:
     limiter = ex.agent.limiter
     if limiter is None or ex.request is None or ex.status is None:
         return
-    used = _used(ex)
+    used = answer_usage(ex)
     if used is None and not ex.saved_usd:
         if not ex.status.startswith("2"):
             return  # refused or failed: nothing was spent or saved

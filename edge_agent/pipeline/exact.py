@@ -4,6 +4,7 @@ the semantic tier's partition, only after an exact miss (hits never pay for it).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import orjson
@@ -37,7 +38,15 @@ def lookup(ex: Exchange) -> Decision | None:
         raise TOO_DEEP from None
     if policy.lookup:
         ex.cache_result = "miss"
+        started = time.time_ns() if ex.trace is not None else 0
         entry = agent.cache.get(key) if agent.cache is not None else None
+        if ex.trace is not None:
+            ex.trace.step(
+                "cache.lookup exact",
+                started,
+                time.time_ns(),
+                **{"edge_agent.cache.hit": bool(entry)},
+            )
         if entry is not None:
             reply = ex.serve(entry.body, "hit")
             if reply is not None:

@@ -4,6 +4,7 @@ credentials and body; a failover chain leaves those to each attempt (upstream)."
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from edge_agent.api.errors import ApiError
@@ -13,6 +14,7 @@ from edge_agent.extproc.provider_call import ProviderCall, tokens_of
 from edge_agent.pipeline.parse import EXCLUDE_HEADER, PIN_HEADER
 from edge_agent.providers.headers import CLIENT_ONLY_HEADERS
 from edge_agent.routing.router import needs_of
+from edge_agent.telemetry.observe import traceparent_of
 
 if TYPE_CHECKING:
     from edge_agent.cache.semantic import SemanticHit
@@ -37,7 +39,8 @@ def route(ex: Exchange) -> Continue:
         # (attempt.py) translates and authenticates each attempt. Nothing of the
         # provider's is set here.
         ex.chained = chain
-        ex.attempt_key = agent.attempts.begin(ex.path, ex.query, ex.tenant_label)
+        trace = traceparent_of(ex.trace.span) if ex.trace is not None else None
+        ex.attempt_key = agent.attempts.begin(ex.path, ex.query, ex.tenant_label, trace)
         set_headers = [
             (agent.config.envoy.routing_header, chain),
             (ATTEMPT_KEY_HEADER, ex.attempt_key),  # overwrites any client value
@@ -58,6 +61,9 @@ def route(ex: Exchange) -> Continue:
             set_headers.append(("accept-encoding", "identity"))
     injected = {name for name, _ in set_headers}
     ex.sent_at = agent.clock()
+    if ex.trace is not None:
+        ex.trace.sent_ns = time.time_ns()
+        ex.trace.span.set_attribute("edge_agent.route.reason", choice.reason)
     return Continue(
         set_headers=set_headers,
         remove_headers=[

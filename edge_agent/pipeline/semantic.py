@@ -18,6 +18,7 @@ from edge_agent.extproc.decisions import Respond
 from edge_agent.pipeline.base import StageRun
 from edge_agent.pipeline.effects import SemanticLookup
 from edge_agent.pipeline.route import count_shadow_savings
+from edge_agent.telemetry.observe import semantic_steps
 
 if TYPE_CHECKING:
     from edge_agent.cache.semantic import LookupResult
@@ -44,6 +45,8 @@ def lookup(ex: Exchange) -> StageRun:
         task.add_done_callback(lambda done: _landed(ex, done))
         return None
     ex.semantic = yield SemanticLookup(*ex.scope)
+    if ex.trace is not None:
+        semantic_steps(ex.trace, ex.semantic.marks, beside=False)
     return _decide(ex, ex.semantic)
 
 
@@ -53,6 +56,8 @@ def _landed(ex: Exchange, task: asyncio.Task[LookupResult]) -> None:
     if task.cancelled():  # shutting down
         return
     ex.semantic = task.result()  # lookup() never raises
+    if ex.trace is not None:
+        semantic_steps(ex.trace, ex.semantic.marks, beside=True)
     _decide(ex, ex.semantic)
     hit = ex.shadow_hit
     if hit is not None and ex.target is not None:

@@ -4,6 +4,7 @@ service) and the JWT issuers' key fetcher."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from edge_agent.agent import Agent
@@ -28,6 +29,13 @@ def build_agent(config: Config, environ: Mapping[str, str] | None = None) -> Age
         client = agent.aux_redis = connect(redis)
         agent.limiter.attach(RedisLedger(client, redis.key_prefix))
         agent.limiter.spend.attach(client, redis.key_prefix)
+    if config.telemetry.tracing.enabled:
+        from edge_agent.telemetry.tracing import Tracing
+
+        assert agent.observer is not None
+        agent.observer.tracing = Tracing(
+            config.telemetry.tracing, os.environ if environ is None else environ, agent.metrics
+        )
     if config.cache.redis.url is not None:
         agent.attach_shared(
             SharedCache(

@@ -111,7 +111,7 @@ class RestartTracker:
         return min(delay, self.policy.max_delay_s)
 
 
-def worker_command(config_path: str, log_level: str) -> list[str]:
+def worker_command(config_path: str, log_level: str, log_format: str = "text") -> list[str]:
     """How the supervisor starts one worker: this Python, `edge-agent serve`."""
     return [
         sys.executable,
@@ -122,6 +122,8 @@ def worker_command(config_path: str, log_level: str) -> list[str]:
         str(config_path),
         "--log-level",
         log_level,
+        "--log-format",
+        log_format,
     ]
 
 

@@ -1,1 +1,1 @@
-"""Metrics (Prometheus), logs; tracing comes later."""
+"""Metrics (Prometheus), traces (OpenTelemetry), logs, and what each request tells."""

@@ -186,6 +186,13 @@ class Metrics:
             buckets=_UPSTREAM_BUCKETS,
             registry=r,
         )
+        self.trace_spans = Counter(
+            "edge_agent_trace_spans",
+            "Spans of sampled traces, by what became of them: exported, dropped (the "
+            "export queue was full), export_failed (the collector did not take them).",
+            ["outcome"],
+            registry=r,
+        )
         self.tokens = Counter(
             "edge_agent_tokens",
             "Tokens the providers reported in their usage, by kind (input/output).",

@@ -157,6 +157,8 @@ def sidecar(
             {"name": "chat-b", "targets": ["b/b-chat"]},
         ],
         "cache": {"semantic": {"enabled": False}},
+        # Appended to the proxy's access logs, for the agent's requests only.
+        "envoy": {"access_log": {"enabled": True, "path": str(tmp / "access.log")}},
     }
     config = parse_config(raw)
     entries, rules, flt = _objects(config, "sidecar")
@@ -304,6 +306,24 @@ def test_other_traffic_on_the_port_bypasses_the_agent(sidecar: dict[str, Any]) -
     # The agent does see provider traffic on that same listener.
     assert _app_request(sidecar, "a", "chat-a", f"x-{time.monotonic_ns()}").status == 200
     assert _ext_proc_streams(sidecar) > before
+
+
+def test_the_access_log_has_the_agents_requests_only(sidecar: dict[str, Any]) -> None:
+    other = _app_request(sidecar, "a", "anything", "not for the agent", host="other.internal")
+    mine = _app_request(sidecar, "a", "chat-a", f"logged-{time.monotonic_ns()}")
+    assert other.status == 200 and mine.status == 200
+    log = sidecar["tmp"] / "access.log"
+    deadline = time.monotonic() + 10  # Envoy flushes access logs about once a second
+    lines: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if log.exists():
+            lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+            if any(line["model"] == "chat-a" and line["cache"] == "miss" for line in lines):
+                break
+        time.sleep(0.2)
+    assert any(line["model"] == "chat-a" and line["provider"] == "a" for line in lines), lines
+    # The other service's request shares the listener but is not the agent's: not logged.
+    assert all(line["cache"] is not None for line in lines)
 
 
 def test_a_client_cannot_pick_the_cluster(sidecar: dict[str, Any]) -> None:

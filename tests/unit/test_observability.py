@@ -1,0 +1,282 @@
+"""Observability without Envoy: the request record, spans (in-memory exporter), the log
+formats, the tracing settings' environment fallbacks, the bounded export queue, and the
+Envoy access-log/tracer config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from edge_agent.envoy import telemetry as envoy_telemetry
+from edge_agent.envoy.bootstrap import build_bootstrap
+from edge_agent.extproc.decisions import BodyMode, Continue
+from edge_agent.extproc.exchange import Exchange
+from edge_agent.telemetry import logs
+from edge_agent.telemetry.observe import requests_log
+from edge_agent.telemetry.settings import TracingConfig
+from edge_agent.telemetry.tracing import Tracing
+
+ENV = {"KEY_A": "sk-a-provider-secret"}
+PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def make_agent(exporter: SpanExporter | None = None, **extra: Any) -> Agent:
+    config = parse_config(
+        {
+            "providers": [
+                {
+                    "name": "a",
+                    "type": "anthropic",
+                    "base_url": "http://127.0.0.1:1",
+                    "api_key_env": "KEY_A",
+                    "models": [{"name": "claude-x", "input_per_mtok": 1, "output_per_mtok": 1}],
+                },
+            ],
+            "models": [{"name": "m", "targets": ["a/claude-x"]}],
+            "cache": {"semantic": {"enabled": False}},
+            "telemetry": {"tracing": {"enabled": exporter is not None}},
+            **extra,
+        }
+    )
+    agent = Agent(config, environ=ENV)
+    if exporter is not None:
+        assert agent.observer is not None
+        agent.observer.tracing = Tracing(
+            config.telemetry.tracing, {}, agent.metrics, exporter=exporter
+        )
+    return agent
+
+
+def request(agent: Agent, body: dict[str, Any], parent: str | None = PARENT) -> Exchange:
+    ex = Exchange(agent, parent)
+    headers = {
+        ":method": "POST",
+        ":path": "/v1/chat/completions",
+        "content-type": "application/json",
+        "x-request-id": "req-1",
+        "authorization": "Bearer sk-client-secret",
+    }
+    assert isinstance(ex.request_headers(headers, False), Continue)
+    ex.request_body(orjson.dumps(body))
+    return ex
+
+
+def anthropic_answer(text: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x-2026",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 11, "output_tokens": 7},
+        }
+    )
+
+
+def spans_by_name(exporter: InMemorySpanExporter, agent: Agent) -> dict[str, ReadableSpan]:
+    assert agent.observer is not None and agent.observer.tracing is not None
+    agent.observer.tracing.provider.force_flush()
+    return {s.name: s for s in exporter.get_finished_spans()}
+
+
+def test_a_translated_answer_makes_genai_spans_with_the_providers_usage() -> None:
+    exporter = InMemorySpanExporter()
+    agent = make_agent(exporter)
+    ex = request(agent, {"model": "m", "messages": [{"role": "user", "content": "otters"}]})
+    body = anthropic_answer("sea otters hold hands")
+    decision = ex.response_headers(
+        {":status": "200", "content-type": "application/json", "content-length": str(len(body))}
+    )
+    assert decision.response_body_mode is BodyMode.BUFFERED
+    ex.response_body(body, True)
+    ex.close()
+    spans = spans_by_name(exporter, agent)
+    root, call = spans["chat m"], spans["chat claude-x"]
+    assert f"{root.context.trace_id:032x}" == PARENT.split("-")[1]
+    assert root.parent is not None and f"{root.parent.span_id:016x}" == "00f067aa0ba902b7"
+    assert call.parent is not None and call.parent.span_id == root.context.span_id
+    attrs = dict(root.attributes or {})
+    assert attrs["gen_ai.provider.name"] == "anthropic"
+    assert attrs["gen_ai.usage.input_tokens"] == 11
+    assert attrs["gen_ai.usage.output_tokens"] == 7
+    # The answer in the client's schema (translated to OpenAI chat): its facts.
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+    assert dict(call.attributes or {})["gen_ai.request.model"] == "claude-x"
+    everything = json.dumps([dict(s.attributes or {}) for s in spans.values()])
+    assert "otters" not in everything and "sk-" not in everything
+
+
+def test_capture_content_records_prompt_and_answer_text() -> None:
+    exporter = InMemorySpanExporter()
+    agent = make_agent(exporter, telemetry={"tracing": {"enabled": True, "capture_content": True}})
+    ex = request(agent, {"model": "m", "messages": [{"role": "user", "content": "otters"}]})
+    body = anthropic_answer("sea otters hold hands")
+    ex.response_headers(
+        {":status": "200", "content-type": "application/json", "content-length": str(len(body))}
+    )
+    ex.response_body(body, True)
+    ex.close()
+    attrs = dict(spans_by_name(exporter, agent)["chat m"].attributes or {})
+    assert "otters" in attrs["gen_ai.input.messages"]
+    assert attrs["gen_ai.output.messages"] == "sea otters hold hands"
+
+
+def test_an_unsampled_parent_costs_no_trail() -> None:
+    exporter = InMemorySpanExporter()
+    agent = make_agent(exporter)
+    unsampled = PARENT[:-2] + "00"
+    ex = request(agent, {"model": "m", "messages": [{"role": "user", "content": "x"}]}, unsampled)
+    assert ex.trace is None
+    ex.close()
+    assert spans_by_name(exporter, agent) == {}
+
+
+def test_refusals_are_logged_with_their_reason_and_never_the_prompt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = make_agent()
+    with caplog.at_level(logging.INFO, logger=requests_log.name):
+        ex = request(agent, {"model": "nope", "messages": [{"role": "user", "content": "otters"}]})
+        ex.close()
+    [record] = [r for r in caplog.records if r.name == requests_log.name]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["status"] == "404" and fields["refusal"] == "model_not_found"
+    assert fields["request_id"] == "req-1" and fields["tenant"] == "default"
+    assert "provider" not in fields and "input_tokens" not in fields
+    line = logs.JsonFormatter().format(record)
+    assert json.loads(line)["refusal"] == "model_not_found"
+    assert "otters" not in line and "sk-" not in line
+
+
+def test_no_signal_configured_means_no_observer() -> None:
+    agent = make_agent(telemetry={"request_log": False})
+    assert agent.observer is None
+
+
+def test_json_and_text_formats() -> None:
+    record = logging.LogRecord(
+        "edge_agent.x", logging.WARNING, "f.py", 1, "hello %s", ("you",), None
+    )
+    record.fields = {"model": "m", "latency_ms": 1.5, "tenant": "team a"}  # type: ignore[attr-defined]
+    out = json.loads(logs.JsonFormatter(worker=2).format(record))
+    assert out["message"] == "hello you" and out["level"] == "warning"
+    assert out["worker"] == 2 and out["model"] == "m" and out["latency_ms"] == 1.5
+    assert out["time"].endswith("Z")
+    text = logs.TextFormatter().format(record)
+    assert text.endswith('hello you model=m latency_ms=1.5 tenant="team a"')
+
+
+def test_tracing_settings_follow_the_otel_environment() -> None:
+    cfg = TracingConfig(enabled=True)
+    r = cfg.resolved({})
+    assert (r.endpoint, r.protocol, r.service_name) == (
+        "http://127.0.0.1:4317",
+        "grpc",
+        "llm-edge-agent",
+    )
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318/",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "gw",
+    }
+    r = cfg.resolved(env)
+    assert (r.endpoint, r.protocol, r.service_name, r.tls) == (
+        "https://collector:4318/v1/traces",
+        "http/protobuf",
+        "gw",
+        True,
+    )
+    # The signal-specific variable is taken as is; the config wins over both.
+    env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://traces:9999/custom"
+    assert cfg.resolved(env).endpoint == "http://traces:9999/custom"
+    mine = TracingConfig(enabled=True, endpoint="http://mine:4317", protocol="grpc")
+    assert mine.resolved(env).endpoint == "http://mine:4317"
+    with pytest.raises(ValueError, match="not supported"):
+        cfg.resolved({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+class _Stuck(SpanExporter):
+    """An exporter that blocks until released: the collector is slow."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.got = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait(10)
+        self.got += len(spans)
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+def test_a_full_export_queue_drops_and_counts_never_blocks() -> None:
+    stuck = _Stuck()
+    agent = make_agent()
+    config = TracingConfig(enabled=True, max_queue=64)
+    tracing = Tracing(config, {}, agent.metrics, exporter=stuck)
+    for i in range(500):
+        tracing.start(f"s{i}", None, 0).end()
+    stuck.release.set()
+    tracing.shutdown()
+
+    def count(outcome: str) -> float:
+        value = agent.metrics.registry.get_sample_value(
+            "edge_agent_trace_spans_total", {"outcome": outcome}
+        )
+        return value or 0.0
+
+    # Taken: at most a queue (64) waiting and one batch (64) in the stuck export.
+    assert count("dropped") >= 500 - 2 * 64
+    assert count("dropped") + count("export_failed") == 500
+    assert count("export_failed") == stuck.got
+
+
+def test_bootstrap_access_log_and_tracer() -> None:
+    base = {
+        "providers": [{"name": "a", "type": "openai", "base_url": "http://127.0.0.1:1"}],
+        "models": [{"name": "m", "targets": ["a/x"]}],
+    }
+    off = build_bootstrap(parse_config(base), {})
+    hcm = off["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert "access_log" not in hcm["typed_config"] and "tracing" not in hcm["typed_config"]
+    on = parse_config(
+        {
+            **base,
+            "envoy": {"access_log": {"enabled": True}},
+            "telemetry": {"tracing": {"enabled": True, "endpoint": "https://otel.example:4317"}},
+        }
+    )
+    boot = build_bootstrap(on, {})
+    typed = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    [log] = typed["access_log"]
+    assert log["name"] == "envoy.access_loggers.stdout"
+    fmt = log["typed_config"]["log_format"]["json_format"]
+    assert fmt["cache"] == "%DYNAMIC_METADATA(edge_agent:cache)%"
+    assert "%REQ(:PATH)%" not in json.dumps(fmt)  # provider paths and queries stay out
+    ext_proc = typed["http_filters"][0]["typed_config"]
+    assert ext_proc["metadata_options"] == {"receiving_namespaces": {"untyped": ["edge_agent"]}}
+    tracer = typed["tracing"]["provider"]["typed_config"]
+    assert tracer["grpc_service"]["envoy_grpc"]["cluster_name"] == envoy_telemetry.OTLP_CLUSTER
+    [otlp] = [c for c in boot["static_resources"]["clusters"] if c["name"] == "edge_agent_otlp"]
+    assert otlp["type"] == "STRICT_DNS"
+    assert otlp["transport_socket"]["typed_config"]["sni"] == "otel.example"
+    to_file = parse_config({**base, "envoy": {"access_log": {"enabled": True, "path": "/x.log"}}})
+    [log] = envoy_telemetry.access_logs(to_file)
+    assert log["typed_config"]["path"] == "/x.log"
