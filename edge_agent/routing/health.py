@@ -37,6 +37,8 @@ from email.utils import parsedate_to_datetime
 from typing import Literal, get_args
 
 State = Literal["closed", "open", "half_open"]
+#: A state as the edge_agent_target_circuit_state gauge's value (worse is higher).
+CIRCUIT_STATES: dict[State, int] = {"closed": 0, "half_open": 1, "open": 2}
 FailureKind = Literal["status", "rate_limited", "connect", "timeout"]
 _FAILURE_KINDS: frozenset[str] = frozenset(get_args(FailureKind))
 

@@ -260,6 +260,10 @@ class Router:
         """A usable target by its "provider/model" key."""
         return self._targets.get(key)
 
+    def targets(self) -> list[Target]:
+        """Every usable target."""
+        return list(self._targets.values())
+
     def owner(self, model: str) -> str:
         """`owned_by` for /v1/models: the provider of the first target."""
         return self._routes[model].owned_by

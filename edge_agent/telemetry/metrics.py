@@ -186,6 +186,21 @@ class Metrics:
             buckets=_UPSTREAM_BUCKETS,
             registry=r,
         )
+        self.target_state = Gauge(
+            "edge_agent_target_circuit_state",
+            "A routing target's circuit: 0 closed, 1 half-open (one probe request), 2 open "
+            "(skipped until it cools down). With workers: the worst of them.",
+            ["target"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.budget_usd = Gauge(
+            "edge_agent_budget_usd",
+            "A tenant's configured budget, by period (day: UTC day, month: calendar month).",
+            ["tenant", "period"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.trace_spans = Counter(
             "edge_agent_trace_spans",
             "Spans of sampled traces, by what became of them: exported, dropped (the "

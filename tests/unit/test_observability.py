@@ -280,3 +280,26 @@ def test_bootstrap_access_log_and_tracer() -> None:
     to_file = parse_config({**base, "envoy": {"access_log": {"enabled": True, "path": "/x.log"}}})
     [log] = envoy_telemetry.access_logs(to_file)
     assert log["typed_config"]["path"] == "/x.log"
+
+
+def test_circuit_state_and_budgets_are_exported() -> None:
+    agent = make_agent(
+        tenants=[{"name": "team-a", "budget": {"usd_per_day": 5, "usd_per_month": 100}}],
+        auth={"required": False},
+    )
+    registry = agent.metrics.registry
+
+    def state() -> float | None:
+        return registry.get_sample_value(
+            "edge_agent_target_circuit_state", {"target": "a/claude-x"}
+        )
+
+    assert state() == 0
+    target = agent.router.target("a/claude-x")
+    assert target is not None
+    for _ in range(target.health.policy.failure_threshold):
+        target.health.on_failure("status", 500)
+    assert state() == 2
+    for period, usd in (("day", 5), ("month", 100)):
+        labels = {"tenant": "team-a", "period": period}
+        assert registry.get_sample_value("edge_agent_budget_usd", labels) == usd
