@@ -31,10 +31,9 @@ from edge_agent.extproc.provider_call import (
 from edge_agent.identity.settings import OTHER_TENANT
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
-
     from edge_agent.agent import Agent
     from edge_agent.routing.router import Target
+    from edge_agent.telemetry.tracing import LeanSpan
 
 log = logging.getLogger("edge_agent.extproc.attempt")
 
@@ -76,7 +75,7 @@ class Attempt:
         self._tenant = OTHER_TENANT  # a chain begun elsewhere: its caller is not known here
         self.request_key = ""
         self.done = False
-        self.trace: Span | None = None  # this attempt's span, when traced
+        self.trace: LeanSpan | None = None  # this attempt's span, when traced
 
     def request_headers(
         self, headers: Mapping[str, str], end_of_stream: bool, attributes: Mapping[str, str]

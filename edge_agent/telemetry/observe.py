@@ -22,13 +22,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TraceFlags
 from edge_agent.api.openai import Endpoint
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
-
     from edge_agent.api.schema import Assembler
     from edge_agent.config import Config
     from edge_agent.extproc.attempt import Attempt
     from edge_agent.extproc.exchange import Exchange
-    from edge_agent.telemetry.tracing import Tracing
+    from edge_agent.telemetry.tracing import LeanSpan, Tracing
 
 requests_log = logging.getLogger("edge_agent.requests")
 log = logging.getLogger("edge_agent.telemetry")
@@ -76,7 +74,7 @@ class Trail:
         "steps",
     )
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: LeanSpan) -> None:
         self.span = span
         # (name, start ns, end ns, attributes, index of the parent step or -1), wall clock
         self.steps: list[tuple[str, int, int, dict[str, Any], int]] = []
@@ -218,7 +216,7 @@ class Observer:
             time.time_ns() - int((ex.agent.clock() - ex.started) * 1e9),
             tracestate=ex.req_headers.get("tracestate"),
         )
-        if span.is_recording():
+        if span is not None:  # sampled
             ex.trace = Trail(span)
 
     def metadata(self, ex: Exchange) -> dict[str, Any] | None:
@@ -297,7 +295,7 @@ class Observer:
         elif status == "aborted":
             attrs["error.type"] = "aborted"
         span.set_attributes(attrs)
-        made: list[Span] = []
+        made: list[LeanSpan] = []
         for step_name, start_ns, end_ns, step_attrs, under in trail.steps:
             parent = made[under] if under >= 0 else span
             child = tracing.child(parent, step_name, start_ns, _kind(step_name))
@@ -351,7 +349,7 @@ class Observer:
         span = tracing.start(
             f"attempt {target.model}", traceparent, time.time_ns(), kind=SpanKind.CLIENT
         )
-        if span.is_recording():
+        if span is not None:
             span.set_attributes(
                 {
                     "gen_ai.provider.name": provider_name(
@@ -430,7 +428,7 @@ def _kind(step: str) -> SpanKind:
     return SpanKind.CLIENT if step.startswith("cache.lookup shared") else SpanKind.INTERNAL
 
 
-def traceparent_of(span: Span) -> str | None:
+def traceparent_of(span: LeanSpan) -> str | None:
     """The W3C traceparent naming `span` (for a child begun elsewhere)."""
     ctx = span.get_span_context()
     if not ctx.is_valid:
