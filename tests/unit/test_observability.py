@@ -20,7 +20,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from edge_agent.envoy import telemetry as envoy_telemetry
 from edge_agent.envoy.bootstrap import build_bootstrap
-from edge_agent.extproc.decisions import BodyMode, Continue
+from edge_agent.extproc.decisions import BodyMode, Continue, Respond
 from edge_agent.extproc.exchange import Exchange
 from edge_agent.telemetry import logs
 from edge_agent.telemetry.observe import requests_log
@@ -305,3 +305,60 @@ def test_circuit_state_and_budgets_are_exported() -> None:
     for period, usd in (("day", 5), ("month", 100)):
         labels = {"tenant": "team-a", "period": period}
         assert registry.get_sample_value("edge_agent_budget_usd", labels) == usd
+
+
+async def test_a_semantic_hit_traces_its_lookup_steps() -> None:
+    from tests.unit.test_exchange_semantic import Q1, Q2, answer, make, run
+
+    agent, _ = make()
+    assert agent.observer is not None
+    exporter = InMemorySpanExporter()
+    agent.observer.tracing = Tracing(TracingConfig(enabled=True), {}, agent.metrics, exporter)
+    await answer(agent, Q1)
+    ex, hit = await run(agent, Q2)
+    assert isinstance(hit, Respond)
+    assert ex.cache_result == "semantic-hit"  # type: ignore[attr-defined]
+    ex.close()  # type: ignore[attr-defined]
+    agent.observer.tracing.force_flush()
+    spans = exporter.get_finished_spans()
+    [root] = [
+        s for s in spans if (s.attributes or {}).get("edge_agent.cache.result") == "semantic-hit"
+    ]
+    assert root.attributes is not None and root.attributes["edge_agent.cache.score"] > 0.9
+    mine = {s.name: s for s in spans if s.context.trace_id == root.context.trace_id}
+    lookup = mine["cache.lookup semantic"]
+    assert lookup.parent is not None and lookup.parent.span_id == root.context.span_id
+    for step in ("cache.semantic.embed", "cache.semantic.search", "cache.semantic.verify"):
+        assert mine[step].parent is not None
+        assert mine[step].parent.span_id == lookup.context.span_id
+        assert lookup.start_time <= mine[step].start_time <= mine[step].end_time
+    assert (mine["cache.lookup exact"].attributes or {})["edge_agent.cache.hit"] is False
+
+
+def test_a_shared_tier_lookup_is_a_client_span() -> None:
+    from edge_agent.pipeline.base import Pending
+    from edge_agent.pipeline.effects import SharedLease, SharedLookup
+
+    exporter = InMemorySpanExporter()
+    agent = make_agent(exporter)
+    agent.shared = object()  # type: ignore[assignment]  # only its presence matters here
+    ex = Exchange(agent, PARENT)
+    ex.request_headers({":method": "POST", ":path": "/v1/chat/completions"}, False)
+    step = ex.request_body(
+        orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    )
+    seen = []
+    while isinstance(step, Pending):
+        seen.append(type(step.effect))
+        # Nothing in Redis; another process leads, and its answer never comes.
+        step = step.send(False if isinstance(step.effect, SharedLease) else None)
+    assert SharedLookup in seen and isinstance(step, Continue)
+    ex.close()
+    spans = spans_by_name(exporter, agent)
+    shared = spans["cache.lookup shared"]
+    assert shared.kind.name == "CLIENT"
+    assert dict(shared.attributes or {}) == {
+        "db.system.name": "redis",
+        "edge_agent.cache.hit": False,
+    }
+    assert shared.parent is not None and shared.parent.span_id == spans["chat m"].context.span_id
