@@ -531,6 +531,8 @@ class Gateway:
         limits: bool = False,
         jwt: bool = False,
         workers: int = 1,
+        observe: str | None = None,
+        span_sink: int | None = None,
     ) -> None:
         self.ports = {k: free_port() for k in ("envoy", "grpc", "admin", "envoy_admin")}
         self.workers = workers
@@ -538,7 +540,8 @@ class Gateway:
         self.key = BENCH_KEY if auth else None
         self.config = {
             "listen": {k: f"127.0.0.1:{p}" for k, p in self.ports.items()},
-            "log_level": "info",  # "gateway ready" is logged at info; nothing per request
+            # "gateway ready" is logged at info, and so is one line per request (the
+            # default; observe="quiet" turns it off).
             "providers": [
                 {
                     "name": PROVIDER,
@@ -557,6 +560,20 @@ class Gateway:
             "envoy": {"concurrency": concurrency, "log_level": "warning"},
             "workers": workers,
         }
+        self.config["log_level"] = "info"
+        if observe == "quiet":
+            self.config["telemetry"] = {"request_log": False}
+        elif observe == "all":
+            # Every signal on: traces of every request (sampled at 100 %) to a local
+            # sink, Envoy's access log to a file, JSON request log lines.
+            self.config["log_format"] = "json"
+            self.config["telemetry"] = {
+                "tracing": {"enabled": True, "endpoint": f"http://127.0.0.1:{span_sink}"}
+            }
+            self.config["envoy"]["access_log"] = {
+                "enabled": True,
+                "path": str(workdir / "access.log"),
+            }
         if auth:
             self.config["auth"] = {"required": True}
             sha = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
@@ -693,6 +710,31 @@ class Gateway:
         counts["handler_s"] = metric_sum(text, "edge_agent_ext_proc_phase_seconds_sum")
         counts["messages"] = metric_sum(text, "edge_agent_ext_proc_phase_seconds_count")
         return counts
+
+
+class SpanSink:
+    """An OTLP/gRPC trace endpoint that takes every export and parses nothing (what a
+    collector costs is not the agent's): the spans leave the agent for real."""
+
+    def __init__(self) -> None:
+        import grpc
+
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            # An empty message is an empty ExportTraceServiceResponse.
+            {"Export": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")},
+        )
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2), handlers=[handler])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+
+    def start(self) -> SpanSink:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop(0)
 
 
 # ---- wrk -----------------------------------------------------------------------------
@@ -1328,6 +1370,85 @@ class Bench:
         finally:
             gw.stop()
 
+    def run_observe(self) -> list[Scenario]:
+        """The exact-tier miss without the per-request log line, and with every signal on
+        (traces, Envoy's access log, JSON logs): what observability costs, against the
+        plain exact-tier miss (its request log line on, the default)."""
+        rows = []
+        sink = SpanSink().start()
+        try:
+            for observe in ("quiet", "all"):
+                gw = Gateway(
+                    self.upstream.listen_port,
+                    self.s.envoy_concurrency,
+                    self.workdir,
+                    False,
+                    observe=observe,
+                    span_sink=sink.port,
+                )
+                try:
+                    pids = self._start_gateway(gw)
+                    exported = metric_sum(
+                        gw.metrics(), "edge_agent_trace_spans_total", outcome="exported"
+                    )
+
+                    def verify(
+                        sc: Scenario,
+                        gw: Gateway = gw,
+                        observe: str = observe,
+                        exported: float = exported,
+                    ) -> None:
+                        self._check_cache(sc, expect="miss")
+                        self.check_upstream_count(sc)
+                        assert sc.wrk is not None
+                        if observe == "all":
+                            time.sleep(1.5)  # the last batch of spans leaves within a second
+                        text = gw.metrics()
+                        spans = (
+                            metric_sum(text, "edge_agent_trace_spans_total", outcome="exported")
+                            - exported
+                        )
+                        logged = gw.log.read_text(errors="replace").count("edge_agent.requests")
+                        if observe == "quiet":
+                            sc.check(logged == 0, f"{logged} request log lines with it off")
+                            return
+                        # Each request: its own span, the cache lookup and the provider call.
+                        sc.check(
+                            spans >= sc.wrk.requests * 3 * 0.9,
+                            f"{spans:.0f} spans exported for {sc.wrk.requests} requests",
+                        )
+                        access = gw.workdir / "access.log"
+                        lines = access.read_text().count("\n") if access.exists() else 0
+                        sc.check(lines > 0, "no access log line written")
+                        sc.check(logged > 0, "no request log line written")
+
+                    key = "miss_quiet" if observe == "quiet" else "miss_observed"
+                    title = (
+                        "Envoy + agent, cache miss (exact tier only), request log off"
+                        if observe == "quiet"
+                        else "Envoy + agent, cache miss (exact tier only), traces (100 % "
+                        "sampled) + access log + JSON logs"
+                    )
+                    rows.append(
+                        self.measure(
+                            key,
+                            title,
+                            gw.url,
+                            "unique",
+                            f"{key}-{self.nonce}",
+                            pids,
+                            gw.envoy_admin_port,
+                            PROVIDER,
+                            gw.cache_counts,
+                            verify,
+                        )
+                    )
+                finally:
+                    gw.stop()
+        finally:
+            sink.stop()
+        return rows
+
     def run_paired(self, rounds: int = 3, window_s: float = 5.0) -> list[Scenario]:
         """The default config against the exact tier alone, in alternating windows.
 
@@ -1771,6 +1892,7 @@ STEP_IDS = (
     "redis",
     "limits",
     "chain",
+    "observe",
     "null",
     "workers",
     "paired",
@@ -1913,6 +2035,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("limits", "gateway, Redis, limits on", lambda: [bench.run_redis(limits=True)]),
                 ("chain", "gateway, failover chain", lambda: [bench.run_chain()]),
+                ("observe", "gateway, request log off / every signal on", bench.run_observe),
                 (
                     "paired",
                     "exact-only and default config in alternating rounds",
@@ -1956,6 +2079,8 @@ def main(argv: list[str] | None = None) -> int:
         "miss_redis",
         "miss_limits",
         "miss_chain",
+        "miss_quiet",
+        "miss_observed",
         "pair_exact",
         "pair_qqp",
         "pair_near",

@@ -54,6 +54,7 @@ _PROVIDER_NAME = {
 _MAX_ANSWER_BYTES = 4 << 20
 # Captured text on a span (capture_content): bounded, whatever the answer's size.
 _MAX_CONTENT_CHARS = 16_384
+_MAX_CLIENT_CHARS = 256
 
 
 def provider_name(provider_type: str, name: str) -> str:
@@ -164,10 +165,11 @@ def outcome(ex: Exchange) -> dict[str, Any]:
     out: dict[str, Any] = {
         "request_id": ex.req_headers.get("x-request-id", ""),
         "method": ex.req_headers.get(":method", ""),
-        "path": ex.path,
+        # What the client sent is bounded: a 1 MB model name is one line, not 1 MB of log.
+        "path": ex.path[:_MAX_CLIENT_CHARS],
         "status": ex.status or "aborted",
         "tenant": caller.tenant,
-        "model": req.model if req is not None else "",
+        "model": req.model[:_MAX_CLIENT_CHARS] if req is not None else "",
         "cache": ex.cache_result,
         "stream": bool(req is not None and req.stream),
         "latency_ms": round((ex.agent.clock() - ex.started) * 1000, 3),
@@ -269,7 +271,7 @@ class Observer:
         if operation:
             attrs["gen_ai.operation.name"] = operation
         if req is not None:
-            attrs["gen_ai.request.model"] = req.model
+            attrs["gen_ai.request.model"] = out["model"]
             _request_attrs(attrs, req.body, req.temperature)
             if tracing.capture_content:
                 attrs["gen_ai.input.messages"] = _prompt_text(req.body)

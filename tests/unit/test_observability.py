@@ -362,3 +362,14 @@ def test_a_shared_tier_lookup_is_a_client_span() -> None:
         "edge_agent.cache.hit": False,
     }
     assert shared.parent is not None and shared.parent.span_id == spans["chat m"].context.span_id
+
+
+def test_what_the_client_sent_is_bounded_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    agent = make_agent()
+    with caplog.at_level(logging.INFO, logger=requests_log.name):
+        ex = request(
+            agent, {"model": "m" * 100_000, "messages": [{"role": "user", "content": "x"}]}
+        )
+        ex.close()
+    [record] = [r for r in caplog.records if r.name == requests_log.name]
+    assert len(logs.JsonFormatter().format(record)) < 2000
