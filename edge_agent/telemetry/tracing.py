@@ -111,7 +111,18 @@ class _GatedProcessor(SpanProcessor):
         return self.inner.force_flush(timeout_millis)
 
 
+_OVERWRITTEN = (
+    "the OTLP exporter cannot load OpenTelemetry's protos ({exc}): another package "
+    "(xds-protos ships an older copy in the same files) overwrote opentelemetry-proto's. "
+    "Reinstall it: pip install --no-deps --force-reinstall opentelemetry-proto"
+)
+
+
 def _exporter(config: TracingConfig, environ: Mapping[str, str]) -> SpanExporter:
+    try:
+        from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(_OVERWRITTEN.format(exc=exc)) from None
     resolved = config.resolved(environ)
     if resolved.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

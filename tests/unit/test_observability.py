@@ -373,3 +373,16 @@ def test_what_the_client_sent_is_bounded_in_the_log(caplog: pytest.LogCaptureFix
         ex.close()
     [record] = [r for r in caplog.records if r.name == requests_log.name]
     assert len(logs.JsonFormatter().format(record)) < 2000
+
+
+def test_the_installed_otlp_protos_are_opentelemetry_protos() -> None:
+    # xds-protos ships an older copy of these files; `make install` reinstalls
+    # opentelemetry-proto last so the exporters find what they need.
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    assert hasattr(common_pb2, "InstrumentationScope"), (
+        "opentelemetry-proto's files were overwritten (by xds-protos?): run "
+        ".venv/bin/pip install --no-deps --force-reinstall opentelemetry-proto"
+    )
+    # Envoy's own protos that import them still load.
+    import envoy.extensions.access_loggers.open_telemetry.v3.logs_service_pb2  # noqa: F401
