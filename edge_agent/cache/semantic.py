@@ -96,7 +96,8 @@ class LookupResult:
     refused: str | None = None  # the verifier's reason for the best refused candidate
     error: str | None = None
     timed_out: bool = False
-    # perf_counter_ns at the start, after embedding, search and verification (traces).
+    # perf_counter_ns at the start, after embedding, after the search, and after the
+    # verifier when it ran (traces); fewer when the lookup ended earlier.
     marks: tuple[int, ...] = ()
 
 
@@ -325,7 +326,6 @@ class SemanticTier:
         marks = [time.perf_counter_ns()]
         try:
             result = await self._lookup(partition, text, marks)
-            marks.append(time.perf_counter_ns())
             return dataclasses.replace(result, marks=tuple(marks))
         finally:
             if admitted:
@@ -367,6 +367,7 @@ class SemanticTier:
                 sig, picked, refused = await loop.run_in_executor(
                     self._verifier, self.verify_cpu.run, self._verify, text, candidates, sig
                 )
+                marks.append(time.perf_counter_ns())
                 if picked is not None and not self._live(picked.entry):
                     picked = None  # purged or expired while it was being verified
         except EmbedderError as exc:

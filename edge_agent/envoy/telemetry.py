@@ -52,8 +52,9 @@ def access_log_format() -> dict[str, str]:
         "upstream_cluster": "%UPSTREAM_CLUSTER%",
         "upstream_host": "%UPSTREAM_HOST%",
         "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-        "user_agent": "%REQ(USER-AGENT)%",
-        "request_id": "%REQ(X-REQUEST-ID)%",
+        # Client-sent: bounded.
+        "user_agent": "%REQ(USER-AGENT):256%",
+        "request_id": "%REQ(X-REQUEST-ID):256%",
     }
     agent = {name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in _AGENT_FIELDS}
     return {**envoy_fields, **agent}
@@ -130,6 +131,9 @@ def tracing(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
     return {
         "tracing": {
             "random_sampling": {"value": config.telemetry.tracing.sample_ratio * 100},
+            # A client's x-client-trace-id does not force a trace (Envoy's default would
+            # let any caller make every one of its requests traced).
+            "client_sampling": {"value": 0},
             "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": provider},
         }
     }

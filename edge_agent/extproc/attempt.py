@@ -99,9 +99,11 @@ class Attempt:
         if observer is not None:
             # A child of the downstream request's span (same process), else of whatever
             # trace context the upstream request carries.
-            parent = chained.traceparent if chained is not None else None
-            number = len(chained.states) if chained is not None else 1
-            observer.begin_attempt(self, parent or headers.get("traceparent"), number)
+            # A chain the Exchange began and did not sample gets no span of its own.
+            if chained is None:
+                observer.begin_attempt(self, headers.get("traceparent"), 1)
+            elif chained.traceparent is not None:
+                observer.begin_attempt(self, chained.traceparent, len(chained.states))
         if self.target is None or self.endpoint is None:
             # Only a misconfigured chain gets here (a disabled provider, a hand-written
             # filter); Envoy does not retry an upstream filter's own answer.
@@ -181,8 +183,7 @@ class Attempt:
         cancel it before its first message, so the downstream Exchange, which sees which
         target finally answered, judges the attempts that never reported (see
         `Exchange._judge_silent_attempts`)."""
-        if self.trace is not None:
-            assert self.agent.observer is not None
+        if self.trace is not None and self.agent.observer is not None:
             self.agent.observer.end_attempt(self, self._status)
 
     @property

@@ -375,7 +375,8 @@ class Exchange:
             decision.response_body_mode = BodyMode.BUFFERED
         if self.trace is not None and status == "200" and identity:
             # A traced answer is read for its facts (finish reasons, first token).
-            streamed = headers.get("content-type", "").startswith(EVENT_STREAM)
+            # What the client gets (Bedrock's event stream is SSE once translated).
+            streamed = self.request is not None and self.request.stream
             assert self.endpoint is not None
             self.trace.read_answer(self.schema.assembler(self.endpoint) if streamed else None)
             if decision.response_body_mode is None:

@@ -218,7 +218,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 last = handler.done or resp.HasField("immediate_response")
                 if last and access_log:
                     assert observer is not None and isinstance(handler, Exchange)
-                    _set_metadata(resp, observer.metadata(handler))
+                    try:
+                        _set_metadata(resp, observer.metadata(handler))
+                    except Exception:  # the log line must never cost the answer
+                        log.exception("could not write the access-log metadata")
                 await context.write(resp)
                 if last:
                     # Nothing more to decide (an immediate response, ours or a refusal
@@ -226,8 +229,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     # than wait for Envoy to close it.
                     return
         finally:
-            handler.close()
-            metrics.streams.dec()
+            try:
+                handler.close()
+            finally:
+                metrics.streams.dec()
 
     def _failed(self, phase: str | None) -> pb.ProcessingResponse:
         """A bug must never take a request down with it: refuse cleanly while the request

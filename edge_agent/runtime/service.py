@@ -260,10 +260,4 @@ class AgentService:
             await self.agent.semantic.close()
         tracing = self.agent.observer.tracing if self.agent.observer is not None else None
         if tracing is not None:
-            # Sends what is queued; a collector that is down costs at most the export
-            # timeout, on a thread (the SDK's shutdown blocks).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.to_thread(tracing.shutdown),
-                    self.agent.config.telemetry.tracing.export_timeout_s + 1.0,
-                )
+            await tracing.close(self.agent.config.telemetry.tracing.export_timeout_s + 1.0)

@@ -57,8 +57,12 @@ class TextFormatter(logging.Formatter):
 
 
 def _text(value: object) -> str:
+    # Quoted (JSON string escapes) unless plainly one token: a client-sent value with a
+    # newline, tab or `=` must not be able to forge a line or a field.
     text = str(value)
-    return orjson.dumps(text).decode() if (" " in text or '"' in text or not text) else text
+    if not text or not text.isprintable() or any(c in text for c in ' "='):
+        return orjson.dumps(text).decode()
+    return text
 
 
 def _rfc3339(created: float) -> str:

@@ -192,7 +192,8 @@ class Metrics:
             "(skipped until it cools down). With workers: the worst of them.",
             ["target"],
             registry=r,
-            multiprocess_mode="max",
+            # live: a worker that died with a circuit open must not hold the value.
+            multiprocess_mode="livemax",
         )
         self.budget_usd = Gauge(
             "edge_agent_budget_usd",

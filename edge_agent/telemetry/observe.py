@@ -148,7 +148,8 @@ def _answer_text(answer: Mapping[str, Any]) -> str:
 
 
 def _prompt_text(body: Mapping[str, Any]) -> str:
-    # Bounded and as sent by the client (after any guardrail stage changed ex.raw).
+    # Bounded, and as the client sent it (the parsed request; redaction of captured
+    # prompts is for the guardrails to add).
     return orjson.dumps(body.get("messages", body.get("prompt", body.get("input", ""))))[
         :_MAX_CONTENT_CHARS
     ].decode("utf-8", "replace")
@@ -163,7 +164,7 @@ def outcome(ex: Exchange) -> dict[str, Any]:
     used = answer_usage(ex) if target is not None else None
     caller = ex.caller
     out: dict[str, Any] = {
-        "request_id": ex.req_headers.get("x-request-id", ""),
+        "request_id": ex.req_headers.get("x-request-id", "")[:_MAX_CLIENT_CHARS],
         "method": ex.req_headers.get(":method", ""),
         # What the client sent is bounded: a 1 MB model name is one line, not 1 MB of log.
         "path": ex.path[:_MAX_CLIENT_CHARS],
@@ -212,11 +213,13 @@ class Observer:
         tracing = self.tracing
         if tracing is None:
             return
+        # Envoy's context (gRPC metadata, no tracestate), else the client's headers.
+        headers = ex.req_headers
         span = tracing.start(
             "edge-agent request",
-            traceparent or ex.req_headers.get("traceparent"),
+            traceparent or headers.get("traceparent"),
             time.time_ns() - int((ex.agent.clock() - ex.started) * 1e9),
-            tracestate=ex.req_headers.get("tracestate"),
+            tracestate=None if traceparent else headers.get("tracestate"),
         )
         if span is not None:  # sampled
             ex.trace = Trail(span)
@@ -366,6 +369,12 @@ class Observer:
             attempt.trace = span
 
     def end_attempt(self, attempt: Attempt, status: str | None) -> None:
+        try:
+            self._end_attempt(attempt, status)
+        except Exception:  # telling about an attempt must never fail it
+            log.exception("could not record a failover attempt's span")
+
+    def _end_attempt(self, attempt: Attempt, status: str | None) -> None:
         span = attempt.trace
         if span is None:
             return
@@ -441,7 +450,8 @@ def traceparent_of(span: LeanSpan) -> str | None:
 
 def semantic_steps(trail: Trail, marks: tuple[int, ...], beside: bool) -> None:
     """The semantic lookup's embedding, search and verification, from its clock marks
-    (perf_counter_ns: start, embedded, searched, verified)."""
+    (perf_counter_ns: start, embedded, searched, verified; a step that did not run has
+    no mark, and no span)."""
     if len(marks) < 2:
         return
     offset = time.time_ns() - time.perf_counter_ns()

@@ -34,8 +34,8 @@ class TracingConfig(_Strict):
     # Of the traces that start here; a caller's (or Envoy's) sampling decision is kept.
     sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
     service_name: str | None = None  # unset: OTEL_SERVICE_NAME, then llm-edge-agent
-    # Prompt and completion text on spans: off unless asked for (after any redaction
-    # the response stages do).
+    # Prompt and completion text on spans: off unless asked for (the prompt as the
+    # client sent it; the completion after the response stages).
     capture_content: bool = False
     # Spans waiting for export; past it they are dropped and counted, never waited for.
     max_queue: Annotated[int, Field(ge=64, le=1_000_000)] = 4096

@@ -10,6 +10,8 @@ SDK itself would drop silently. An export that fails (collector down) is counted
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -38,6 +40,15 @@ log = logging.getLogger("edge_agent.telemetry.tracing")
 _PROPAGATOR = TraceContextTextMapPropagator()
 _BATCH = 512
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_WARN_EVERY_S = 60.0
+# The SDK's exporters log every failed batch (and each retry): the agent says it once a
+# minute itself and counts every span.
+for _name in (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http",
+):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 _UNSET = Status(StatusCode.UNSET)
 
 
@@ -68,6 +79,8 @@ class _CountingExporter(SpanExporter):
         spans = metrics.trace_spans
         self._exported = spans.labels("exported")
         self._failed = spans.labels("export_failed")
+        self._failing_since: float | None = None
+        self._warned_at = 0.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.gate.leave(len(spans))
@@ -78,8 +91,20 @@ class _CountingExporter(SpanExporter):
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
             self._exported.inc(len(spans))
+            self._failing_since = None
         else:
             self._failed.inc(len(spans))
+            now = time.monotonic()
+            if self._failing_since is None or now - self._warned_at >= _WARN_EVERY_S:
+                # Once per minute while the collector is away; the metric counts all.
+                log.warning(
+                    "trace export to the collector failed; %d spans dropped "
+                    '(edge_agent_trace_spans_total{outcome="export_failed"} counts them)',
+                    len(spans),
+                )
+                self._warned_at = now
+            if self._failing_since is None:
+                self._failing_since = now
         return result
 
     def shutdown(self) -> None:
@@ -296,3 +321,23 @@ class Tracing:
 
     def shutdown(self) -> None:
         self.processor.shutdown()
+
+    async def close(self, timeout_s: float) -> None:
+        """Send what is queued, for at most `timeout_s`. The SDK's shutdown blocks (it
+        joins its exporting thread, batch after batch, for up to 30 s with a collector
+        down): it runs on a daemon thread the process does not wait for."""
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def run() -> None:
+            try:
+                self.shutdown()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop may be gone by then
+                    loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=run, name="edge-agent-trace-shutdown", daemon=True).start()
+        try:
+            await asyncio.wait_for(done.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("traces still queued after %.0f s at shutdown were dropped", timeout_s)

@@ -386,3 +386,48 @@ def test_the_installed_otlp_protos_are_opentelemetry_protos() -> None:
     )
     # Envoy's own protos that import them still load.
     import envoy.extensions.access_loggers.open_telemetry.v3.logs_service_pb2  # noqa: F401
+
+
+def test_text_log_values_cannot_forge_lines_or_fields() -> None:
+    record = logging.LogRecord("edge_agent.requests", logging.INFO, "f.py", 1, "request", (), None)
+    forged = "x\n2026-01-01 INFO edge_agent.requests: request status=200\ttenant=admin"
+    record.fields = {"model": forged, "tenant": "a=b", "ok": "plain"}  # type: ignore[attr-defined]
+    line = logs.TextFormatter().format(record)
+    assert "\n" not in line and "\t" not in line
+    assert line.endswith(f' model={json.dumps(forged)} tenant="a=b" ok=plain')
+
+
+async def test_closing_the_tracer_never_waits_past_its_bound() -> None:
+    stuck = _Stuck()
+    agent = make_agent()
+    tracing = Tracing(TracingConfig(enabled=True, max_queue=64), {}, agent.metrics, stuck)
+    for i in range(10):
+        span = tracing.start(f"s{i}", None, 0)
+        assert span is not None
+        span.end()
+    await tracing.close(0.2)  # returns although the collector never answers
+    assert not stuck.release.is_set()
+    stuck.release.set()
+
+
+def test_an_unsampled_chain_gets_no_attempt_spans() -> None:
+    from edge_agent.extproc.attempt import TARGET_ATTRIBUTE
+    from edge_agent.extproc.attempt_log import ATTEMPT_KEY_HEADER
+
+    exporter = InMemorySpanExporter()
+    agent = make_agent(exporter)
+    headers = {":method": "POST", ":path": "/v1/chat/completions", "traceparent": PARENT}
+    attributes = {TARGET_ATTRIBUTE: "a/claude-x"}
+    # Begun by an Exchange whose request was not sampled: no span, whatever the header.
+    key = agent.attempts.begin("/v1/chat/completions", "", "default", None)
+    attempt = agent.attempt()
+    attempt.request_headers({**headers, ATTEMPT_KEY_HEADER: key}, False, attributes)
+    assert attempt.trace is None
+    # Begun by a sampled one: a child of its span.
+    key = agent.attempts.begin("/v1/chat/completions", "", "default", PARENT)
+    attempt = agent.attempt()
+    attempt.request_headers({**headers, ATTEMPT_KEY_HEADER: key}, False, attributes)
+    assert attempt.trace is not None
+    assert attempt.trace.parent is not None and attempt.trace.parent.span_id == int(
+        PARENT.split("-")[2], 16
+    )
