@@ -15,6 +15,7 @@ from edge_agent.config import Config
 from edge_agent.extproc.attempt import Attempt
 from edge_agent.extproc.attempt_log import AttemptLog
 from edge_agent.extproc.exchange import Exchange
+from edge_agent.guardrails.stage import Guardrails
 from edge_agent.identity.state import Identity
 from edge_agent.identity.tenants import Caller
 from edge_agent.limits.limiter import Limiter
@@ -79,7 +80,13 @@ class Agent:
             if self.identity is not None
             else None
         )
-        self.request_stages = request_stages(slots, auth=auth, limits=auth)
+        # The built-in guardrails (deny rules, personal data), compiled once.
+        self.guardrails: Guardrails | None = (
+            Guardrails(config.guardrails) if config.guardrails.active else None
+        )
+        self.request_stages = request_stages(
+            slots, auth=auth, limits=auth, guardrails=self.guardrails is not None
+        )
         self.response_stages = load_response_stages(config.pipeline)
         # Each target's circuit, and each tenant's budget, for dashboards and alerts.
         for target in self.router.targets():

@@ -29,6 +29,7 @@ _AGENT_FIELDS = (
     "cost_usd",
     "saved_usd",
     "refusal",
+    "pii",
     "trace_id",
 )
 

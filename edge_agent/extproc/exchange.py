@@ -78,6 +78,7 @@ class Exchange:
         "agent",
         "answer",
         "attempt_key",
+        "body_changed",
         "body_mode",
         "cache_result",
         "call",
@@ -85,6 +86,7 @@ class Exchange:
         "chained",
         "done",
         "endpoint",
+        "findings",
         "flight",
         "key",
         "lease",
@@ -129,6 +131,8 @@ class Exchange:
         self.query = ""
         self.req_headers: Mapping[str, str] = {}
         self.raw = b""  # the client's body, for providers that sign what they are sent
+        self.body_changed = False  # a stage rewrote it (guardrails): it must be sent
+        self.findings: dict[str, int] | None = None  # personal data found, by type
         self.request: ParsedRequest | None = None
         # Who is calling (stage identify); without identity checks, everyone is anonymous.
         self.caller: Caller = ANONYMOUS if agent.identity is None else UNIDENTIFIED

@@ -59,6 +59,8 @@ def route(ex: Exchange) -> Continue:
         if caching and not call.translating:
             # A compressed answer could not be parsed for the cache.
             set_headers.append(("accept-encoding", "identity"))
+    if ex.body_changed and new_body is None:
+        new_body = ex.raw  # rewritten by a stage (redacted): never the client's original
     injected = {name for name, _ in set_headers}
     ex.sent_at = agent.clock()
     if ex.trace is not None:

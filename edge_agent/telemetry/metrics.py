@@ -202,6 +202,19 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.guardrail_findings = Counter(
+            "edge_agent_guardrail_findings",
+            "Personal data found by the guardrails, by entity type, direction and action "
+            "(counts only: values are never recorded).",
+            ["entity", "direction", "action", "tenant"],
+            registry=r,
+        )
+        self.guardrail_refusals = Counter(
+            "edge_agent_guardrail_refusals",
+            "Requests refused by the guardrails: reason pii (action block) or deny (rule).",
+            ["reason", "rule", "tenant"],
+            registry=r,
+        )
         self.trace_spans = Counter(
             "edge_agent_trace_spans",
             "Spans of sampled traces, by what became of them: exported, dropped (the "

@@ -187,6 +187,8 @@ def outcome(ex: Exchange) -> dict[str, Any]:
         out["saved_usd"] = round(ex.saved_usd, 8)
     if ex.refusal:
         out["refusal"] = ex.refusal
+    if ex.findings:  # types and counts only
+        out["pii"] = ",".join(f"{k}:{v}" for k, v in sorted(ex.findings.items()))
     return out
 
 
@@ -271,6 +273,8 @@ class Observer:
             attrs["edge_agent.request_id"] = out["request_id"]
         if "key" in out:
             attrs["edge_agent.key"] = out["key"]
+        if "pii" in out:
+            attrs["edge_agent.guardrails.findings"] = out["pii"]
         if operation:
             attrs["gen_ai.operation.name"] = operation
         if req is not None:

@@ -1,0 +1,1 @@
+"""Guardrails: personal data kept from providers, denied prompts (docs/compliance.md)."""
