@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.api.openai import ENDPOINT_BY_PATH, models_list
+from edge_agent.audit.trail import Audit
 from edge_agent.cache.coalesce import Flights
 from edge_agent.cache.exact import ExactCache
 from edge_agent.cache.keys import VARY_HEADERS
@@ -80,6 +81,8 @@ class Agent:
             if self.identity is not None
             else None
         )
+        # The audit trail (its sink is I/O: attached by the runtime, runtime/wiring.py).
+        self.audit: Audit | None = None
         # The built-in guardrails (deny rules, personal data), compiled once.
         self.guardrails: Guardrails | None = (
             Guardrails(config.guardrails) if config.guardrails.active else None

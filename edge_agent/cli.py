@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import yaml
 
@@ -125,6 +125,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.config or 'config'}: OK ({len(config.providers)} providers, "
         f"{len(config.models)} models)"
     )
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from edge_agent.audit.chain import verify
+
+    def lines() -> Iterator[bytes]:
+        for name in args.files:
+            with open(name, "rb") as f:
+                yield from f
+
+    try:
+        verdict = verify(lines())
+    except OSError as exc:
+        print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    for problem in verdict.problems:
+        print(problem, file=sys.stderr)
+    if not verdict.ok:
+        print(
+            f"FAILED: {len(verdict.problems)} problem(s) in {verdict.records} records",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"OK: {verdict.records} records, {len(verdict.chains)} chain(s), none changed or removed")
     return 0
 
 
@@ -344,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_injection)
     cli_keys.add_parser(sub, add)
+    p = add("audit", "Work with audit trail files (docs/compliance.md).")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    v = audit_sub.add_parser(
+        "verify",
+        help="Check that no record was changed or removed (hash chains).",
+        description="Check that no record of the audit files was changed or removed: "
+        "each record's hash, and each writer's chain (seq and prev) across the files, in "
+        "the order given (oldest rotated file first).",
+    )
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.set_defaults(func=cmd_audit_verify)
     sub.choices["keys"].set_defaults(func=cmd_keys)
     return parser
 

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.audit.settings import AuditConfig
 from edge_agent.guardrails.settings import GuardrailsConfig
 from edge_agent.identity.settings import FETCH_TIMEOUT_S, AuthConfig, Tenant, check_tenants
 from edge_agent.limits.settings import LimitsConfig
@@ -564,6 +565,8 @@ class Config(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     # Personal data kept from providers, denied prompts (docs/compliance.md).
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
+    # One hash-chained record per request and admin change (docs/compliance.md).
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     # Agent processes sharing the gRPC port (SO_REUSEPORT); `--workers` overrides.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     demo_upstream: DemoUpstream = Field(default_factory=DemoUpstream)

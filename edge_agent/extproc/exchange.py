@@ -481,6 +481,8 @@ class Exchange:
             self.target.health.on_cancel()  # sent, never answered: frees a half-open probe
         if self.agent.observer is not None:
             self.agent.observer.finish(self)
+        if self.agent.audit is not None:
+            self.agent.audit.request(self)
 
     def _finish(self, status: str) -> None:
         # Counted when the status is decided, before the client sees it, so metrics

@@ -62,6 +62,9 @@ _RUN = re.compile(r"\+?\(?\d(?:[\d.() /+-]*\d)?")
 _SSN = re.compile(r"\d{3}-\d{2}-\d{4}")
 _IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}")
 _CARD_CHARS = frozenset("0123456789 -")
+# Issuer prefixes of the card networks (Visa, Mastercard, Amex, Diners, Discover, JCB,
+# UnionPay, Maestro): a long number that merely passes Luhn (one in ten do) is not a card.
+_CARD_PREFIX = re.compile(r"4|5[0-8]|2[2-7]|3[0-9]|6[0-9]")
 
 
 def _digits(text: str) -> str:
@@ -124,6 +127,7 @@ class Detector:
             "CREDIT_CARD" in wanted
             and 13 <= len(digits) <= 19
             and _CARD_CHARS.issuperset(run)
+            and _CARD_PREFIX.match(digits)
             and luhn.is_valid(digits)
         ):
             return "CREDIT_CARD"

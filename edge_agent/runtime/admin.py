@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from edge_agent.identity.settings import pod_workload
+
+if TYPE_CHECKING:
+    from edge_agent.audit.trail import Audit
 
 _LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
@@ -90,6 +94,39 @@ def change_refusal(request: web.Request, access: AdminAccess | str | None) -> we
         },
         status=403,
     )
+
+
+def audit_admin_changes(audit: Audit, access: AdminAccess) -> Any:
+    """A middleware writing one audit record per admin change that succeeded: what
+    (method and path, the purge's scope, the key's tenant and name or id) and by whom
+    (the admin token's holder, or the loopback peer). Never the key made."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method not in ("POST", "DELETE", "PUT", "PATCH") or response.status >= 400:
+            return response
+        by = "admin token" if access.token is not None else f"loopback {request.remote}"
+        details: dict[str, Any] = {"path": request.path}
+        if request.path == "/admin/cache":
+            details.update({k: v for k, v in request.query.items() if k in _PURGE_SCOPE})
+        elif request.path == "/admin/keys":
+            with contextlib.suppress(ValueError, AttributeError):
+                body = await request.json()  # read before by the handler: cached
+                details.update({k: body.get(k) for k in ("tenant", "name")})
+        elif "key_id" in request.match_info:
+            details["key_id"] = request.match_info["key_id"]
+        action = {
+            ("DELETE", "/admin/cache"): "cache purged",
+            ("POST", "/admin/keys"): "key created",
+        }.get((request.method, request.path), "key revoked" if "key_id" in details else "change")
+        audit.admin(action, by, **details)
+        return response
+
+    return middleware
+
+
+_PURGE_SCOPE = ("model", "key", "tenant", "all")
 
 
 def build_admin_app(

@@ -17,7 +17,12 @@ from edge_agent.cache.shared import SharedCache
 from edge_agent.config import ENVOY_READY_ENV, Config, credential_problems
 from edge_agent.extproc.servicer import ExternalProcessor
 from edge_agent.identity.keystore import KeyStore
-from edge_agent.runtime.admin import PurgeRequest, admin_access, build_admin_app
+from edge_agent.runtime.admin import (
+    PurgeRequest,
+    admin_access,
+    audit_admin_changes,
+    build_admin_app,
+)
 from edge_agent.runtime.admin_keys import add_key_routes
 from edge_agent.runtime.admin_spend import add_spend_route
 from edge_agent.runtime.wiring import build_agent
@@ -193,6 +198,8 @@ class AgentService:
             add_key_routes(app, self.keys, identity.tenants, admin_token)
         if self.agent.limiter is not None:
             add_spend_route(app, self.agent.limiter, admin_token)
+        if self.agent.audit is not None:
+            app.middlewares.append(audit_admin_changes(self.agent.audit, admin_token))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=self.worker is not None or None)
@@ -258,6 +265,8 @@ class AgentService:
             await self.agent.shared.close()
         if self.agent.semantic is not None:
             await self.agent.semantic.close()
+        if self.agent.audit is not None:
+            self.agent.audit.close()
         tracing = self.agent.observer.tracing if self.agent.observer is not None else None
         if tracing is not None:
             await tracing.close(self.agent.config.telemetry.tracing.export_timeout_s + 1.0)

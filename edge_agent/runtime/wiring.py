@@ -36,6 +36,14 @@ def build_agent(config: Config, environ: Mapping[str, str] | None = None) -> Age
         agent.observer.tracing = Tracing(
             config.telemetry.tracing, os.environ if environ is None else environ, agent.metrics
         )
+    if config.audit.sink != "off":
+        from edge_agent.audit.trail import Audit
+        from edge_agent.runtime.workers import WorkerContext
+
+        worker = WorkerContext.from_environ()
+        # Several workers: a file each (each process keeps its own chain).
+        several = worker is not None and worker.count > 1
+        agent.audit = Audit(config.audit, worker.index if several else None)
     if config.cache.redis.url is not None:
         agent.attach_shared(
             SharedCache(

@@ -4,7 +4,7 @@ the redacted prompt."""
 
 from __future__ import annotations
 
-import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ def prompt(tag: str) -> str:
 
 def test_personal_data_never_reaches_the_provider(redacting: Gateway, fake: FakeOpenAI) -> None:
     fake.reset()
-    reply = chat(redacting, prompt(f"redact-{time.monotonic_ns()}"))
+    reply = chat(redacting, prompt(f"redact-{uuid.uuid4().hex}"))
     assert reply.status == 200, reply.body
     [seen] = fake.requests
     sent = seen.body.decode()
@@ -116,7 +116,7 @@ def test_every_failover_attempt_gets_the_redacted_body(
 ) -> None:
     fake.reset()
     fake.fail_next(503, count=1)  # the first target fails: the second attempt follows
-    reply = chat(redacting, prompt(f"chain-{time.monotonic_ns()}"), model="chain")
+    reply = chat(redacting, prompt(f"chain-{uuid.uuid4().hex}"), model="chain")
     assert reply.status == 200, reply.body
     assert len(fake.requests) == 2
     for seen in fake.requests:
@@ -126,7 +126,7 @@ def test_every_failover_attempt_gets_the_redacted_body(
 
 def test_the_cache_follows_what_the_provider_saw(redacting: Gateway, fake: FakeOpenAI) -> None:
     fake.reset()
-    tag = f"cache-{time.monotonic_ns()}"
+    tag = f"cache-{uuid.uuid4().hex}"
     first = chat(redacting, f"[{tag}] My address is {EMAIL}; summarise my rights.")
     other = chat(redacting, f"[{tag}] My address is john.roe@example.org; summarise my rights.")
     assert first.status == 200 and other.status == 200
@@ -139,7 +139,7 @@ def test_the_cache_follows_what_the_provider_saw(redacting: Gateway, fake: FakeO
 
 def test_block_names_the_types_found_never_the_values(blocking: Gateway, fake: FakeOpenAI) -> None:
     fake.reset()
-    reply = chat(blocking, prompt(f"block-{time.monotonic_ns()}"))
+    reply = chat(blocking, prompt(f"block-{uuid.uuid4().hex}"))
     assert reply.status == 400
     error = reply.json()["error"]
     assert error["code"] == "pii_detected"
@@ -148,7 +148,7 @@ def test_block_names_the_types_found_never_the_values(blocking: Gateway, fake: F
     for secret in SECRETS:
         assert secret not in reply.body.decode()
     assert not fake.requests
-    clean = chat(blocking, f"nothing personal here {time.monotonic_ns()}")
+    clean = chat(blocking, f"nothing personal here {uuid.uuid4().hex}")
     assert clean.status == 200
 
 

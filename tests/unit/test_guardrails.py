@@ -218,3 +218,9 @@ def test_a_refusal_is_an_api_error() -> None:
     )
     with pytest.raises(ApiError, match="EMAIL_ADDRESS"):
         stage.check(ex)
+
+
+def test_a_long_number_that_passes_luhn_is_not_a_card_without_a_network_prefix() -> None:
+    # 1234567812345670 passes Luhn; no card network issues numbers starting with 1.
+    assert found("order 1234567812345670 shipped") == []
+    assert found("card 5555 5555 5555 4444") == [("CREDIT_CARD", "5555 5555 5555 4444")]
