@@ -646,6 +646,16 @@ class Config(_Strict):
                         " keep it under 80% of that, or raise the message timeout",
                     )
                 )
+        checker = self.guardrails.external
+        if checker is not None and checker.timeout_ms > self.envoy.message_timeout_ms * 0.8:
+            errors.append(
+                (
+                    "guardrails.external.timeout_ms",
+                    f"{checker.timeout_ms} ms leaves no room inside Envoy's message timeout "
+                    f"(envoy.message_timeout_ms = {self.envoy.message_timeout_ms}); keep it "
+                    "under 80% of that, or raise the message timeout",
+                )
+            )
         errors += check_tenants(self.auth, self.tenants, seen_models)
         if self.envoy.failure_mode == "open" and (self.auth.active or self.tenants):
             errors.append(

@@ -4,7 +4,8 @@ a message that says so, never silently ignored."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -79,18 +80,30 @@ class DenyRule(_Strict):
         return v
 
 
+class ExternalChecker(_Strict):
+    """An operator's own checker: POST {"text", "direction", "tenant"} for every text of
+    a request, answered {"action": "allow" | "block" | "redact", "text"?, "reason"?}."""
+
+    url: str
+    timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 200
+    # open: the request goes on unchecked when the checker fails or is late;
+    # closed: it is refused with 503.
+    on_error: Literal["open", "closed"] = "closed"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v
+
+
 class GuardrailsConfig(_Strict):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     # Prompts matching any of these are refused with 400 naming the rule.
     deny: list[DenyRule] = Field(default_factory=list)
-    external: Any = None
-
-    @field_validator("external")
-    @classmethod
-    def _external(cls, v: Any) -> Any:
-        if v is not None:
-            raise ValueError(_not_yet("guardrails.external (an operator's own checker)"))
-        return v
+    external: ExternalChecker | None = None
 
     @field_validator("deny")
     @classmethod
@@ -102,4 +115,4 @@ class GuardrailsConfig(_Strict):
 
     @property
     def active(self) -> bool:
-        return self.pii.action != "off" or bool(self.deny)
+        return self.pii.action != "off" or bool(self.deny) or self.external is not None

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from edge_agent.api.errors import ApiError
+from edge_agent.guardrails.external import CheckerClient, ExternalCheck, Verdict
 from edge_agent.guardrails.pii import Detector, redact
 from edge_agent.guardrails.settings import GuardrailsConfig
+from edge_agent.pipeline.effects import Effect
 
 if TYPE_CHECKING:
     from edge_agent.extproc.exchange import Exchange
@@ -52,6 +54,8 @@ class Guardrails:
         self.action = pii.action
         self.detector = Detector(pii.entities, pii.phone_region) if pii.action != "off" else None
         self.deny = [(rule.name, re.compile(rule.regex)) for rule in config.deny]
+        self.external = config.external
+        self.checker = CheckerClient(config.external) if config.external is not None else None
 
 
 def _texts(node: Any) -> Iterator[tuple[Any, Any]]:
@@ -72,7 +76,7 @@ def _texts(node: Any) -> Iterator[tuple[Any, Any]]:
                 yield from _texts(value)
 
 
-def check(ex: Exchange) -> None:
+def check(ex: Exchange) -> Generator[Effect, Any, None]:
     guardrails = ex.agent.guardrails
     req = ex.request
     assert guardrails is not None and req is not None and ex.endpoint is not None
@@ -87,8 +91,13 @@ def check(ex: Exchange) -> None:
                 "Remove what the rule forbids and retry, or ask the gateway's operator.",
                 code="denied_by_policy",
             )
+    changed = False
+    if guardrails.checker is not None and places:
+        changed = yield from _external(ex, guardrails, places)
     detector = guardrails.detector
     if detector is None:
+        if changed:
+            _rewrite(ex)
         return None
     counts: Counter[str] = Counter()
     body = req.body if guardrails.action == "block" else None
@@ -101,6 +110,8 @@ def check(ex: Exchange) -> None:
         if guardrails.action == "redact":
             container[key] = redact(text, findings)
     if not counts:
+        if changed:
+            _rewrite(ex)
         return None
     ex.findings = dict(counts)
     for entity, n in counts.items():
@@ -116,8 +127,52 @@ def check(ex: Exchange) -> None:
             f"providers: {found}. Remove it and retry.",
             code="pii_detected",
         )
-    # Redacted in place: the body every later stage, cache and provider sees.
+    _rewrite(ex)
+    return None
+
+
+def _rewrite(ex: Exchange) -> None:
+    """Redacted in place: the body every later stage, cache and provider sees."""
+    req = ex.request
+    assert req is not None and ex.endpoint is not None
     ex.raw = orjson.dumps(req.body)
     ex.request = ex.schema.parse(ex.endpoint, ex.raw)
     ex.body_changed = True
-    return None
+
+
+def _external(
+    ex: Exchange, guardrails: Guardrails, places: list[tuple[Any, Any]]
+) -> Generator[Effect, Any, bool]:
+    """The operator's checker on every text; True when it replaced some."""
+    assert guardrails.external is not None
+    metrics = ex.agent.metrics
+    verdicts: list[Verdict] = yield ExternalCheck(
+        tuple(container[key] for container, key in places), ex.caller.tenant
+    )
+    if any(v.action == "error" for v in verdicts):
+        if guardrails.external.on_error == "open":
+            metrics.guardrail_refusals.labels("checker_down_open", "-", ex.tenant_label).inc()
+            return False
+        metrics.guardrail_refusals.labels("checker_down", "-", ex.tenant_label).inc()
+        raise ApiError(
+            503,
+            "The gateway's content checker did not answer in time, and requests are not "
+            "sent unchecked. Retry later.",
+            type="api_error",
+            code="guardrail_unavailable",
+        )
+    blocked = next((v for v in verdicts if v.action == "block"), None)
+    if blocked is not None:
+        metrics.guardrail_refusals.labels("external", "-", ex.tenant_label).inc()
+        why = f": {blocked.reason}" if blocked.reason else ""
+        raise ApiError(
+            400,
+            f"The request was refused by the gateway's content checker{why}.",
+            code="blocked_by_guardrail",
+        )
+    changed = False
+    for (container, key), verdict in zip(places, verdicts, strict=True):
+        if verdict.action == "redact" and verdict.text is not None:
+            container[key] = verdict.text
+            changed = True
+    return changed

@@ -4,15 +4,26 @@ the redacted prompt."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_agent.demo.upstream import FakeOpenAI, FakeOpenAIThread
-from tests.helpers import Gateway, listen_block, metric_value, post_json, running_gateway
+from tests.helpers import (
+    Gateway,
+    free_port,
+    listen_block,
+    metric_value,
+    post_json,
+    running_gateway,
+)
 
 KEY = "sk-guard-provider-key"
 EMAIL = "jane.doe@example.com"
@@ -160,3 +171,83 @@ def test_deny_rules_refuse_naming_the_rule(redacting: Gateway, fake: FakeOpenAI)
     assert error["code"] == "denied_by_policy" and "no-private-keys" in error["message"]
     assert "MIIEow" not in reply.body.decode()
     assert not fake.requests
+
+
+# -- the operator's own checker -------------------------------------------------------
+
+
+class _Checker(BaseHTTPRequestHandler):
+    """allow, except: "forbidden" → block, "rewrite me" → redact, "slow" → too late."""
+
+    seen: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        payload = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        type(self).seen.append(payload)
+        text = payload["text"]
+        if "slow" in text:
+            time.sleep(1.0)
+        if "forbidden" in text:
+            answer = {"action": "block", "reason": "topic not allowed here"}
+        elif "rewrite me" in text:
+            answer = {"action": "redact", "text": text.replace("rewrite me", "[rewritten]")}
+        else:
+            answer = {"action": "allow"}
+        body = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def checker() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Checker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/check"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _checked(fake: FakeOpenAI, url: str, on_error: str) -> dict[str, Any]:
+    config = _config(fake, "off")
+    config["guardrails"] = {"external": {"url": url, "timeout_ms": 300, "on_error": on_error}}
+    return config
+
+
+def test_the_external_checker_allows_blocks_and_rewrites(
+    fake: FakeOpenAI, checker: str, tmp_path: Path
+) -> None:
+    with running_gateway(tmp_path, _checked(fake, checker, "closed"), {"GUARD_KEY": KEY}) as gw:
+        fake.reset()
+        _Checker.seen.clear()
+        assert chat(gw, f"hello {uuid.uuid4().hex}").status == 200
+        assert _Checker.seen[-1]["direction"] == "request"
+        assert _Checker.seen[-1]["tenant"] == "default"
+        refused = chat(gw, "a forbidden topic")
+        assert refused.status == 400
+        error = refused.json()["error"]
+        assert error["code"] == "blocked_by_guardrail" and "topic not allowed" in error["message"]
+        fake.reset()
+        assert chat(gw, f"please rewrite me {uuid.uuid4().hex}").status == 200
+        [seen] = fake.requests
+        assert b"rewrite me" not in seen.body and b"[rewritten]" in seen.body
+        # Too late is a failure: closed refuses with 503.
+        late = chat(gw, "slow one")
+        assert late.status == 503 and late.json()["error"]["code"] == "guardrail_unavailable"
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("open", 200), ("closed", 503)])
+def test_a_checker_that_is_down(
+    fake: FakeOpenAI, tmp_path: Path, on_error: str, status: int
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/check"
+    with running_gateway(tmp_path, _checked(fake, dead, on_error), {"GUARD_KEY": KEY}) as gw:
+        reply = chat(gw, f"hello {uuid.uuid4().hex}")
+        assert reply.status == status, reply.body
