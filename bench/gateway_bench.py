@@ -533,6 +533,7 @@ class Gateway:
         workers: int = 1,
         observe: str | None = None,
         span_sink: int | None = None,
+        redact: bool = False,
     ) -> None:
         self.ports = {k: free_port() for k in ("envoy", "grpc", "admin", "envoy_admin")}
         self.workers = workers
@@ -574,6 +575,9 @@ class Gateway:
                 "enabled": True,
                 "path": str(workdir / "access.log"),
             }
+        if redact:
+            # Every prompt scanned for personal data (each entity type but PERSON).
+            self.config["guardrails"] = {"pii": {"action": "redact"}}
         if auth:
             self.config["auth"] = {"required": True}
             sha = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
@@ -1449,6 +1453,37 @@ class Bench:
             sink.stop()
         return rows
 
+    def run_redact(self) -> Scenario:
+        """The exact-tier miss with `guardrails.pii.action: redact`: what scanning every
+        prompt for personal data costs, against the exact-tier miss (off) of the run."""
+        gw = Gateway(
+            self.upstream.listen_port, self.s.envoy_concurrency, self.workdir, False, redact=True
+        )
+        try:
+            pids = self._start_gateway(gw)
+
+            def verify(sc: Scenario) -> None:
+                self._check_cache(sc, expect="miss")
+                self.check_upstream_count(sc)
+                # Scanned, and the bench's prompts hold no personal data: nothing redacted.
+                found = metric_sum(gw.metrics(), "edge_agent_guardrail_findings_total")
+                sc.check(found == 0, f"{found:.0f} findings in prompts that hold none")
+
+            return self.measure(
+                "miss_redact",
+                "Envoy + agent, cache miss (exact tier only), PII redaction on",
+                gw.url,
+                "unique",
+                f"redact-{self.nonce}",
+                pids,
+                gw.envoy_admin_port,
+                PROVIDER,
+                gw.cache_counts,
+                verify,
+            )
+        finally:
+            gw.stop()
+
     def run_paired(self, rounds: int = 3, window_s: float = 5.0) -> list[Scenario]:
         """The default config against the exact tier alone, in alternating windows.
 
@@ -1893,6 +1928,7 @@ STEP_IDS = (
     "limits",
     "chain",
     "observe",
+    "guardrails",
     "null",
     "workers",
     "paired",
@@ -2036,6 +2072,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("limits", "gateway, Redis, limits on", lambda: [bench.run_redis(limits=True)]),
                 ("chain", "gateway, failover chain", lambda: [bench.run_chain()]),
                 ("observe", "gateway, request log off / every signal on", bench.run_observe),
+                ("guardrails", "gateway, PII redaction", lambda: [bench.run_redact()]),
                 (
                     "paired",
                     "exact-only and default config in alternating rounds",
@@ -2081,6 +2118,7 @@ def main(argv: list[str] | None = None) -> int:
         "miss_chain",
         "miss_quiet",
         "miss_observed",
+        "miss_redact",
         "pair_exact",
         "pair_qqp",
         "pair_near",
