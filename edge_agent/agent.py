@@ -83,12 +83,19 @@ class Agent:
         )
         # The audit trail (its sink is I/O: attached by the runtime, runtime/wiring.py).
         self.audit: Audit | None = None
-        # The built-in guardrails (deny rules, personal data), compiled once.
+        # The built-in guardrails (deny rules, personal data), compiled once: the global
+        # block, and each tenant's own, which replaces it for that tenant's callers.
         self.guardrails: Guardrails | None = (
             Guardrails(config.guardrails) if config.guardrails.active else None
         )
+        self.tenant_guardrails: dict[str, Guardrails | None] = {
+            t.name: Guardrails(t.guardrails) if t.guardrails.active else None
+            for t in config.tenants
+            if t.guardrails is not None
+        }
+        any_guardrails = self.guardrails is not None or any(self.tenant_guardrails.values())
         self.request_stages = request_stages(
-            slots, auth=auth, limits=auth, guardrails=self.guardrails is not None
+            slots, auth=auth, limits=auth, guardrails=any_guardrails
         )
         self.response_stages = load_response_stages(config.pipeline)
         # Each target's circuit, and each tenant's budget, for dashboards and alerts.

@@ -76,7 +76,7 @@ class ExternalCheck(Effect):
 
     texts: tuple[str, ...]
     tenant: str
+    checker: CheckerClient  # the global one, or the tenant's own
 
     async def perform(self, agent: Agent) -> Any:
-        assert agent.guardrails is not None and agent.guardrails.checker is not None
-        return await agent.guardrails.checker.check(list(self.texts), self.tenant)
+        return await self.checker.check(list(self.texts), self.tenant)

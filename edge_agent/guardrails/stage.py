@@ -77,9 +77,14 @@ def _texts(node: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def check(ex: Exchange) -> Generator[Effect, Any, None]:
-    guardrails = ex.agent.guardrails
+    agent = ex.agent
+    tenant = ex.caller.tenant
+    # A tenant's own block (present, even when off) replaces the global one.
+    guardrails = agent.tenant_guardrails.get(tenant, agent.guardrails)
+    if guardrails is None:  # this tenant's own block turns them off
+        return None
     req = ex.request
-    assert guardrails is not None and req is not None and ex.endpoint is not None
+    assert req is not None and ex.endpoint is not None
     metrics = ex.agent.metrics
     places = list(_texts(req.body))
     for name, pattern in guardrails.deny:
@@ -146,8 +151,9 @@ def _external(
     """The operator's checker on every text; True when it replaced some."""
     assert guardrails.external is not None
     metrics = ex.agent.metrics
+    assert guardrails.checker is not None
     verdicts: list[Verdict] = yield ExternalCheck(
-        tuple(container[key] for container, key in places), ex.caller.tenant
+        tuple(container[key] for container, key in places), ex.caller.tenant, guardrails.checker
     )
     if any(v.action == "error" for v in verdicts):
         if guardrails.external.on_error == "open":

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.guardrails.settings import GuardrailsConfig
 from edge_agent.limits.settings import Budget, Limits
 
 # Tenant names appear in metrics labels, Redis keys and cache namespaces: keep them plain.
@@ -73,6 +74,8 @@ class Tenant(_Strict):
     # What the whole tenant may do, all its callers together (docs/limits.md).
     limits: Limits = Field(default_factory=Limits)
     budget: Budget = Field(default_factory=Budget)
+    # The tenant's own guardrails: replace the global `guardrails` block for its callers.
+    guardrails: GuardrailsConfig | None = None
 
 
 class JwtIssuerConfig(_Strict):

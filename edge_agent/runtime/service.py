@@ -267,8 +267,9 @@ class AgentService:
             await self.agent.semantic.close()
         if self.agent.audit is not None:
             self.agent.audit.close()
-        if self.agent.guardrails is not None and self.agent.guardrails.checker is not None:
-            await self.agent.guardrails.checker.close()
+        for guard in (self.agent.guardrails, *self.agent.tenant_guardrails.values()):
+            if guard is not None and guard.checker is not None:
+                await guard.checker.close()
         tracing = self.agent.observer.tracing if self.agent.observer is not None else None
         if tracing is not None:
             await tracing.close(self.agent.config.telemetry.tracing.export_timeout_s + 1.0)

@@ -225,3 +225,49 @@ def test_a_long_number_that_passes_luhn_is_not_a_card_without_a_network_prefix()
     # 1234567812345670 passes Luhn; no card network issues numbers starting with 1.
     assert found("order 1234567812345670 shipped") == []
     assert found("card 5555 5555 5555 4444") == [("CREDIT_CARD", "5555 5555 5555 4444")]
+
+
+def test_a_tenants_own_guardrails_replace_the_global_ones() -> None:
+    import hashlib
+
+    keys = {t: f"sk-{t}-client-key" for t in ("team-a", "team-b", "team-c")}
+
+    def tenant(name: str, **extra: Any) -> dict[str, Any]:
+        sha = hashlib.sha256(keys[name].encode()).hexdigest()
+        return {"name": name, "keys": [{"name": "k", "sha256": sha}], **extra}
+
+    config = parse_config(
+        {
+            "providers": [{"name": "a", "type": "openai", "base_url": "http://127.0.0.1:1"}],
+            "models": [{"name": "m", "targets": ["a/m"]}],
+            "cache": {"semantic": {"enabled": False}},
+            "auth": {"required": True},
+            "guardrails": {"pii": {"action": "block"}},
+            "tenants": [
+                tenant("team-a", guardrails={"pii": {"action": "redact"}}),
+                tenant("team-b", guardrails={"pii": {"action": "off"}}),
+                tenant("team-c"),
+            ],
+        }
+    )
+    agent = Agent(config, environ={})
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "mail a@b.io"}]})
+
+    def as_tenant(name: str) -> Any:
+        ex = Exchange(agent)
+        headers = {
+            ":method": "POST",
+            ":path": "/v1/chat/completions",
+            "authorization": f"Bearer {keys[name]}",
+        }
+        assert isinstance(ex.request_headers(headers, False), Continue)
+        assert ex.caller.tenant == name
+        return ex.request_body(body)
+
+    redacted = as_tenant("team-a")
+    assert isinstance(redacted, Continue) and redacted.body is not None
+    assert b"a@b.io" not in redacted.body and b"<EMAIL_ADDRESS>" in redacted.body
+    untouched = as_tenant("team-b")  # its own block turns them off: sent as written
+    assert isinstance(untouched, Continue) and untouched.body is None
+    refused = as_tenant("team-c")  # no block of its own: the global one (block)
+    assert isinstance(refused, Respond) and refused.status == 400
