@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.audit.chain import Chain
 from edge_agent.audit.settings import AuditConfig
+from edge_agent.telemetry.observe import outcome
 
 if TYPE_CHECKING:
     from edge_agent.extproc.exchange import Exchange
@@ -123,8 +124,6 @@ class Audit:
             log.exception("could not build the audit record of a request")
 
     def _request(self, ex: Exchange) -> None:
-        from edge_agent.telemetry.observe import outcome
-
         out = outcome(ex)
         record: dict[str, Any] = {
             "time": _now(),
@@ -138,8 +137,8 @@ class Audit:
             "status": out["status"],
             "cache": out["cache"],
         }
-        if ex.trace is not None:
-            record["trace_id"] = f"{ex.trace.span.get_span_context().trace_id:032x}"
+        if "trace_id" in out:
+            record["trace_id"] = out["trace_id"]
         if "refusal" in out:
             record["reason"] = out["refusal"]
         if ex.findings:

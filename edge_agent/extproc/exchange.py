@@ -99,6 +99,7 @@ class Exchange:
         "query",
         "ratelimit_headers",
         "raw",
+        "record",
         "refusal",
         "req_headers",
         "request",
@@ -125,6 +126,7 @@ class Exchange:
         self.traceparent = traceparent
         self.trace: Trail | None = None
         self.refusal = ""
+        self.record: dict[str, Any] | None = None  # what it told (observe.outcome), once
         self.endpoint: Endpoint | None = None
         self.schema: ClientSchema = OPENAI  # the client's API, from the endpoint
         self.path = ""

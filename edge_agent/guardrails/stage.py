@@ -105,7 +105,6 @@ def check(ex: Exchange) -> Generator[Effect, Any, None]:
             _rewrite(ex)
         return None
     counts: Counter[str] = Counter()
-    body = req.body if guardrails.action == "block" else None
     for container, key in places:
         text = container[key]
         findings = detector.find(text)
@@ -123,7 +122,7 @@ def check(ex: Exchange) -> Generator[Effect, Any, None]:
         metrics.guardrail_findings.labels(
             entity, "request", guardrails.action, ex.tenant_label
         ).inc(n)
-    if body is not None:  # block
+    if guardrails.action == "block":
         metrics.guardrail_refusals.labels("pii", "-", ex.tenant_label).inc()
         found = ", ".join(f"{entity} ({n})" for entity, n in sorted(counts.items()))
         raise ApiError(

@@ -20,6 +20,7 @@ import orjson
 from opentelemetry.trace import SpanKind, Status, StatusCode, TraceFlags
 
 from edge_agent.api.openai import Endpoint
+from edge_agent.limits.stage import answer_usage
 
 if TYPE_CHECKING:
     from edge_agent.api.schema import Assembler
@@ -156,9 +157,11 @@ def _prompt_text(body: Mapping[str, Any]) -> str:
 
 
 def outcome(ex: Exchange) -> dict[str, Any]:
-    """What happened to a request, for its log line, span and access-log metadata."""
-    from edge_agent.limits.stage import answer_usage
-
+    """What happened to a request, for its log line, span, access-log metadata and audit
+    record: made once, when the request's last message is answered or it ends (nothing
+    these read changes after that), and shared."""
+    if ex.record is not None:
+        return ex.record
     req = ex.request
     target = ex.target
     used = answer_usage(ex) if target is not None else None
@@ -189,6 +192,10 @@ def outcome(ex: Exchange) -> dict[str, Any]:
         out["refusal"] = ex.refusal
     if ex.findings:  # types and counts only
         out["pii"] = ",".join(f"{k}:{v}" for k, v in sorted(ex.findings.items()))
+    if ex.trace is not None:
+        ctx = ex.trace.span.get_span_context()
+        out["trace_id"], out["span_id"] = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+    ex.record = out
     return out
 
 
@@ -230,11 +237,7 @@ class Observer:
         """Envoy's dynamic metadata for its access log (None when not configured)."""
         if not self.access_log:
             return None
-        out = outcome(ex)
-        if ex.trace is not None:
-            ctx = ex.trace.span.get_span_context()
-            out["trace_id"] = f"{ctx.trace_id:032x}"
-        return out
+        return outcome(ex)
 
     def finish(self, ex: Exchange) -> None:
         try:
@@ -249,8 +252,6 @@ class Observer:
             return
         out = outcome(ex)
         if trail is not None:
-            ctx = trail.span.get_span_context()
-            out["trace_id"], out["span_id"] = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
             self._end_trace(ex, trail, out)
         if logging_on:
             requests_log.info("request", extra={"fields": out})

@@ -28,7 +28,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from edge_agent.telemetry.settings import TracingConfig
+from edge_agent.telemetry.settings import ResolvedTracing, TracingConfig
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -79,8 +79,7 @@ class _CountingExporter(SpanExporter):
         spans = metrics.trace_spans
         self._exported = spans.labels("exported")
         self._failed = spans.labels("export_failed")
-        self._failing_since: float | None = None
-        self._warned_at = 0.0
+        self._warned_at = float("-inf")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.gate.leave(len(spans))
@@ -91,11 +90,10 @@ class _CountingExporter(SpanExporter):
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
             self._exported.inc(len(spans))
-            self._failing_since = None
         else:
             self._failed.inc(len(spans))
             now = time.monotonic()
-            if self._failing_since is None or now - self._warned_at >= _WARN_EVERY_S:
+            if now - self._warned_at >= _WARN_EVERY_S:
                 # Once per minute while the collector is away; the metric counts all.
                 log.warning(
                     "trace export to the collector failed; %d spans dropped "
@@ -103,8 +101,6 @@ class _CountingExporter(SpanExporter):
                     len(spans),
                 )
                 self._warned_at = now
-            if self._failing_since is None:
-                self._failing_since = now
         return result
 
     def shutdown(self) -> None:
@@ -143,12 +139,11 @@ _OVERWRITTEN = (
 )
 
 
-def _exporter(config: TracingConfig, environ: Mapping[str, str]) -> SpanExporter:
+def _exporter(config: TracingConfig, resolved: ResolvedTracing) -> SpanExporter:
     try:
         from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(_OVERWRITTEN.format(exc=exc)) from None
-    resolved = config.resolved(environ)
     if resolved.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -243,7 +238,7 @@ class Tracing:
         self.endpoint = resolved.endpoint
         gate = _Gate(config.max_queue)
         batch = BatchSpanProcessor(
-            _CountingExporter(exporter or _exporter(config, environ), gate, metrics),
+            _CountingExporter(exporter or _exporter(config, resolved), gate, metrics),
             # One more than the gate lets through: the SDK's queue never overflows.
             max_queue_size=config.max_queue + 1,
             max_export_batch_size=min(_BATCH, config.max_queue),
