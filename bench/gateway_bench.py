@@ -1191,6 +1191,30 @@ class Bench:
             gw.stop()
         return rows
 
+    def _miss(
+        self,
+        gw: Gateway,
+        pids: dict[str, int],
+        key: str,
+        title: str,
+        verify: Callable[[Scenario], None],
+        cluster: str = PROVIDER,
+    ) -> Scenario:
+        """One window of unique-prompt misses through `gw` (its key, if it has one)."""
+        return self.measure(
+            key,
+            title,
+            gw.url,
+            "unique",
+            f"{key}-{self.nonce}",
+            pids,
+            gw.envoy_admin_port,
+            cluster,
+            gw.cache_counts,
+            verify,
+            gw.key,
+        )
+
     def run_redis(self, limits: bool) -> Scenario:
         """Misses with virtual keys and the shared Redis tier, with or without every limit
         and budget on (Redis-backed): what the limits cost, against the same miss."""
@@ -1211,19 +1235,13 @@ class Bench:
                 self.check_upstream_count(sc)
                 self.check_reuse(sc)
 
-            return self.measure(
+            return self._miss(
+                gw,
+                pids,
                 "miss_limits" if limits else "miss_redis",
                 "Envoy + agent, cache miss (exact tier + Redis), virtual keys"
                 + (", every limit and budget on (Redis-backed)" if limits else ""),
-                gw.url,
-                "unique",
-                f"{'limits' if limits else 'redis'}-{self.nonce}",
-                pids,
-                gw.envoy_admin_port,
-                PROVIDER,
-                gw.cache_counts,
                 verify,
-                gw.key,
             )
         finally:
             gw.stop()
@@ -1359,17 +1377,13 @@ class Bench:
                 )
                 sc.check(retried == 0, f"{retried} attempts were retried (the first target failed)")
 
-            return self.measure(
+            return self._miss(
+                gw,
+                pids,
                 "miss_chain",
                 "Envoy + agent, cache miss through a failover chain (exact tier only)",
-                gw.url,
-                "unique",
-                f"chain-{self.nonce}",
-                pids,
-                gw.envoy_admin_port,
-                CHAIN_CLUSTER,
-                gw.cache_counts,
                 verify,
+                CHAIN_CLUSTER,
             )
         finally:
             gw.stop()
@@ -1433,20 +1447,7 @@ class Bench:
                         else "Envoy + agent, cache miss (exact tier only), traces (100 % "
                         "sampled) + access log + JSON logs"
                     )
-                    rows.append(
-                        self.measure(
-                            key,
-                            title,
-                            gw.url,
-                            "unique",
-                            f"{key}-{self.nonce}",
-                            pids,
-                            gw.envoy_admin_port,
-                            PROVIDER,
-                            gw.cache_counts,
-                            verify,
-                        )
-                    )
+                    rows.append(self._miss(gw, pids, key, title, verify))
                 finally:
                     gw.stop()
         finally:
@@ -1469,16 +1470,11 @@ class Bench:
                 found = metric_sum(gw.metrics(), "edge_agent_guardrail_findings_total")
                 sc.check(found == 0, f"{found:.0f} findings in prompts that hold none")
 
-            return self.measure(
+            return self._miss(
+                gw,
+                pids,
                 "miss_redact",
                 "Envoy + agent, cache miss (exact tier only), PII redaction on",
-                gw.url,
-                "unique",
-                f"redact-{self.nonce}",
-                pids,
-                gw.envoy_admin_port,
-                PROVIDER,
-                gw.cache_counts,
                 verify,
             )
         finally:
